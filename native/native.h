@@ -1,0 +1,56 @@
+/* C declarations for cffi (API mode): "..." lets the compiler fill in layouts and values. */
+
+#define SFD_CLOEXEC ...
+#define SFD_NONBLOCK ...
+#define TFD_CLOEXEC ...
+#define TFD_NONBLOCK ...
+#define TFD_TIMER_ABSTIME ...
+#define TFD_TIMER_CANCEL_ON_SET ...
+
+#define CLOCK_REALTIME ...
+#define CLOCK_MONOTONIC ...
+#define CLOCK_BOOTTIME ...
+
+typedef struct { ...; } sigset_t;
+typedef long... time_t;
+
+struct timespec {
+    time_t tv_sec;
+    long tv_nsec;
+    ...;
+};
+
+struct itimerspec {
+    struct timespec it_interval;
+    struct timespec it_value;
+};
+
+struct signalfd_siginfo {
+    uint32_t ssi_signo;
+    int32_t  ssi_errno;
+    int32_t  ssi_code;
+    uint32_t ssi_pid;
+    uint32_t ssi_uid;
+    int32_t  ssi_fd;
+    uint32_t ssi_tid;
+    uint32_t ssi_band;
+    uint32_t ssi_overrun;
+    uint32_t ssi_trapno;
+    int32_t  ssi_status;
+    int32_t  ssi_int;
+    uint64_t ssi_ptr;
+    uint64_t ssi_utime;
+    uint64_t ssi_stime;
+    uint64_t ssi_addr;
+    ...;
+};
+
+int sigemptyset(sigset_t *set);
+int sigaddset(sigset_t *set, int signum);
+
+int signalfd(int fd, const sigset_t *mask, int flags);
+
+int timerfd_create(int clockid, int flags);
+int timerfd_settime(int fd, int flags, const struct itimerspec *new_value,
+                    struct itimerspec *old_value);
+int timerfd_gettime(int fd, struct itimerspec *curr_value);

@@ -1,0 +1,153 @@
+"""Thin Pythonic file objects over the cffi-built signalfd and timerfd (``supervisor._native``).
+
+Every fd made here is CLOEXEC and non-blocking. A failing C call becomes ``OSError`` in
+exactly one place: :func:`_check`.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import struct
+
+from supervisor._native import ffi, lib
+
+CLOCK_REALTIME = lib.CLOCK_REALTIME
+CLOCK_MONOTONIC = lib.CLOCK_MONOTONIC
+CLOCK_BOOTTIME = lib.CLOCK_BOOTTIME
+
+_SIGINFO_SIZE = ffi.sizeof("struct signalfd_siginfo")
+_NS = 1_000_000_000
+
+
+def _check(ret: int) -> int:
+    """The one place where a C call's ``-1``/errno turns into ``OSError``."""
+    if ret == -1:
+        err = ffi.errno
+        raise OSError(err, os.strerror(err))
+    return ret
+
+
+class _Fd:
+    """An owned file descriptor with ``fileno``/``close`` and context-manager support."""
+
+    __slots__ = ("_fd",)
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+
+    def fileno(self) -> int:
+        if self._fd < 0:
+            raise ValueError("I/O operation on closed fd")
+        return self._fd
+
+    @property
+    def closed(self) -> bool:
+        return self._fd < 0
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            fd, self._fd = self._fd, -1
+            os.close(fd)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        if getattr(self, "_fd", -1) >= 0:
+            import warnings
+
+            warnings.warn(f"unclosed {type(self).__name__} fd {self._fd}", ResourceWarning,
+                          stacklevel=2)
+            self.close()
+
+
+class SigInfo:
+    """The fields of one ``struct signalfd_siginfo`` that a supervisor needs."""
+
+    __slots__ = ("code", "pid", "signo", "status", "uid")
+
+    def __init__(self, signo: int, code: int, pid: int, uid: int, status: int) -> None:
+        self.signo = signo
+        self.code = code
+        self.pid = pid
+        self.uid = uid
+        self.status = status
+
+    def __repr__(self) -> str:
+        return f"SigInfo(signo={self.signo}, code={self.code}, pid={self.pid}, uid={self.uid})"
+
+
+class SignalFd(_Fd):
+    """``signalfd(2)`` for a set of signals. The caller blocks them first (see :meth:`block`)."""
+
+    __slots__ = ()
+
+    def __init__(self, signals) -> None:
+        mask = ffi.new("sigset_t *")
+        _check(lib.sigemptyset(mask))
+        for sig in signals:
+            _check(lib.sigaddset(mask, int(sig)))
+        super().__init__(_check(lib.signalfd(-1, mask, lib.SFD_CLOEXEC | lib.SFD_NONBLOCK)))
+
+    @staticmethod
+    def block(signals) -> None:
+        """Block ``signals`` in this thread so that they queue for a signalfd."""
+        signal.pthread_sigmask(signal.SIG_BLOCK, signals)
+
+    def read(self) -> list[SigInfo]:
+        """Every queued signal (an empty list when none is queued)."""
+        try:
+            data = os.read(self.fileno(), _SIGINFO_SIZE * 32)
+        except BlockingIOError:
+            return []
+        out = []
+        for off in range(0, len(data), _SIGINFO_SIZE):
+            info = ffi.cast("struct signalfd_siginfo *", ffi.from_buffer(data[off:]))
+            out.append(SigInfo(info.ssi_signo, info.ssi_code, info.ssi_pid, info.ssi_uid,
+                               info.ssi_status))
+        return out
+
+
+class TimerFd(_Fd):
+    """``timerfd_create(2)`` on one clock, armed at absolute deadlines in seconds."""
+
+    __slots__ = ("clock",)
+
+    def __init__(self, clock: int = CLOCK_BOOTTIME) -> None:
+        super().__init__(_check(lib.timerfd_create(clock, lib.TFD_CLOEXEC | lib.TFD_NONBLOCK)))
+        self.clock = clock
+
+    def arm_at(self, deadline: float, *, cancel_on_set: bool = False) -> None:
+        """Fire once at ``deadline`` (seconds on this fd's clock)."""
+        ns = max(int(deadline * _NS), 1)  # 0 would disarm
+        spec = ffi.new("struct itimerspec *")
+        spec.it_value.tv_sec, spec.it_value.tv_nsec = divmod(ns, _NS)
+        flags = lib.TFD_TIMER_ABSTIME
+        if cancel_on_set:
+            flags |= lib.TFD_TIMER_CANCEL_ON_SET
+        _check(lib.timerfd_settime(self.fileno(), flags, spec, ffi.NULL))
+
+    def disarm(self) -> None:
+        spec = ffi.new("struct itimerspec *")
+        _check(lib.timerfd_settime(self.fileno(), 0, spec, ffi.NULL))
+
+    def armed_at(self) -> float | None:
+        """Seconds until the timer fires, or None when disarmed (``timerfd_gettime``)."""
+        spec = ffi.new("struct itimerspec *")
+        _check(lib.timerfd_gettime(self.fileno(), spec))
+        ns = spec.it_value.tv_sec * _NS + spec.it_value.tv_nsec
+        return ns / _NS if ns else None
+
+    def read(self) -> int:
+        """Expirations since the last read; 0 when none (spurious wake-up).
+
+        Raises ``OSError(ECANCELED)`` when a CANCEL_ON_SET realtime timer saw a clock step.
+        """
+        try:
+            return struct.unpack("=Q", os.read(self.fileno(), 8))[0]
+        except BlockingIOError:
+            return 0
