@@ -1,0 +1,278 @@
+"""supervisor: command a supervisor instance.
+
+Usage:
+  supervisor init [-i N] [--json]
+  supervisor list-supervisors [--json]
+  supervisor close [-i N] [--json]
+  supervisor create-service [-i N] [-n NAME] [-r K] [-c] [-d S] [--json] <path> [--] [<args>...]
+  supervisor open-service <pid> [-i N] [-n NAME] [--json]
+  supervisor suspend-service <svc> [-i N] [--json]
+  supervisor resume-service <svc> [-i N] [--json]
+  supervisor close-service <svc> [-i N] [--json]
+  supervisor remove-service <svc> [-i N] [--json]
+  supervisor service-status <svc> [-i N] [--json]
+  supervisor list-supervisor [-i N] [--json]
+  supervisor supervisor-freelist <svc>... [-i N] [--json]
+  supervisor supervisor-cancel <svc> [-i N] [--json]
+  supervisor (-h | --help)
+  supervisor --version
+
+Commands:
+  init                 Make sure instance N runs (start its daemon detached if not).
+  list-supervisors     The instances that run: number, pid, socket, services, uptime.
+  close                Shut instance N down: services it created are stopped (SIGTERM,
+                       then SIGKILL after a grace period); opened ones are released.
+  create-service       Start <path> with <args>; prints the service's name and pid.
+  open-service         Adopt a running process that the daemon did not start.
+  suspend-service      SIGSTOP: RUNNING -> STOPPED.
+  resume-service       SIGCONT: STOPPED -> RUNNING.
+  close-service        SIGKILL: -> KILLED (never restarted).
+  remove-service       Forget a service whatever its status (a created one still running
+                       is killed first; an opened one is left running).
+  service-status       The status of one service.
+  list-supervisor      Every service of instance N.
+  supervisor-freelist  Remove several services in one request.
+  supervisor-cancel    Cancel a PENDING service and remove it.
+
+Options:
+  -i N, --instance N       The instance, 0 to 99 [default: 0].
+  -n NAME, --name NAME     The service's name (default: the program's basename, made
+                           unique with -2, -3...).
+  -r K, --restart-times K  Restart after a crash at most K times [default: 0].
+  -c, --create-stopped     The process exists and has a pid, but none of the program's
+                           code runs until resume-service.
+  -d S, --delay S          Start after S seconds (fractions allowed); PENDING until then
+                           [default: 0].
+  --json                   Print one JSON document on stdout.
+  -h, --help               Show this text.
+  --version                Show the version.
+
+<svc> is a service name or any pid the service has had. Put -- before <args> that start
+with a dash.
+
+Exit codes: 0 done; 1 the daemon refused or failed; 2 usage error; 3 the instance is not
+running or not reachable.
+"""
+
+from __future__ import annotations
+
+import sys
+
+EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_NOT_RUNNING = 0, 1, 2, 3
+
+
+class UsageError(Exception):
+    pass
+
+
+def _usage_line(argv: list[str]) -> str:
+    lines = [ln.strip() for ln in __doc__.split("Usage:")[1].split("\n\n")[0].splitlines()]
+    for word in argv:
+        if not word.startswith("-"):
+            match = [ln for ln in lines if ln.split()[1:2] == [word]]
+            if match:
+                return match[0]
+            break
+    return "supervisor <command> [options]"
+
+
+def _number(text: str, what: str, *, integer: bool) -> float:
+    import math
+
+    try:
+        value = int(text) if integer else float(text)
+    except ValueError:
+        kind = "a whole number" if integer else "a number of seconds"
+        raise UsageError(f"{what} must be {kind} >= 0, not {text!r}") from None
+    if value < 0 or not math.isfinite(value):
+        raise UsageError(f"{what} must be >= 0, not {text!r}")
+    return value
+
+
+def _resolve_path(path: str) -> str:
+    import os
+    import shutil
+
+    if "/" not in path:
+        found = shutil.which(path)
+        if found:
+            return os.path.abspath(found)
+    return os.path.abspath(path)
+
+
+def _svc(ref: str) -> str | int:
+    return int(ref) if ref.isdigit() else ref
+
+
+# ---- output -----------------------------------------------------------------------------
+
+
+def _ago(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    d, rem = divmod(seconds, 86400)
+    h, rem = divmod(rem, 3600)
+    m, s = divmod(rem, 60)
+    if d:
+        return f"{d}d{h}h"
+    if h:
+        return f"{h}h{m:02d}m"
+    if m:
+        return f"{m}m{s:02d}s"
+    return f"{s}s"
+
+
+def _status_text(svc: dict) -> str:
+    status = svc["status"]
+    if status in ("CRASHED", "EXITED", "KILLED"):
+        if svc.get("signal"):
+            return f"{status} ({svc['signal']})"
+        if svc.get("exit_code") is not None:
+            return f"{status} (code {svc['exit_code']})"
+    return status
+
+
+def _uptime(svc: dict, now: float) -> str:
+    if svc["status"] == "PENDING" and svc.get("next_start"):
+        return f"in {_ago(svc['next_start'] - now + 0.999)}"
+    if svc["status"] in ("RUNNING", "STOPPED") and svc.get("started_at"):
+        return _ago(now - svc["started_at"])
+    return "-"
+
+
+def _table(rows: list[list[str]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    out = []
+    for r in rows:
+        cells = [c.ljust(w) for c, w in zip(r, widths, strict=False)] + [r[-1]]
+        out.append("  ".join(cells).rstrip())
+    return "\n".join(out)
+
+
+def _service_rows(services: list[dict]) -> str:
+    import shlex
+    import time
+
+    now = time.time()
+    rows = [["NAME", "PID", "STATUS", "RESTARTS", "UPTIME", "COMMAND"]]
+    for s in services:
+        rows.append([s["name"], str(s["pid"]) if s["pid"] is not None else "-",
+                     _status_text(s), str(s["restarts"]), _uptime(s, now),
+                     shlex.join(s["command"]) + (" (opened)" if s.get("opened") else "")])
+    return _table(rows)
+
+
+def _print(result, as_json: bool, text: str) -> None:
+    if as_json:
+        import json
+
+        print(json.dumps(result, indent=2))
+    elif text:
+        print(text)
+
+
+# ---- commands ---------------------------------------------------------------------------
+
+
+def run(opts: dict) -> int:
+    from supervisor import client, paths
+
+    try:
+        instance = paths.parse_instance(opts["--instance"])
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    as_json = opts["--json"]
+
+    if opts["list-supervisors"]:
+        import time
+
+        found = client.list_supervisors()
+        now = time.time()
+        rows = [["INSTANCE", "PID", "SERVICES", "UPTIME", "SOCKET"]]
+        rows += [[str(i["instance"]), str(i["pid"]), str(i["services"]),
+                  _ago(now - i["started_at"]), i["socket"]] for i in found]
+        _print({"supervisors": found}, as_json,
+               _table(rows) if found else "no supervisor instance is running")
+        return EXIT_OK
+    if opts["init"]:
+        info, started = client.init(instance)
+        verb = "started" if started else "already running"
+        _print({**info, "started": started}, as_json,
+               f"instance {instance} {verb} (pid {info['pid']}, socket {info['socket']})")
+        return EXIT_OK
+    if opts["close"]:
+        answer = client.close_instance(instance)
+        _print(answer, as_json, f"instance {instance} closed (pid {answer['pid']})")
+        return EXIT_OK
+
+    with client.Client(instance) as c:
+        if opts["create-service"]:
+            restarts = int(_number(opts["--restart-times"], "restart times", integer=True))
+            delay = _number(opts["--delay"], "delay", integer=False)
+            svc = c.create_service(_resolve_path(opts["<path>"]), opts["<args>"],
+                                   name=opts["--name"], restart_times=restarts,
+                                   create_stopped=opts["--create-stopped"], delay=delay)
+            if svc["status"] == "PENDING":
+                import time
+
+                text = f"{svc['name']} PENDING (starts in {svc['next_start'] - time.time():.1f} s)"
+            else:
+                text = f"{svc['name']} {svc['pid']}"
+            _print(svc, as_json, text)
+        elif opts["open-service"]:
+            ref = opts["<pid>"]
+            if not ref.isdigit() or int(ref) == 0:
+                raise UsageError(f"<pid> must be a positive number, not {ref!r}")
+            svc = c.open_service(int(ref), name=opts["--name"])
+            _print(svc, as_json, f"{svc['name']} {svc['pid']}")
+        elif opts["list-supervisor"]:
+            listing = c.list_supervisor()
+            _print(listing, as_json, _service_rows(listing["services"]) if listing["services"]
+                   else f"instance {instance} has no services")
+        elif opts["supervisor-freelist"]:
+            answer = c.supervisor_freelist([_svc(s) for s in opts["<svc>"]])
+            _print(answer, as_json, "\n".join(f"removed {s['name']}" for s in answer["removed"]))
+        else:
+            ref = _svc(opts["<svc>"][0])
+            for cmd, verb in (("suspend-service", "suspended"), ("resume-service", "resumed"),
+                              ("close-service", "killed"), ("remove-service", "removed"),
+                              ("supervisor-cancel", "cancelled"),
+                              ("service-status", None)):
+                if opts[cmd]:
+                    svc = c.call(cmd, service=ref)
+                    text = (_service_rows([svc]) if verb is None
+                            else f"{verb} {svc['name']} ({_status_text(svc)})")
+                    _print(svc, as_json, text)
+                    break
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    from docopt import DocoptExit, docopt
+
+    from supervisor import __version__
+
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        opts = docopt(__doc__, argv=argv, version=f"supervisor {__version__}")
+    except DocoptExit:
+        print(f"supervisor: usage: {_usage_line(argv)}  (see supervisor --help)",
+              file=sys.stderr)
+        return EXIT_USAGE
+    from supervisor.client import SupervisorError
+
+    try:
+        return run(opts)
+    except UsageError as exc:
+        print(f"supervisor: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except SupervisorError as exc:
+        print(f"supervisor: {exc.message}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:  # stdout closed early (| head)
+        return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

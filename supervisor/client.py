@@ -1,0 +1,324 @@
+"""The Python client API; the CLI is built on it.
+
+    from supervisor.client import Client
+
+    with Client(instance=3) as c:
+        svc = c.create_service("/usr/bin/sleep", ["60"], name="nap", restart_times=2)
+        c.suspend_service("nap")
+        print(c.service_status(svc["pid"])["status"])   # STOPPED
+
+Errors raise :class:`SupervisorError` subclasses whose ``exit_code`` is the CLI's:
+:class:`RemoteError` (1, the daemon refused: ``code`` is a protocol error code),
+:class:`NotRunning` (3, the instance is not running or not reachable).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import selectors
+import signal
+import socket
+import time
+from typing import Any
+
+from supervisor import paths, protocol
+
+DEFAULT_TIMEOUT = 30.0
+START_TIMEOUT = 10.0
+
+
+class SupervisorError(Exception):
+    exit_code = 1
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class RemoteError(SupervisorError):
+    """The daemon answered with an error."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class NotRunning(SupervisorError):
+    exit_code = 3
+
+
+class Client:
+    """A connection to one instance. Requests may be pipelined with :meth:`pipeline`."""
+
+    def __init__(self, instance: int = 0, *, runtime_dir: str | None = None,
+                 timeout: float | None = DEFAULT_TIMEOUT) -> None:
+        self.instance = paths.parse_instance(instance)
+        self.path = paths.socket_path(self.instance, runtime_dir)
+        self.timeout = timeout
+        self._sock: socket.socket | None = None
+        self._buf = bytearray()
+        self._next_id = 0
+
+    # connection
+
+    def connect(self) -> Client:
+        if self._sock is None:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+            sock.settimeout(self.timeout)
+            try:
+                sock.connect(self.path)
+            except (FileNotFoundError, ConnectionRefusedError):
+                sock.close()
+                raise NotRunning(f"instance {self.instance} is not running "
+                                 f"(no daemon listens on {self.path})") from None
+            except PermissionError:
+                sock.close()
+                raise RemoteError("permission-denied",
+                                  f"permission denied on {self.path}") from None
+            except OSError as exc:
+                sock.close()
+                raise NotRunning(f"instance {self.instance} is not reachable: "
+                                 f"{exc.strerror or exc}") from None
+            self._sock = sock
+        return self
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+    def __enter__(self) -> Client:
+        return self.connect()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # requests
+
+    def call(self, cmd: str, **args: Any) -> Any:
+        """Send one request and return its result, or raise RemoteError."""
+        result = self.pipeline([(cmd, args)])[0]
+        if isinstance(result, RemoteError):
+            raise result
+        return result
+
+    def pipeline(self, calls: list[tuple[str, dict]]) -> list[Any]:
+        """Send every request at once, then read the answers in order. Each answer is a
+        result or a :class:`RemoteError` instance (returned, not raised)."""
+        self.connect()
+        first = self._next_id
+        self._next_id += len(calls)
+        payload = b"".join(protocol.encode_request(first + i, cmd, args)
+                           for i, (cmd, args) in enumerate(calls))
+        try:
+            self._sock.sendall(payload)
+            return [self._read_answer(first + i) for i in range(len(calls))]
+        except (BrokenPipeError, ConnectionResetError):
+            raise NotRunning(f"instance {self.instance} closed the connection") from None
+        except TimeoutError:
+            raise NotRunning(f"instance {self.instance} did not answer within "
+                             f"{self.timeout:g} s") from None
+
+    def _read_answer(self, req_id: int) -> Any:
+        while True:
+            end = self._buf.find(b"\n")
+            if end >= 0:
+                line = bytes(self._buf[:end])
+                del self._buf[:end + 1]
+                break
+            chunk = self._sock.recv(1 << 16)
+            if not chunk:
+                raise NotRunning(f"instance {self.instance} closed the connection")
+            self._buf += chunk
+        try:
+            rid, ok, value = protocol.decode_response(line)
+        except protocol.ProtocolError as exc:
+            raise SupervisorError(exc.message) from None
+        if not ok:
+            return RemoteError(*value)
+        if rid != req_id:
+            raise SupervisorError(f"answer {rid!r} came for request {req_id}")
+        return value
+
+    # the commands
+
+    def ping(self) -> dict:
+        return self.call("ping")
+
+    def info(self) -> dict:
+        return self.call("info")
+
+    def create_service(self, path: str, args: list[str] | tuple = (), *,
+                       name: str | None = None, restart_times: int = 0,
+                       create_stopped: bool = False, delay: float = 0,
+                       cwd: str | None = None) -> dict:
+        req: dict[str, Any] = {"path": path, "args": list(args), "restart_times": restart_times,
+                               "create_stopped": create_stopped, "delay": delay,
+                               "cwd": cwd or os.getcwd()}
+        if name is not None:
+            req["name"] = name
+        return self.call("create-service", **req)
+
+    def open_service(self, pid: int, *, name: str | None = None) -> dict:
+        return self.call("open-service", pid=pid, **({"name": name} if name else {}))
+
+    def suspend_service(self, service: str | int) -> dict:
+        return self.call("suspend-service", service=service)
+
+    def resume_service(self, service: str | int) -> dict:
+        return self.call("resume-service", service=service)
+
+    def close_service(self, service: str | int) -> dict:
+        return self.call("close-service", service=service)
+
+    def remove_service(self, service: str | int) -> dict:
+        return self.call("remove-service", service=service)
+
+    def service_status(self, service: str | int) -> dict:
+        return self.call("service-status", service=service)
+
+    def list_supervisor(self) -> dict:
+        return self.call("list-supervisor")
+
+    def supervisor_freelist(self, services: list[str | int]) -> dict:
+        return self.call("supervisor-freelist", services=list(services))
+
+    def supervisor_cancel(self, service: str | int) -> dict:
+        return self.call("supervisor-cancel", service=service)
+
+    def shutdown(self) -> dict:
+        return self.call("shutdown")
+
+
+# ---- instances ---------------------------------------------------------------------------
+
+
+def list_supervisors(runtime_dir: str | None = None) -> list[dict]:
+    """Every running instance: its ``info`` answer, by instance number."""
+    base = runtime_dir or paths.runtime_dir()
+    found = []
+    for sock_path in glob.glob(os.path.join(glob.escape(base), "*.sock")):
+        stem = os.path.basename(sock_path)[:-5]
+        if not stem.isdigit() or int(stem) not in paths.INSTANCES:
+            continue
+        try:
+            with Client(int(stem), runtime_dir=base, timeout=5) as c:
+                found.append(c.info())
+        except SupervisorError:
+            continue  # a stale socket, or one that is going away
+    return sorted(found, key=lambda i: i["instance"])
+
+
+def init(instance: int, *, runtime_dir: str | None = None,
+         timeout: float = START_TIMEOUT) -> tuple[dict, bool]:
+    """Make sure ``instance`` runs: (its info, whether this call started it)."""
+    try:
+        with Client(instance, runtime_dir=runtime_dir, timeout=5) as c:
+            return c.info(), False
+    except NotRunning:
+        pass
+    start_daemon(instance, runtime_dir=runtime_dir, timeout=timeout)
+    with Client(instance, runtime_dir=runtime_dir, timeout=5) as c:
+        return c.info(), True
+
+
+def start_daemon(instance: int, *, runtime_dir: str | None = None,
+                 timeout: float = START_TIMEOUT) -> int:
+    """Start the daemon of ``instance`` detached (its own session, stdin on /dev/null,
+    output appended to ``<runtime dir>/<N>.log``) and wait until it reports READY=1 on a
+    notify socket of ours. Returns its pid."""
+    import sys
+
+    from supervisor import process
+
+    if runtime_dir:
+        os.environ["SUPERVISOR_RUNTIME_DIR"] = runtime_dir
+    base = paths.ensure_runtime_dir()
+    notify_path = os.path.join(base, f".init-{instance}-{os.getpid()}.notify")
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+    log_fd = -1
+    proc = None
+    try:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(notify_path)
+        notify.bind(notify_path)
+        log_fd = os.open(paths.log_path(instance, base),
+                         os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        log_start = os.lseek(log_fd, 0, os.SEEK_END)
+        env = {**os.environ, "NOTIFY_SOCKET": notify_path, "SUPERVISOR_RUNTIME_DIR": base}
+        for key in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
+            env.pop(key, None)
+        argv = [sys.executable, "-m", "supervisor.daemon", "--instance", str(instance)]
+        proc = process.spawn(argv, env=env, stdout=log_fd, stderr=log_fd)
+        deadline = time.monotonic() + timeout
+        with selectors.DefaultSelector() as sel:
+            sel.register(notify, selectors.EVENT_READ, "notify")
+            sel.register(proc, selectors.EVENT_READ, "exit")
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    process.send(proc, signal.SIGTERM)
+                    raise SupervisorError(f"instance {instance} did not become ready within "
+                                          f"{timeout:g} s (see {paths.log_path(instance, base)})")
+                events = sel.select(left)
+                if any(key.data == "notify" for key, _ in events):
+                    msg = notify.recv(4096).decode(errors="replace")
+                    if "READY=1" in msg.split("\n"):
+                        return proc.pid
+                elif events:
+                    code, sig = process.reap(proc)
+                    why = _log_tail(paths.log_path(instance, base), log_start)
+                    if code == 1 and "already running" in why:
+                        return proc.pid  # another `init` won the race: fine
+                    raise SupervisorError(f"instance {instance} failed to start: "
+                                          f"{why or f'exit code {code}, signal {sig}'}")
+    except OSError as exc:
+        raise SupervisorError(f"cannot start instance {instance}: {exc.strerror or exc}") \
+            from None
+    finally:
+        notify.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(notify_path)
+        if log_fd >= 0:
+            os.close(log_fd)
+        if proc is not None:
+            proc.close()
+
+
+def _log_tail(path: str, start: int) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(start)
+            lines = f.read().decode(errors="replace").strip().splitlines()
+    except OSError:
+        return ""
+    return lines[-1] if lines else ""
+
+
+def close_instance(instance: int, *, runtime_dir: str | None = None,
+                   timeout: float | None = None) -> dict:
+    """Shut ``instance`` down and wait until its daemon has exited."""
+    from supervisor import process
+
+    with Client(instance, runtime_dir=runtime_dir) as c:
+        answer = c.shutdown()
+    wait = timeout if timeout is not None else answer.get("grace", 5) + START_TIMEOUT
+    try:
+        proc = process.open_pid(answer["pid"])
+    except ProcessLookupError:
+        return answer
+    try:
+        with selectors.DefaultSelector() as sel:
+            sel.register(proc, selectors.EVENT_READ)
+            if not sel.select(wait):
+                raise SupervisorError(f"instance {instance} (pid {answer['pid']}) did not exit "
+                                      f"within {wait:g} s")
+    finally:
+        proc.close()
+    return answer
+
+
+__all__ = ["Client", "NotRunning", "RemoteError", "SupervisorError", "close_instance",
+           "init", "list_supervisors", "start_daemon"]

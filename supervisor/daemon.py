@@ -1,0 +1,612 @@
+"""supervisor-daemon: runs one supervisor instance in the foreground.
+
+Usage:
+  supervisor-daemon [-i N] [--grace S]
+  supervisor-daemon (-h | --help)
+
+Options:
+  -i N, --instance N  The instance to run, 0 to 99 [default: 0].
+  --grace S           Seconds between SIGTERM and SIGKILL for the services it created
+                      when the instance closes [default: 5].
+  -h, --help          Show this text.
+
+Signals: SIGTERM and SIGINT close the instance (as `supervisor close` does); SIGHUP is
+logged. `supervisor init` is what starts it detached.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import fcntl
+import math
+import os
+import re
+import resource
+import selectors
+import signal
+import socket
+import sys
+import time
+import traceback
+
+from supervisor import machine, paths, process, protocol
+from supervisor.control import Connection, Server, bind_listener
+from supervisor.journal import Journal
+from supervisor.machine import Ev, Event, Refused, State
+from supervisor.native import CLOCK_BOOTTIME, SignalFd
+from supervisor.timers import Timers
+
+HANDLED_SIGNALS = (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+_NAME_RE = re.compile(r"^[A-Za-z0-9_.@:+-]{1,128}$")
+
+
+class CommandError(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def service_object(svc: machine.Service) -> dict:
+    """The service object of the spec's ``--json`` output (stable keys)."""
+    return {
+        "name": svc.name,
+        "pid": svc.pid if svc.state is not State.PENDING else None,
+        "status": svc.status,
+        "restarts": svc.restarts,
+        "exit_code": svc.exit_code,
+        "signal": _signal_name(svc.signal),
+        "started_at": svc.started_at,
+        "next_start": svc.next_start if svc.state is State.PENDING else None,
+        "command": list(svc.command),
+        "opened": svc.opened,
+    }
+
+
+def _signal_name(signo: int | None) -> str | None:
+    if signo is None:
+        return None
+    try:
+        return signal.Signals(signo).name
+    except ValueError:
+        return str(signo)
+
+
+class Daemon:
+    def __init__(self, instance: int, listener: socket.socket, *, socket_path: str,
+                 grace: float = 5.0) -> None:
+        self.instance = instance
+        self.socket_path = socket_path
+        self.grace = grace
+        self.started_at = time.time()
+        self.journal = Journal(instance)
+        self.sel = selectors.DefaultSelector()
+        self.sigfd = SignalFd(HANDLED_SIGNALS)
+        self.sel.register(self.sigfd, selectors.EVENT_READ, self._on_signal)
+        self.timers = Timers(self.sel, CLOCK_BOOTTIME)
+        self.server = Server(self.sel, listener, self._handle_line, self._too_large)
+        self.services: dict[str, machine.Service] = {}
+        self.by_pid: dict[int, str] = {}  # every pid a service has had -> its name
+        self.procs: dict[str, process.Proc] = {}  # the watched process of each service
+        self.children: dict[int, process.Proc] = {}  # live children by pid (stop/continue)
+        self.timer_of: dict[str, object] = {}
+        self.env = process.child_env()
+        self._queue: collections.deque = collections.deque()
+        self._feeding = False
+        self.stopping = False
+        self.done = False
+        self._grace_timer = None
+        self._handlers = {
+            "ping": self.cmd_ping,
+            "info": self.cmd_info,
+            "create-service": self.cmd_create,
+            "open-service": self.cmd_open,
+            "suspend-service": self._command(Ev.SUSPEND),
+            "resume-service": self._command(Ev.RESUME),
+            "close-service": self._command(Ev.KILL),
+            "remove-service": self.cmd_remove,
+            "service-status": self.cmd_status,
+            "list-supervisor": self.cmd_list,
+            "supervisor-freelist": self.cmd_freelist,
+            "supervisor-cancel": self.cmd_cancel,
+            "shutdown": self.cmd_shutdown,
+        }
+
+    # ---- the loop ------------------------------------------------------------------------
+
+    def run(self) -> None:
+        self.journal.send(f"instance {self.instance} serving on {self.socket_path}",
+                          SUPERVISOR_EVENT="daemon-started")
+        select = self.sel.select
+        while not self.done:
+            for key, mask in select():
+                key.data(mask)
+
+    def close(self) -> None:
+        for proc in list(self.procs.values()) + list(self.children.values()):
+            if proc.pidfd >= 0:
+                self.sel.unregister(proc)
+                proc.close()
+        self.server.close()
+        self.timers.close()
+        self.sel.unregister(self.sigfd)
+        self.sigfd.close()
+        self.sel.close()
+
+    # ---- the state machine and its effects -----------------------------------------------
+
+    def feed(self, name: str, event: Event) -> None:
+        """Step ``name``'s machine with ``event`` and carry out the effects, in order.
+        Events raised while effects run (a spawn's result) are queued, not nested."""
+        self._queue.append((name, event))
+        if self._feeding:
+            return
+        self._feeding = True
+        try:
+            while self._queue:
+                name, event = self._queue.popleft()
+                svc = self.services.get(name)
+                if svc is None:
+                    continue
+                new, effects = machine.step(svc, event, time.time(), self.timers.now())
+                self._commit(new, effects)
+        finally:
+            self._feeding = False
+
+    def command(self, name: str, kind: Ev) -> machine.Service:
+        """Apply a user command; raises CommandError(bad-state) when refused."""
+        svc = self.services[name]
+        try:
+            new, effects = machine.step(svc, Event(kind), time.time(), self.timers.now())
+        except Refused as exc:
+            raise CommandError(exc.code, str(exc)) from None
+        self._commit(new, effects)
+        return new
+
+    def _commit(self, svc: machine.Service, effects: list) -> None:
+        self.services[svc.name] = svc
+        for effect in effects:
+            match effect:
+                case machine.Spawn(stopped=stopped):
+                    self._spawn(svc, stopped)
+                case machine.Signal(signo=signo):
+                    proc = self.procs.get(svc.name)
+                    if proc is not None:
+                        process.send(proc, signo, group=proc.child)
+                case machine.ArmTimer(due=due):
+                    self._cancel_timer(svc.name)
+                    name = svc.name
+                    self.timer_of[name] = self.timers.call_at(
+                        due, lambda: self._due(name))
+                case machine.CancelTimer():
+                    self._cancel_timer(svc.name)
+                case machine.Forget():
+                    self._forget(svc)
+                case machine.Log(event=what, message=message, priority=priority):
+                    self._log_event(svc, what, message, priority)
+
+    def _due(self, name: str) -> None:
+        self.timer_of.pop(name, None)
+        self.feed(name, Event(Ev.DUE))
+
+    def _cancel_timer(self, name: str) -> None:
+        handle = self.timer_of.pop(name, None)
+        if handle is not None:
+            self.timers.cancel(handle)
+
+    def _spawn(self, svc: machine.Service, stopped: bool) -> None:
+        try:
+            proc = process.spawn(list(svc.command), env=self.env, stopped=stopped,
+                                 cwd=svc.cwd)
+        except OSError as exc:
+            self.feed(svc.name, Event(Ev.SPAWN_FAILED, error=f"{svc.command[0]}: "
+                                      f"{exc.strerror or exc}"))
+            return
+        proc.owner = svc.name
+        self.procs[svc.name] = proc
+        self.children[proc.pid] = proc
+        self.by_pid[proc.pid] = svc.name
+        self.sel.register(proc, selectors.EVENT_READ, lambda mask: self._on_exit(proc))
+        self.feed(svc.name, Event(Ev.SPAWNED, pid=proc.pid, stopped=stopped))
+
+    def _on_exit(self, proc: process.Proc) -> None:
+        """A pidfd is readable: unregister, reap, close, then report."""
+        self.sel.unregister(proc)
+        code, signo = process.reap(proc)
+        proc.close()
+        self.children.pop(proc.pid, None)
+        name = proc.owner
+        if name is not None and self.procs.get(name) is proc:
+            del self.procs[name]
+            self.feed(name, Event(Ev.EXITED, pid=proc.pid, code=code, signal=signo))
+        if self.stopping:
+            self._maybe_finish()
+
+    def _forget(self, svc: machine.Service) -> None:
+        self.services.pop(svc.name, None)
+        self._cancel_timer(svc.name)
+        for pid in svc.pids:
+            if self.by_pid.get(pid) == svc.name:
+                del self.by_pid[pid]
+        proc = self.procs.pop(svc.name, None)
+        if proc is not None:
+            proc.owner = None
+            if not proc.child:  # released: we only stop watching it
+                self.sel.unregister(proc)
+                proc.close()
+            # a child stays watched until it is reaped, so it never lingers as a zombie
+
+    def _log_event(self, svc: machine.Service, what: str, message: str, priority: int) -> None:
+        self.journal.send(
+            message, priority, SUPERVISOR_EVENT=what, SERVICE_NAME=svc.name,
+            SERVICE_PID=svc.pid, SERVICE_STATUS=svc.status, EXIT_CODE=svc.exit_code,
+            EXIT_SIGNAL=_signal_name(svc.signal), SERVICE_RESTARTS=svc.restarts,
+            SERVICE_OPENED=int(svc.opened))
+
+    # ---- signals -------------------------------------------------------------------------
+
+    def _on_signal(self, mask: int) -> None:
+        for info in self.sigfd.read():
+            if info.signo == signal.SIGCHLD:
+                continue  # drained below, once for however many records coalesced
+            if info.signo in (signal.SIGTERM, signal.SIGINT):
+                self.journal.send(f"{signal.Signals(info.signo).name} from pid {info.pid}: "
+                                  "closing the instance", 5, SUPERVISOR_EVENT="signal")
+                self.shutdown()
+            elif info.signo == signal.SIGHUP:
+                self.journal.send(f"SIGHUP from pid {info.pid}: nothing to reload", 5,
+                                  SUPERVISOR_EVENT="signal")
+        for pid, stopped in process.stop_continue_reports():
+            proc = self.children.get(pid)
+            if proc is not None and proc.owner is not None:
+                self.feed(proc.owner, Event(Ev.STOPPED_SEEN if stopped else Ev.CONTINUED_SEEN,
+                                            pid=pid))
+
+    # ---- shutdown ------------------------------------------------------------------------
+
+    def shutdown(self) -> int:
+        """Close the instance: SIGTERM created services, release opened ones, then exit."""
+        if not self.stopping:
+            self.stopping = True
+            for name in list(self.services):
+                self.command(name, Ev.TERMINATE)
+            if any(s.state is State.STOPPING for s in self.services.values()):
+                self._grace_timer = self.timers.call_at(self.timers.now() + self.grace,
+                                                        self._grace_expired)
+        self._maybe_finish()
+        return sum(s.state is State.STOPPING for s in self.services.values())
+
+    def _grace_expired(self) -> None:
+        self._grace_timer = None
+        for name in list(self.services):
+            self.feed(name, Event(Ev.GRACE_EXPIRED))
+
+    def _maybe_finish(self) -> None:
+        if any(s.state is State.STOPPING for s in self.services.values()):
+            return
+        if self.children:  # killed or removed ones not reaped yet
+            return
+        self.done = True
+
+    # ---- requests ------------------------------------------------------------------------
+
+    def _too_large(self, size: int) -> bytes:
+        self.journal.send(f"request of over {size} bytes refused", 4,
+                          SUPERVISOR_COMMAND="?", ERROR_CODE="request-too-large")
+        return protocol.encode_error(None, "request-too-large",
+                                     "request is over 1 MiB; connection closed")
+
+    def _handle_line(self, line: bytes, conn: Connection) -> bytes:
+        peer = conn.peer
+        try:
+            req = protocol.decode_request(line)
+        except protocol.ProtocolError as exc:
+            self.journal.send(f"bad request from pid {peer.pid}: {exc.message}", 4,
+                              SUPERVISOR_COMMAND="?", ERROR_CODE=exc.code,
+                              PEER_PID=peer.pid, PEER_UID=peer.uid)
+            return protocol.encode_error(exc.req_id, exc.code, exc.message)
+        try:
+            if peer.uid not in (0, os.getuid()):
+                raise CommandError("permission-denied",
+                                   f"uid {peer.uid} may not command this supervisor")
+            if self.stopping and req.cmd not in ("ping", "info", "service-status",
+                                                 "list-supervisor", "shutdown"):
+                raise CommandError("shutting-down",
+                                   f"instance {self.instance} is shutting down")
+            result = self._handlers[req.cmd](req.args)
+        except CommandError as exc:
+            self._log_command(req, peer, exc.message, 4, ERROR_CODE=exc.code)
+            return protocol.encode_error(req.id, exc.code, exc.message)
+        except Exception as exc:  # a bug must not take the daemon down
+            self.journal.send(f"internal error in {req.cmd}: {exc!r}\n"
+                              f"{traceback.format_exc()}", 2, SUPERVISOR_COMMAND=req.cmd,
+                              ERROR_CODE="internal")
+            return protocol.encode_error(req.id, "internal",
+                                         f"{req.cmd} failed inside the daemon: {exc}")
+        if req.cmd not in ("ping", "info"):
+            svc = result if isinstance(result, dict) and "status" in result else {}
+            self._log_command(req, peer, f"ok{': ' + svc['name'] if svc else ''}", 6,
+                              SERVICE_NAME=svc.get("name"), SERVICE_PID=svc.get("pid"),
+                              SERVICE_STATUS=svc.get("status"))
+        return protocol.encode_result(req.id, result)
+
+    def _log_command(self, req, peer, answer: str, priority: int, **fields) -> None:
+        self.journal.send(f"{req.cmd} {_brief(req.args)} -> {answer}", priority,
+                          SUPERVISOR_COMMAND=req.cmd, PEER_PID=peer.pid, PEER_UID=peer.uid,
+                          **fields)
+
+    # argument helpers
+
+    def _resolve(self, ref) -> str:
+        """A service's name from a name or any pid it has had."""
+        if isinstance(ref, bool) or not isinstance(ref, (str, int)):
+            raise CommandError("invalid-argument", "a service is named by a name or a pid")
+        text = str(ref)
+        if text in self.services:
+            return text
+        if text.isdigit() and int(text) in self.by_pid:
+            return self.by_pid[int(text)]
+        raise CommandError("no-such-service",
+                           f"no service {text!r} in instance {self.instance}")
+
+    def _refresh(self, name: str) -> machine.Service:
+        """Opened processes' stop/continue is read from /proc when asked."""
+        svc = self.services[name]
+        if svc.opened and svc.alive and svc.state in (State.RUNNING, State.STOPPED):
+            stopped = process.is_stopped(svc.pid)
+            if stopped is not None:
+                self.feed(name, Event(Ev.STOPPED_SEEN if stopped else Ev.CONTINUED_SEEN))
+        return self.services[name]
+
+    # commands
+
+    def cmd_ping(self, args) -> dict:
+        return {"pid": os.getpid(), "instance": self.instance}
+
+    def cmd_info(self, args) -> dict:
+        return {"instance": self.instance, "pid": os.getpid(), "socket": self.socket_path,
+                "services": len(self.services), "started_at": self.started_at,
+                "stopping": self.stopping}
+
+    def cmd_create(self, args) -> dict:
+        path = _arg(args, "path", str)
+        argv_rest = _arg(args, "args", list, [])
+        if not all(isinstance(a, str) for a in argv_rest):
+            raise CommandError("invalid-argument", "args must be a list of strings")
+        if "\0" in path or any("\0" in a for a in argv_rest):
+            raise CommandError("invalid-argument", "arguments may not contain NUL bytes")
+        restart = _arg(args, "restart_times", int, 0)
+        if restart < 0:
+            raise CommandError("invalid-argument", f"restart times must be >= 0, not {restart}")
+        delay = _arg(args, "delay", (int, float), 0)
+        if not math.isfinite(delay) or delay < 0:
+            raise CommandError("invalid-argument", f"delay must be >= 0 seconds, not {delay}")
+        stopped = _arg(args, "create_stopped", bool, False)
+        cwd = _arg(args, "cwd", str, "/")
+        if not os.path.isdir(cwd):
+            cwd = "/"
+        why = process.check_executable(path)
+        if why is not None:
+            raise CommandError("not-executable", why)
+        name = _arg(args, "name", str, None)
+        if name is None:
+            name = self._unique_name(os.path.basename(path))
+        else:
+            _check_name(name)
+            if name in self.services:
+                raise CommandError("name-taken", f"a service named {name!r} exists already")
+        svc, effects = machine.new_created(
+            name, (path, *argv_rest), restart_limit=restart, create_stopped=stopped,
+            delay=float(delay), cwd=cwd, now=time.time(), mono=self.timers.now())
+        self._commit(svc, effects)
+        svc = self.services[name]
+        if svc.state is State.CRASHED and not svc.pids:
+            # it never ran: leave nothing half-made behind
+            self._forget(svc)
+            raise CommandError("spawn-failed", f"cannot start {path}: {svc.error}")
+        return service_object(svc)
+
+    def _unique_name(self, base: str) -> str:
+        base = re.sub(r"[^A-Za-z0-9_.@:+-]", "_", base)[:100] or "service"
+        if base.isdigit():
+            base = f"svc{base}"
+        name, n = base, 1
+        while name in self.services:
+            n += 1
+            name = f"{base}-{n}"
+        return name
+
+    def cmd_open(self, args) -> dict:
+        pid = _arg(args, "pid", int)
+        if pid <= 0:
+            raise CommandError("invalid-argument", f"pid must be a positive number, not {pid}")
+        if pid in self.children or any(p.pid == pid for p in self.procs.values()):
+            owner = self.by_pid.get(pid, "?")
+            raise CommandError("already-supervised", f"pid {pid} is already service {owner!r}")
+        why = process.why_not_adoptable(pid)
+        if why is not None:
+            code = "no-such-process" if why.startswith("no process") else "not-adoptable"
+            raise CommandError(code, why)
+        try:
+            proc = process.open_pid(pid)
+        except ProcessLookupError:
+            raise CommandError("no-such-process", f"no process with pid {pid}") from None
+        except OSError as exc:
+            raise CommandError("not-adoptable", f"cannot open pid {pid}: {exc.strerror}") \
+                from None
+        name = _arg(args, "name", str, None)
+        if name is None:
+            name = self._unique_name(process.comm(pid))
+        else:
+            try:
+                _check_name(name)
+                if name in self.services:
+                    raise CommandError("name-taken", f"a service named {name!r} exists already")
+            except CommandError:
+                proc.close()
+                raise
+        command = tuple(process.cmdline(pid)) or (process.comm(pid),)
+        svc, effects = machine.new_opened(
+            name, command, pid, stopped=bool(process.is_stopped(pid)),
+            started_at=process.start_time(pid) or time.time())
+        proc.owner = name
+        self.procs[name] = proc
+        self.by_pid[pid] = name
+        self.sel.register(proc, selectors.EVENT_READ, lambda mask: self._on_exit(proc))
+        self._commit(svc, effects)
+        return service_object(self.services[name])
+
+    def _command(self, kind: Ev):
+        def handler(args) -> dict:
+            name = self._resolve(args.get("service"))
+            self._refresh(name)
+            return service_object(self.command(name, kind))
+        return handler
+
+    def cmd_remove(self, args) -> dict:
+        name = self._resolve(args.get("service"))
+        svc = self._refresh(name)
+        self.command(name, Ev.REMOVE)
+        return {**service_object(svc), "removed": True}
+
+    def cmd_cancel(self, args) -> dict:
+        name = self._resolve(args.get("service"))
+        svc = self.services[name]
+        if svc.state is not State.PENDING:
+            raise CommandError("bad-state", f"service {name} is {svc.status}, not PENDING: "
+                               "only a pending service can be cancelled")
+        self.command(name, Ev.CANCEL)
+        return {**service_object(svc), "removed": True}
+
+    def cmd_status(self, args) -> dict:
+        return service_object(self._refresh(self._resolve(args.get("service"))))
+
+    def cmd_list(self, args) -> dict:
+        return {"instance": self.instance,
+                "services": [service_object(self._refresh(n)) for n in list(self.services)]}
+
+    def cmd_freelist(self, args) -> dict:
+        refs = _arg(args, "services", list)
+        if not refs:
+            raise CommandError("invalid-argument", "name at least one service")
+        names = [self._resolve(ref) for ref in refs]  # all or nothing
+        removed = []
+        for name in dict.fromkeys(names):
+            svc = self._refresh(name)
+            self.command(name, Ev.REMOVE)
+            removed.append({**service_object(svc), "removed": True})
+        return {"instance": self.instance, "removed": removed}
+
+    def cmd_shutdown(self, args) -> dict:
+        stopping = self.shutdown()
+        return {"pid": os.getpid(), "instance": self.instance, "stopping": stopping,
+                "grace": self.grace}
+
+
+def _brief(args: dict) -> str:
+    text = " ".join(f"{k}={v!r}" for k, v in args.items())
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def _arg(args: dict, key: str, types, default=...):
+    value = args.get(key, default)
+    if value is ...:
+        raise CommandError("invalid-argument", f"missing argument {key!r}")
+    if value is default:
+        return value
+    if isinstance(value, bool) and bool not in (types if isinstance(types, tuple) else (types,)):
+        raise CommandError("invalid-argument", f"argument {key!r} has the wrong type")
+    if not isinstance(value, types):
+        raise CommandError("invalid-argument", f"argument {key!r} has the wrong type")
+    return value
+
+
+def _check_name(name: str) -> None:
+    if not _NAME_RE.match(name):
+        raise CommandError("invalid-argument",
+                           f"service name {name!r}: use 1-128 letters, digits and _.@:+-")
+    if name.isdigit():
+        raise CommandError("invalid-argument",
+                           f"service name {name!r} is all digits: it would read as a pid")
+
+
+# ---- process start-up ----------------------------------------------------------------------
+
+
+def _raise_nofile() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def _notify(state: str) -> None:
+    """sd_notify, for systemd and for `supervisor init` waiting on its own notify socket."""
+    if os.environ.get("NOTIFY_SOCKET"):
+        from systemd import daemon as sd
+
+        try:
+            sd.notify(state)
+        except OSError:  # the listener is gone (an `init` that already returned)
+            del os.environ["NOTIFY_SOCKET"]
+
+
+def serve(instance: int, grace: float = 5.0) -> int:
+    """Run instance ``instance`` until it is closed. Returns the exit code."""
+    # Block the signals we read from the signalfd before anything else (no thread exists).
+    SignalFd.block(HANDLED_SIGNALS)
+    base = paths.ensure_runtime_dir()
+    lock_fd = os.open(paths.lock_path(instance, base), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
+                      0o600)
+    try:
+        fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(lock_fd)
+        print(f"supervisor-daemon: instance {instance} is already running", file=sys.stderr)
+        return 1
+    sock_path = paths.socket_path(instance, base)
+    try:
+        listener = bind_listener(sock_path)
+    except OSError as exc:
+        os.close(lock_fd)
+        print(f"supervisor-daemon: cannot listen on {sock_path}: {exc.strerror}",
+              file=sys.stderr)
+        return 1
+    os.chdir("/")
+    _raise_nofile()
+    daemon = Daemon(instance, listener, socket_path=sock_path, grace=grace)
+    try:
+        _notify(f"READY=1\nMAINPID={os.getpid()}")
+        daemon.run()
+        _notify("STOPPING=1")
+    finally:
+        daemon.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(sock_path)
+        daemon.journal.send(f"instance {instance} closed", 5, SUPERVISOR_EVENT="daemon-closed")
+        os.close(lock_fd)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from docopt import DocoptExit, docopt
+
+    try:
+        opts = docopt(__doc__, argv=argv if argv is not None else sys.argv[1:])
+    except DocoptExit:
+        print("supervisor-daemon: usage: supervisor-daemon [-i N] [--grace S]",
+              file=sys.stderr)
+        return 2
+    try:
+        instance = paths.parse_instance(opts["--instance"])
+        grace = float(opts["--grace"])
+        if not math.isfinite(grace) or grace < 0:
+            raise ValueError(f"grace must be >= 0 seconds, not {opts['--grace']}")
+    except ValueError as exc:
+        print(f"supervisor-daemon: {exc}", file=sys.stderr)
+        return 2
+    return serve(instance, grace)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

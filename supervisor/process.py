@@ -1,0 +1,275 @@
+"""Spawning and signalling: the only module that forks, opens pidfds and sends signals.
+
+Reaping has one owner per kind of change, and the split is deliberate (see LINUX-NOTES):
+
+* **exit**: a service's pidfd becomes readable; its watcher reaps exactly that child with
+  ``waitid(P_PIDFD, fd, WEXITED | WNOHANG)`` and closes the fd. Nothing else ever waits
+  with ``WEXITED``, so an exit is never reaped twice or by the wrong party, and a pid is
+  never reused while we still hold its number as "live".
+* **stop/continue**: SIGCHLD (read on the signalfd) drains
+  ``waitid(P_ALL, WSTOPPED | WCONTINUED | WNOHANG)`` in a loop; without ``WEXITED`` this
+  never reaps anything. A pidfd does not become readable on a stop, so this is the only way
+  to see a child's SIGSTOP/SIGCONT from outside.
+
+Opened (adopted) processes are not our children: their exit shows on the pidfd, but the
+exit code is not knowable; their stop/continue is read from ``/proc/<pid>/stat`` on demand.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import signal
+import stat
+
+PIDFD_SIGNAL_PROCESS_GROUP = 4  # linux/pidfd.h, Linux >= 6.9
+
+# Every catchable signal back to SIG_DFL in children (Python ignores SIGPIPE and SIGXFSZ,
+# and ignored dispositions survive exec).
+_DEFAULT_SIGNALS = frozenset(signal.valid_signals()) - {signal.SIGKILL, signal.SIGSTOP}
+# Variables that belong to the daemon's own service manager, never to its children.
+_PRIVATE_ENV = ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES", "NOTIFY_SOCKET",
+                "WATCHDOG_PID", "WATCHDOG_USEC")
+_PF_KTHREAD = 0x00200000
+
+_group_flag_works: bool | None = None  # learnt on first use
+
+
+class Proc:
+    """A process we watch through its pidfd. ``child``: we started it (we may reap it)."""
+
+    __slots__ = ("child", "owner", "pid", "pidfd")
+
+    def __init__(self, pid: int, pidfd: int, child: bool) -> None:
+        self.pid = pid
+        self.pidfd = pidfd
+        self.child = child
+        self.owner: str | None = None  # the service it belongs to; None once forgotten
+
+    def fileno(self) -> int:
+        return self.pidfd
+
+    def close(self) -> None:
+        if self.pidfd >= 0:
+            fd, self.pidfd = self.pidfd, -1
+            os.close(fd)
+
+    def __repr__(self) -> str:
+        return f"Proc(pid={self.pid}, child={self.child}, owner={self.owner!r})"
+
+
+def child_env(base: dict[str, str] | None = None) -> dict[str, str]:
+    env = dict(os.environ if base is None else base)
+    for key in _PRIVATE_ENV:
+        env.pop(key, None)
+    return env
+
+
+def check_executable(path: str) -> str | None:
+    """Why ``path`` cannot be started, or None when it is an executable file."""
+    if not os.path.isabs(path):
+        return f"{path}: not an absolute path"
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return f"{path}: no such file"
+    except OSError as exc:
+        return f"{path}: {exc.strerror}"
+    if not stat.S_ISREG(st.st_mode):
+        return f"{path}: not a regular file"
+    if not os.access(path, os.X_OK):
+        return f"{path}: not executable"
+    return None
+
+
+def spawn(argv: list[str], *, env: dict[str, str], cwd: str = "/", stopped: bool = False,
+          stdout: int = 1, stderr: int = 2) -> Proc:
+    """Start ``argv`` in a session of its own with a clean signal mask, default signal
+    dispositions, stdin on /dev/null and no fd of ours but ``stdout``/``stderr``.
+
+    With ``stopped`` the child stops itself (SIGSTOP) before ``exec``: it has a pid and
+    none of the program's code has run until it gets SIGCONT. Returns once that is so.
+    Raises ``OSError`` when the program cannot be started.
+    """
+    if stopped:
+        pid = _fork_stopped(argv, env, cwd, stdout, stderr)
+    else:
+        actions = [(os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0)]
+        if stdout != 1:
+            actions.append((os.POSIX_SPAWN_DUP2, stdout, 1))
+        if stderr != 2:
+            actions.append((os.POSIX_SPAWN_DUP2, stderr, 2))
+        # posix_spawn has no chdir in Python 3.11: the daemon is single-threaded, so it
+        # steps into the directory for the spawn and back out.
+        os.chdir(cwd)
+        try:
+            pid = os.posix_spawn(argv[0], argv, env, file_actions=actions, setsid=True,
+                                 setsigmask=(), setsigdef=_DEFAULT_SIGNALS)
+        finally:
+            os.chdir("/")
+    pidfd = os.pidfd_open(pid)  # the child is unreaped, so the pid is still its own
+    proc = Proc(pid, pidfd, child=True)
+    if stopped:
+        # Wait (briefly: the child does nothing but stop) until it really is stopped, so a
+        # quick resume cannot overtake it. WNOWAIT leaves the report for the SIGCHLD loop.
+        os.waitid(os.P_PIDFD, pidfd, os.WSTOPPED | os.WEXITED | os.WNOWAIT)
+    return proc
+
+
+def _fork_stopped(argv, env, cwd, stdout, stderr) -> int:
+    pid = os.fork()
+    if pid:
+        return pid
+    try:  # the child: only async-signal-safe-ish steps, then exec
+        os.setsid()
+        for sig in _DEFAULT_SIGNALS:
+            with contextlib.suppress(OSError, ValueError):
+                signal.signal(sig, signal.SIG_DFL)
+        null = os.open("/dev/null", os.O_RDONLY)
+        os.dup2(null, 0)
+        if stdout != 1:
+            os.dup2(stdout, 1)
+        if stderr != 2:
+            os.dup2(stderr, 2)
+        os.chdir(cwd)
+        os.kill(os.getpid(), signal.SIGSTOP)
+        signal.pthread_sigmask(signal.SIG_SETMASK, [])
+        os.execve(argv[0], argv, env)
+    finally:
+        os._exit(127)
+
+
+def open_pid(pid: int) -> Proc:
+    """Adopt a process we did not start. Raises ``ProcessLookupError`` if it does not exist."""
+    return Proc(pid, os.pidfd_open(pid), child=False)
+
+
+def send(proc: Proc, signo: int, *, group: bool = False) -> None:
+    """Signal a process through its pidfd (``group``: its whole process group).
+
+    A process that is already gone is not an error: its exit report is on its way.
+    """
+    global _group_flag_works
+    if proc.pidfd < 0:
+        return
+    try:
+        if group and _group_flag_works is not False:
+            try:
+                signal.pidfd_send_signal(proc.pidfd, signo, None, PIDFD_SIGNAL_PROCESS_GROUP)
+                _group_flag_works = True
+                return
+            except OSError as exc:
+                if exc.errno != errno.EINVAL or _group_flag_works:
+                    raise
+                _group_flag_works = False  # kernel < 6.9
+        if group:
+            # The child leads its own session and group, and it is unreaped (we hold its
+            # pidfd and reap only through it), so its pgid cannot have been reused.
+            os.killpg(proc.pid, signo)
+        else:
+            signal.pidfd_send_signal(proc.pidfd, signo)
+    except ProcessLookupError:
+        pass
+
+
+def reap(proc: Proc) -> tuple[int | None, int | None]:
+    """After the pidfd became readable: (exit code, killing signal) of our child, reaped.
+
+    For a process that is not our child both are None: its exit code is not knowable.
+    """
+    if not proc.child:
+        return None, None
+    try:
+        info = os.waitid(os.P_PIDFD, proc.pidfd, os.WEXITED | os.WNOHANG)
+    except ChildProcessError:
+        return None, None
+    if info is None:  # cannot happen once the pidfd is readable, but never block
+        return None, None
+    if info.si_code == os.CLD_EXITED:
+        return info.si_status, None
+    return None, info.si_status  # CLD_KILLED or CLD_DUMPED
+
+
+def stop_continue_reports():
+    """Drain stop/continue reports of our children: yields (pid, stopped)."""
+    while True:
+        try:
+            info = os.waitid(os.P_ALL, 0, os.WSTOPPED | os.WCONTINUED | os.WNOHANG)
+        except ChildProcessError:
+            return
+        if info is None:
+            return
+        if info.si_code == os.CLD_STOPPED:
+            yield info.si_pid, True
+        elif info.si_code == os.CLD_CONTINUED:
+            yield info.si_pid, False
+
+
+# ---- /proc ------------------------------------------------------------------------------
+
+
+def proc_stat(pid: int) -> list[str] | None:
+    """Fields of ``/proc/<pid>/stat`` from the state on (index 0 = field 3), or None."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read().decode(errors="replace")
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return data[data.rindex(")") + 2:].split()
+
+
+def is_stopped(pid: int) -> bool | None:
+    """Whether the process is stopped (``T``/``t``), or None when it is gone."""
+    fields = proc_stat(pid)
+    return None if fields is None else fields[0] in ("T", "t")
+
+
+def why_not_adoptable(pid: int) -> str | None:
+    """Why a process may not be opened (a clear sentence), or None when it may."""
+    if pid == 1:
+        return "pid 1 is the init process; it cannot be supervised"
+    if pid == os.getpid():
+        return f"pid {pid} is this supervisor daemon itself"
+    fields = proc_stat(pid)
+    if fields is None:
+        return f"no process with pid {pid}"
+    if fields[0] == "Z":
+        return f"pid {pid} is a zombie (already dead, waiting to be reaped)"
+    if int(fields[6]) & _PF_KTHREAD:
+        return f"pid {pid} is a kernel thread"
+    try:
+        os.kill(pid, 0)
+    except PermissionError:
+        return f"pid {pid} belongs to another user: this daemon may not signal it"
+    except ProcessLookupError:
+        return f"no process with pid {pid}"
+    return None
+
+
+def cmdline(pid: int) -> list[str]:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            parts = f.read().split(b"\0")
+    except OSError:
+        return []
+    return [p.decode(errors="replace") for p in parts if p]
+
+
+def comm(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
+    except OSError:
+        return f"pid{pid}"
+
+
+def start_time(pid: int) -> float | None:
+    """When the process started, in wall-clock seconds (from ``/proc/<pid>/stat``)."""
+    fields = proc_stat(pid)
+    if fields is None:
+        return None
+    ticks = int(fields[19])
+    with open("/proc/stat") as f:
+        btime = next(int(line.split()[1]) for line in f if line.startswith("btime"))
+    return btime + ticks / os.sysconf("SC_CLK_TCK")

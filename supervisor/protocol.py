@@ -1,0 +1,116 @@
+"""The wire protocol: newline-delimited JSON over a stream socket. Pure encode/decode.
+
+Request:  ``{"v": 1, "id": <int>, "cmd": "<command>", "args": {...}}``
+Response: ``{"v": 1, "id": <same>, "ok": true, "result": ...}`` or
+          ``{"v": 1, "id": <same>, "ok": false, "error": {"code": "<code>", "message": "..."}}``
+
+Requests may be pipelined; responses come back in request order. A request line is at
+most :data:`MAX_REQUEST` bytes.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+VERSION = 1
+MAX_REQUEST = 1 << 20  # 1 MiB, newline included
+
+# Every error code the daemon answers with, and what it means.
+ERRORS = {
+    "bad-request": "the request is not valid JSON or lacks a field",
+    "bad-version": "the client speaks another protocol version",
+    "unknown-command": "no such command",
+    "invalid-argument": "an argument has the wrong type or value",
+    "request-too-large": "the request is over 1 MiB",
+    "no-such-service": "no service has that name or pid",
+    "no-such-process": "no process has that pid",
+    "not-adoptable": "that process may not be opened",
+    "already-supervised": "that process is already a service of this instance",
+    "not-executable": "the path is not an executable file",
+    "name-taken": "a service of that name exists",
+    "bad-state": "the service's status does not allow the command",
+    "spawn-failed": "the program could not be started",
+    "permission-denied": "the peer may not command this daemon",
+    "shutting-down": "the instance is shutting down",
+    "internal": "the daemon failed to carry out the command (a bug; see the journal)",
+}
+
+COMMANDS = frozenset({
+    "ping", "info", "create-service", "open-service", "suspend-service", "resume-service",
+    "close-service", "remove-service", "service-status", "list-supervisor",
+    "supervisor-freelist", "supervisor-cancel", "shutdown",
+})
+
+
+class ProtocolError(Exception):
+    """A request or response that cannot be taken; ``code`` is one of :data:`ERRORS`."""
+
+    def __init__(self, code: str, message: str, req_id: Any = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.req_id = req_id
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    id: Any
+    cmd: str
+    args: dict = field(default_factory=dict)
+
+
+def _dumps(obj: Any) -> bytes:
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+
+
+def encode_request(req_id: Any, cmd: str, args: dict | None = None) -> bytes:
+    return _dumps({"v": VERSION, "id": req_id, "cmd": cmd, "args": args or {}})
+
+
+def decode_request(line: bytes) -> Request:
+    if len(line) > MAX_REQUEST:
+        raise ProtocolError("request-too-large", f"request of {len(line)} bytes is over 1 MiB")
+    try:
+        obj = json.loads(line)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise ProtocolError("bad-request", f"request is not valid JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise ProtocolError("bad-request", "request must be a JSON object")
+    req_id = obj.get("id")
+    if obj.get("v") != VERSION:
+        raise ProtocolError("bad-version",
+                            f"protocol version {obj.get('v')!r} is not supported "
+                            f"(this daemon speaks {VERSION})", req_id)
+    cmd = obj.get("cmd")
+    if not isinstance(cmd, str):
+        raise ProtocolError("bad-request", "request lacks a \"cmd\" string", req_id)
+    if cmd not in COMMANDS:
+        raise ProtocolError("unknown-command", f"unknown command {cmd!r}", req_id)
+    args = obj.get("args", {})
+    if not isinstance(args, dict):
+        raise ProtocolError("bad-request", "\"args\" must be a JSON object", req_id)
+    return Request(req_id, cmd, args)
+
+
+def encode_result(req_id: Any, result: Any) -> bytes:
+    return _dumps({"v": VERSION, "id": req_id, "ok": True, "result": result})
+
+
+def encode_error(req_id: Any, code: str, message: str) -> bytes:
+    return _dumps({"v": VERSION, "id": req_id, "ok": False,
+                   "error": {"code": code, "message": message}})
+
+
+def decode_response(line: bytes) -> tuple[Any, bool, Any]:
+    """(id, ok, result-or-(code, message)). Raises ProtocolError on a malformed line."""
+    try:
+        obj = json.loads(line)
+        ok = obj["ok"]
+        if ok:
+            return obj.get("id"), True, obj.get("result")
+        err = obj["error"]
+        return obj.get("id"), False, (str(err["code"]), str(err["message"]))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ProtocolError("bad-request", f"malformed response from the daemon: {exc}") from None
