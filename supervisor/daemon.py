@@ -19,6 +19,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import fcntl
+import functools
 import math
 import os
 import re
@@ -176,9 +177,8 @@ class Daemon:
                         process.send(proc, signo, group=proc.child)
                 case machine.ArmTimer(due=due):
                     self._cancel_timer(svc.name)
-                    name = svc.name
-                    self.timer_of[name] = self.timers.call_at(
-                        due, lambda: self._due(name))
+                    self.timer_of[svc.name] = self.timers.call_at(
+                        due, functools.partial(self._due, svc.name))
                 case machine.CancelTimer():
                     self._cancel_timer(svc.name)
                 case machine.Forget():
