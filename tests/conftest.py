@@ -1,0 +1,167 @@
+"""Fixtures for the integration tests: a real journald, real daemons, the real CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from journald import ensure_journald
+from timeouts import TIMEOUT
+
+from supervisor import process
+from supervisor.client import Client
+
+ROOT = Path(__file__).resolve().parent.parent
+TOYS = ROOT / "toy_services"
+PARROT = str(TOYS / "parrot_service")
+TEST_RESTART = str(TOYS / "test_restart")
+
+
+def wait_until(predicate: Callable[[], object], timeout: float = TIMEOUT,
+               what: str = "condition"):
+    """Poll ``predicate`` until it returns something truthy, or fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(0.002)
+
+
+class Result:
+    def __init__(self, proc: subprocess.CompletedProcess) -> None:
+        self.rc = proc.returncode
+        self.out = proc.stdout
+        self.err = proc.stderr
+
+    def json(self):
+        return json.loads(self.out)
+
+    def __repr__(self) -> str:
+        return f"Result(rc={self.rc}, out={self.out!r}, err={self.err!r})"
+
+
+class Supervisor:
+    """One instance in a private runtime directory, driven through the real CLI."""
+
+    def __init__(self, rundir: str, instance: int = 0) -> None:
+        self.rundir = rundir
+        self.instance = instance
+        self.env = {**os.environ, "SUPERVISOR_RUNTIME_DIR": rundir}
+
+    def run(self, *args: str, timeout: float = TIMEOUT) -> Result:
+        """``supervisor <args>`` as a user types it."""
+        return Result(subprocess.run([sys.executable, "-m", "supervisor", *map(str, args)],
+                                     env=self.env, capture_output=True, text=True,
+                                     timeout=timeout, cwd=ROOT))
+
+    def ok(self, *args: str) -> Result:
+        result = self.run(*args)
+        assert result.rc == 0, result
+        assert result.err == "", result
+        return result
+
+    def json(self, *args: str):
+        return self.ok(args[0], "--json", *args[1:]).json()
+
+    def client(self) -> Client:
+        return Client(self.instance, runtime_dir=self.rundir, timeout=TIMEOUT)
+
+    def status(self, svc) -> dict:
+        with self.client() as c:
+            return c.service_status(svc)
+
+    def wait_status(self, svc, status: str, timeout: float = TIMEOUT) -> dict:
+        last = {}
+
+        def reached():
+            last.update(self.status(svc))
+            return last["status"] == status
+
+        wait_until(reached, timeout, f"{svc} to be {status} (last: {last})")
+        return last
+
+    @property
+    def pid(self) -> int:
+        with self.client() as c:
+            return c.info()["pid"]
+
+    def create(self, *args, **kw) -> dict:
+        with self.client() as c:
+            return c.create_service(*args, **kw)
+
+
+def assert_one_line_error(result: Result, rc: int, *needles: str) -> None:
+    assert result.rc == rc, result
+    assert result.out == "", result
+    lines = result.err.splitlines()
+    assert len(lines) == 1, result
+    assert lines[0].startswith("supervisor: "), result
+    assert "Traceback" not in result.err
+    for needle in needles:
+        assert needle in lines[0], result
+
+
+def children_of(pid: int) -> list[tuple[int, str]]:
+    """(pid, state) of every process whose parent is ``pid``."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            fields = process.proc_stat(int(entry))
+            if fields is not None and int(fields[1]) == pid:
+                out.append((int(entry), fields[0]))
+    return out
+
+
+def fd_count(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def state(pid: int) -> str | None:
+    """The state letter of ``/proc/<pid>/stat`` (R, S, T, Z...), None when gone."""
+    fields = process.proc_stat(pid)
+    return None if fields is None else fields[0]
+
+
+def alive(pid: int) -> bool:
+    fields = process.proc_stat(pid)
+    return fields is not None and fields[0] != "Z"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def journald():
+    with ensure_journald() as available:
+        yield available
+
+
+@pytest.fixture
+def rundir():
+    # short: a unix socket path must fit in 108 bytes
+    path = tempfile.mkdtemp(prefix="sv-", dir="/tmp")
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def sup(rundir):
+    """A running instance 0 in a private runtime directory; closed (and checked) after."""
+    s = Supervisor(rundir)
+    s.ok("init", "-i", "0")
+    pid = s.pid
+    yield s
+    if alive(pid):
+        s.run("close", "-i", "0", timeout=TIMEOUT + 10)
+    if alive(pid):  # the test broke it: do not leave it behind
+        os.kill(pid, signal.SIGKILL)
+        raise AssertionError("the daemon did not close")

@@ -1,0 +1,301 @@
+"""Every command of the spec, through the real CLI, against a real daemon and processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from conftest import (
+    PARROT,
+    TEST_RESTART,
+    Supervisor,
+    alive,
+    assert_one_line_error,
+    state,
+    wait_until,
+)
+
+SERVICE_KEYS = {"name", "pid", "status", "restarts", "exit_code", "signal", "started_at",
+                "next_start", "command", "opened"}
+
+
+def test_init_is_idempotent_and_listed(sup):
+    again = sup.ok("init", "-i", "0")
+    assert "already running" in again.out
+    listing = sup.json("list-supervisors")
+    [entry] = listing["supervisors"]
+    assert entry["instance"] == 0
+    assert entry["pid"] == sup.pid
+    assert entry["socket"] == os.path.join(sup.rundir, "0.sock")
+    assert entry["services"] == 0
+    assert time.time() - entry["started_at"] < 60
+    text = sup.ok("list-supervisors").out
+    assert text.splitlines()[0].split() == ["INSTANCE", "PID", "SERVICES", "UPTIME", "SOCKET"]
+    assert str(sup.pid) in text
+
+
+def test_several_instances_are_independent(rundir):
+    a, b = Supervisor(rundir, 3), Supervisor(rundir, 42)
+    a.ok("init", "-i", "3")
+    b.ok("init", "-i", "42")
+    try:
+        a.ok("create-service", "-i", "3", "/bin/sleep", "60")
+        found = {s["instance"]: s for s in a.json("list-supervisors")["supervisors"]}
+        assert set(found) == {3, 42}
+        assert found[3]["services"] == 1 and found[42]["services"] == 0
+        assert b.json("list-supervisor", "-i", "42")["services"] == []
+        assert os.stat(os.path.join(rundir, "3.sock")).st_mode & 0o777 == 0o600
+    finally:
+        a.ok("close", "-i", "3")
+        b.ok("close", "-i", "42")
+    assert a.json("list-supervisors") == {"supervisors": []}
+
+
+def test_create_service_prints_name_and_pid(sup, tmp_path):
+    log = tmp_path / "parrot.log"
+    out = sup.ok("create-service", "-i", "0", PARROT, str(log), "0.05").out.split()
+    assert out[0] == "parrot_service"
+    pid = int(out[1])
+    assert alive(pid)
+    wait_until(lambda: log.exists() and len(log.read_text().splitlines()) >= 2,
+               what="the parrot to write two lines")
+    assert f"parrot {pid} " in log.read_text()
+    svc = sup.json("service-status", "parrot_service", "-i", "0")
+    assert set(svc) == SERVICE_KEYS
+    assert svc["status"] == "RUNNING" and svc["pid"] == pid and svc["opened"] is False
+    assert svc["command"] == [PARROT, str(log), "0.05"]
+    assert svc["restarts"] == 0 and svc["next_start"] is None
+
+
+def test_default_names_are_made_unique_and_names_can_be_given(sup):
+    names = [sup.json("create-service", "/bin/sleep", "60")["name"] for _ in range(3)]
+    assert names == ["sleep", "sleep-2", "sleep-3"]
+    assert sup.json("create-service", "-n", "nap", "/bin/sleep", "60")["name"] == "nap"
+    taken = sup.run("create-service", "--name", "nap", "/bin/sleep", "60")
+    assert_one_line_error(taken, 1, "nap")
+    assert len(sup.json("list-supervisor")["services"]) == 4
+
+
+def test_args_after_double_dash_reach_the_program(sup, tmp_path):
+    out = tmp_path / "out"
+    svc = sup.json("create-service", "-n", "sh", "/bin/sh", "--", "-c", f"echo $0 $1 > {out}",
+                   "-x", "-y")
+    assert svc["command"] == ["/bin/sh", "-c", f"echo $0 $1 > {out}", "-x", "-y"]
+    wait_until(lambda: out.exists() and out.read_text() == "-x -y\n", what="the output")
+    sup.wait_status("sh", "EXITED")
+
+
+def test_relative_path_is_resolved_from_the_callers_directory(sup):
+    svc = sup.json("create-service", "toy_services/test_restart", "60")  # cwd is the checkout
+    assert svc["command"][0] == TEST_RESTART
+    bare = sup.json("create-service", "sleep", "60")  # no slash: looked up in PATH
+    assert os.path.isabs(bare["command"][0])
+
+
+def test_suspend_and_resume(sup):
+    pid = sup.create("/bin/sleep", ["60"], name="nap")["pid"]
+    assert "suspended nap (STOPPED)" in sup.ok("suspend-service", "nap").out
+    wait_until(lambda: state(pid) == "T",
+               what="the process to stop")
+    assert sup.json("service-status", "nap")["status"] == "STOPPED"
+    assert sup.json("resume-service", str(pid))["status"] == "RUNNING"
+    wait_until(lambda: state(pid) != "T",
+               what="the process to continue")
+    assert sup.json("service-status", "nap")["status"] == "RUNNING"
+
+
+def test_close_service_kills_and_never_restarts(sup):
+    pid = sup.create("/bin/sleep", ["60"], name="nap", restart_times=5)["pid"]
+    assert sup.json("close-service", "nap")["status"] == "KILLED"
+    wait_until(lambda: not alive(pid), what="the process to die")
+    svc = sup.wait_status("nap", "KILLED")
+    assert svc["signal"] == "SIGKILL" and svc["restarts"] == 0 and svc["pid"] == pid
+
+
+def test_crash_restarts_then_crashed(sup):
+    first = sup.json("create-service", "-r", "2", TEST_RESTART, "0.1")
+    svc = sup.wait_status(first["name"], "CRASHED")
+    assert svc["restarts"] == 2
+    assert svc["signal"] == "SIGSEGV"
+    assert svc["pid"] != first["pid"]
+    # any pid the service has had names it
+    assert sup.json("service-status", str(first["pid"]))["name"] == first["name"]
+    assert "CRASHED (SIGSEGV)" in sup.ok("service-status", first["name"]).out
+
+
+def test_exit_codes_map_to_statuses(sup):
+    sup.create("/bin/sh", ["-c", "exit 0"], name="zero")
+    sup.create("/bin/sh", ["-c", "exit 3"], name="three")
+    sup.create("/bin/sh", ["-c", "kill -TERM $$"], name="term")
+    sup.create("/bin/sh", ["-c", "kill -ABRT $$"], name="abrt")
+    assert sup.wait_status("zero", "EXITED")["exit_code"] == 0
+    three = sup.wait_status("three", "CRASHED")
+    assert three["exit_code"] == 3 and three["signal"] is None
+    assert sup.wait_status("term", "KILLED")["signal"] == "SIGTERM"
+    assert sup.wait_status("abrt", "CRASHED")["signal"] == "SIGABRT"
+
+
+def test_delay_is_pending_then_runs(sup):
+    before = time.time()
+    svc = sup.json("create-service", "-d", "0.5", "/bin/sleep", "60")
+    assert svc["status"] == "PENDING" and svc["pid"] is None
+    assert before + 0.4 < svc["next_start"] < before + 2
+    assert "PENDING" in sup.ok("list-supervisor").out
+    running = sup.wait_status(svc["name"], "RUNNING")
+    assert running["started_at"] >= svc["next_start"] - 0.01
+    assert alive(running["pid"])
+
+
+def test_create_stopped_runs_no_program_code_until_resumed(sup, tmp_path):
+    log = tmp_path / "parrot.log"
+    svc = sup.json("create-service", "-c", "-n", "p", PARROT, str(log), "0.05")
+    pid = svc["pid"]
+    assert svc["status"] == "STOPPED"
+    assert state(pid) == "T"
+    assert os.readlink(f"/proc/{pid}/exe") != "/usr/bin/dash"  # not exec'd yet
+    assert not log.exists()
+    sup.ok("resume-service", "p")
+    wait_until(log.exists, what="the parrot to write")
+    assert f"parrot {pid} " in log.read_text()  # same pid: exec, not a new process
+
+
+def test_remove_service(sup):
+    created = sup.create("/bin/sleep", ["60"], name="mine")["pid"]
+    stranger = subprocess.Popen(["sleep", "60"])
+    try:
+        sup.ok("open-service", str(stranger.pid), "-n", "theirs")
+        assert sup.json("remove-service", "mine")["removed"] is True
+        wait_until(lambda: not alive(created), what="the created process to be killed")
+        sup.ok("remove-service", str(stranger.pid))
+        assert stranger.poll() is None  # an opened process is left running
+        assert sup.json("list-supervisor")["services"] == []
+        assert_one_line_error(sup.run("remove-service", "mine"), 1, "mine")
+    finally:
+        stranger.kill()
+        stranger.wait()
+
+
+def test_open_service_adopts_and_sees_exit(sup):
+    stranger = subprocess.Popen(["sleep", "60"])
+    try:
+        svc = sup.json("open-service", str(stranger.pid))
+        assert svc["opened"] is True and svc["status"] == "RUNNING"
+        assert svc["command"] == ["sleep", "60"]
+        assert svc["name"] == "sleep"
+        assert abs(svc["started_at"] - time.time()) < 5
+        assert "(opened)" in sup.ok("list-supervisor").out
+        stranger.terminate()
+        stranger.wait()
+        gone = sup.wait_status("sleep", "EXITED")
+        assert gone["exit_code"] is None  # not our child: not knowable
+    finally:
+        if stranger.poll() is None:
+            stranger.kill()
+            stranger.wait()
+
+
+def test_open_service_refusals(sup):
+    assert_one_line_error(sup.run("open-service", "1"), 1, "pid 1")
+    assert_one_line_error(sup.run("open-service", str(sup.pid)), 1, "daemon itself")
+    assert_one_line_error(sup.run("open-service", "4194304"), 1, "no process")
+    pid = sup.create("/bin/sleep", ["60"], name="nap")["pid"]
+    assert_one_line_error(sup.run("open-service", str(pid)), 1, "already")
+    zombie = subprocess.Popen(["true"])
+    wait_until(lambda: state(zombie.pid) == "Z",
+               what="a zombie")
+    try:
+        assert_one_line_error(sup.run("open-service", str(zombie.pid)), 1, "zombie")
+    finally:
+        zombie.wait()
+    kthread = 2  # kthreadd
+    assert_one_line_error(sup.run("open-service", str(kthread)), 1, "kernel thread")
+    assert_one_line_error(sup.run("open-service", "abc"), 2, "<pid>")
+    assert [s["name"] for s in sup.json("list-supervisor")["services"]] == ["nap"]
+
+
+def test_list_supervisor(sup):
+    sup.create("/bin/sleep", ["60"], name="a")
+    sup.create("/bin/sleep", ["60"], name="b", delay=30)
+    listing = sup.json("list-supervisor")
+    assert listing["instance"] == 0
+    assert [(s["name"], s["status"]) for s in listing["services"]] == [
+        ("a", "RUNNING"), ("b", "PENDING")]
+    assert all(set(s) == SERVICE_KEYS for s in listing["services"])
+    lines = sup.ok("list-supervisor").out.splitlines()
+    assert lines[0].split() == ["NAME", "PID", "STATUS", "RESTARTS", "UPTIME", "COMMAND"]
+    assert lines[1].split()[:3] == ["a", str(listing["services"][0]["pid"]), "RUNNING"]
+    assert lines[2].split()[:3] == ["b", "-", "PENDING"]
+
+
+def test_freelist_removes_all_or_nothing(sup):
+    pids = [sup.create("/bin/sleep", ["60"], name=n)["pid"] for n in ("a", "b", "c")]
+    assert_one_line_error(sup.run("supervisor-freelist", "a", "nope"), 1, "nope")
+    assert len(sup.json("list-supervisor")["services"]) == 3
+    removed = sup.json("supervisor-freelist", "a", str(pids[1]))["removed"]
+    assert [s["name"] for s in removed] == ["a", "b"]
+    assert [s["name"] for s in sup.json("list-supervisor")["services"]] == ["c"]
+    wait_until(lambda: not alive(pids[0]) and not alive(pids[1]), what="both killed")
+
+
+def test_cancel_only_pending(sup):
+    sup.create("/bin/sleep", ["60"], name="later", delay=30)
+    sup.create("/bin/sleep", ["60"], name="now")
+    assert_one_line_error(sup.run("supervisor-cancel", "now"), 1, "RUNNING", "PENDING")
+    assert sup.json("supervisor-cancel", "later")["removed"] is True
+    assert [s["name"] for s in sup.json("list-supervisor")["services"]] == ["now"]
+
+
+def test_close_instance_stops_created_and_releases_opened(rundir):
+    s = Supervisor(rundir, 7)
+    s.ok("init", "-i", "7")
+    daemon = s.pid
+    stranger = subprocess.Popen(["sleep", "60"])
+    try:
+        created = s.create("/bin/sleep", ["60"], name="mine")["pid"]
+        stopped = s.create("/bin/sleep", ["60"], name="frozen", create_stopped=True)["pid"]
+        stubborn = s.create("/bin/sh", ["-c", "trap '' TERM; while :; do sleep 0.01; done"],
+                            name="stubborn")["pid"]
+        s.ok("open-service", "-i", "7", str(stranger.pid))
+        out = s.ok("close", "-i", "7").out
+        assert f"instance 7 closed (pid {daemon})" in out
+        assert not alive(daemon)
+        assert not any(alive(p) for p in (created, stopped, stubborn))
+        assert stranger.poll() is None
+        assert not os.path.exists(os.path.join(rundir, "7.sock"))
+        assert_one_line_error(s.run("list-supervisor", "-i", "7"), 3, "not running")
+    finally:
+        stranger.kill()
+        stranger.wait()
+
+
+def test_daemon_closes_on_sigterm(rundir):
+    s = Supervisor(rundir, 5)
+    s.ok("init", "-i", "5")
+    daemon = s.pid
+    pid = s.create("/bin/sleep", ["60"])["pid"]
+    os.kill(daemon, signal.SIGTERM)
+    wait_until(lambda: not alive(daemon) and not alive(pid), what="the daemon to close")
+
+
+def test_second_daemon_for_the_same_instance_is_refused(sup):
+    r = subprocess.run([sys.executable, "-m", "supervisor.daemon", "-i", "0"], env=sup.env,
+                       capture_output=True, text=True, timeout=30)
+    assert r.rc if hasattr(r, "rc") else r.returncode == 1
+    assert r.stderr.strip() == "supervisor-daemon: instance 0 is already running"
+    sup.ok("list-supervisor")  # the first one still serves
+
+
+def test_python_dash_m_and_console_script(sup):
+    exe = os.path.join(os.path.dirname(sys.executable), "supervisor")
+    r = subprocess.run([exe, "list-supervisor", "--json"], env=sup.env, capture_output=True,
+                       text=True, timeout=30)
+    assert r.returncode == 0 and '"services": []' in r.stdout
+    help_text = sup.ok("--help").out
+    for cmd in ("init", "list-supervisors", "close", "create-service", "open-service",
+                "suspend-service", "resume-service", "close-service", "remove-service",
+                "service-status", "list-supervisor", "supervisor-freelist",
+                "supervisor-cancel"):
+        assert f"supervisor {cmd}" in help_text
