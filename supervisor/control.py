@@ -16,6 +16,7 @@ from supervisor.protocol import MAX_REQUEST
 
 _RECV = 256 * 1024
 _MAX_PENDING_OUT = 16 * 1024 * 1024  # stop reading a client that does not read its answers
+_MAX_DISCARD = 64 * 1024 * 1024  # dropped after an oversized request before hanging up
 
 
 class Peer:
@@ -45,14 +46,21 @@ def bind_listener(path: str) -> socket.socket:
 
 
 class Connection:
-    """One client. ``handle(line, conn)`` turns a request line into a response line."""
+    """One client. The server's ``handle(line, conn)`` turns a request line into a response.
+
+    Lifecycle: serving -> (EOF, or a request over 1 MiB) closing: answers still queued are
+    flushed, then the connection closes. After an oversized request the write side is shut
+    down and what the client still sends is read and dropped (up to a bound), so that it
+    gets the error instead of a reset.
+    """
 
     def __init__(self, server: Server, sock: socket.socket) -> None:
         self.server = server
         self.sock = sock
         self.rbuf = bytearray()
         self.wbuf = bytearray()
-        self.closing = False  # close once wbuf is flushed
+        self.closing = False  # no more requests: close once wbuf is flushed
+        self.discard = -1  # >= 0: bytes still to drop after an oversized request
         self.events = selectors.EVENT_READ
         pid, uid, gid = struct.unpack("3i", sock.getsockopt(
             socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
@@ -61,8 +69,8 @@ class Connection:
     def on_event(self, mask: int) -> None:
         if mask & selectors.EVENT_READ:
             self._on_readable()
-        if self.sock.fileno() >= 0 and (mask & selectors.EVENT_WRITE or self.wbuf):
-            self._flush()
+        while self.sock.fileno() >= 0 and self._flush():
+            self._serve_lines()  # backpressure released: serve the requests that waited
 
     def _on_readable(self) -> None:
         try:
@@ -72,17 +80,21 @@ class Connection:
         except OSError:
             self.close()
             return
+        if self.discard >= 0:
+            self.discard -= len(data)
+            if not data or self.discard < 0:
+                self.close()
+            return
         if not data:
             self.closing = True
-            self._serve_lines()
-            return
-        self.rbuf += data
+        else:
+            self.rbuf += data
         self._serve_lines()
 
     def _serve_lines(self) -> None:
         start = 0
         handle = self.server.handle
-        while True:
+        while len(self.wbuf) <= _MAX_PENDING_OUT:
             end = self.rbuf.find(b"\n", start)
             if end < 0:
                 break
@@ -90,19 +102,21 @@ class Connection:
             start = end + 1
             if line.strip():
                 self.wbuf += handle(line, self)
-            if len(self.wbuf) > _MAX_PENDING_OUT:
-                break
         del self.rbuf[:start]
         if len(self.rbuf) > MAX_REQUEST:
             self.wbuf += self.server.too_large(len(self.rbuf))
             self.rbuf.clear()
             self.closing = True
-        elif self.closing and self.rbuf.strip():
+            self.discard = _MAX_DISCARD
+        elif self.closing and self.discard < 0 and self.rbuf.strip() \
+                and b"\n" not in self.rbuf:
             # the peer closed after an unterminated request: answer it all the same
             line, self.rbuf = bytes(self.rbuf), bytearray()
             self.wbuf += handle(line, self)
 
-    def _flush(self) -> None:
+    def _flush(self) -> bool:
+        """Send what is queued and set the events wanted. True when requests held back by
+        backpressure may now be served."""
         if self.wbuf:
             try:
                 sent = self.sock.send(self.wbuf)
@@ -111,18 +125,19 @@ class Connection:
                 pass
             except OSError:
                 self.close()
-                return
+                return False
         if not self.wbuf and self.closing:
-            self.close()
-            return
+            if self.discard < 0:
+                self.close()
+                return False
+            self.sock.shutdown(socket.SHUT_WR)  # answered; now drop what still comes
         want = selectors.EVENT_WRITE if self.wbuf else 0
-        if len(self.wbuf) <= _MAX_PENDING_OUT and not self.closing:
+        if self.discard >= 0 or (not self.closing and len(self.wbuf) <= _MAX_PENDING_OUT):
             want |= selectors.EVENT_READ
         if want != self.events:
             self.events = want
             self.server.sel.modify(self.sock, want, self.on_event)
-            if not self.wbuf and self.rbuf:
-                self._serve_lines()  # backpressure released: serve what waited
+        return (not self.wbuf and not self.closing and b"\n" in self.rbuf)
 
     def close(self) -> None:
         if self.sock.fileno() >= 0:

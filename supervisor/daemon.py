@@ -122,7 +122,12 @@ class Daemon:
         select = self.sel.select
         while not self.done:
             for key, mask in select():
-                key.data(mask)
+                try:
+                    key.data(mask)
+                except Exception as exc:  # a bug must cost one event, never the daemon
+                    self.journal.send(f"internal error handling fd {key.fd}: {exc!r}\n"
+                                      f"{traceback.format_exc()}", 2,
+                                      SUPERVISOR_EVENT="internal-error")
 
     def close(self) -> None:
         for proc in list(self.procs.values()) + list(self.children.values()):
@@ -386,7 +391,7 @@ class Daemon:
         cwd = _arg(args, "cwd", str, "/")
         if not os.path.isdir(cwd):
             cwd = "/"
-        why = process.check_executable(path)
+        why = process.check_executable(path, deferred=stopped)
         if why is not None:
             raise CommandError("not-executable", why)
         name = _arg(args, "name", str, None)
@@ -404,7 +409,7 @@ class Daemon:
         if svc.state is State.CRASHED and not svc.pids:
             # it never ran: leave nothing half-made behind
             self._forget(svc)
-            raise CommandError("spawn-failed", f"cannot start {path}: {svc.error}")
+            raise CommandError("spawn-failed", f"cannot start {svc.error}")
         return service_object(svc)
 
     def _unique_name(self, base: str) -> str:

@@ -157,6 +157,8 @@ def refuse(svc, ev, now, mono):
 
 
 def start_due(svc, ev, now, mono):
+    if svc.due is None:  # not waiting for a timer: a stray or late one must not start twice
+        return svc, []
     return dataclasses.replace(svc, due=None), [Spawn(stopped=svc.create_stopped)]
 
 
@@ -265,7 +267,7 @@ def cancel(svc, ev, now, mono):
 def terminate(svc, ev, now, mono):
     """Instance shutdown: created processes get SIGTERM (and SIGCONT, so a stopped one acts
     on it); opened ones are released untouched; the rest are forgotten."""
-    if svc.alive and not svc.opened:
+    if svc.alive and not svc.opened and svc.state is not State.KILLED:
         svc = dataclasses.replace(svc, state=State.STOPPING)
         return svc, [Signal(signal.SIGTERM), Signal(signal.SIGCONT),
                      Log("stopping", f"{svc.name} sent SIGTERM on shutdown")]

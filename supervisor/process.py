@@ -66,8 +66,13 @@ def child_env(base: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-def check_executable(path: str) -> str | None:
-    """Why ``path`` cannot be started, or None when it is an executable file."""
+def check_executable(path: str, *, deferred: bool = False) -> str | None:
+    """Why ``path`` cannot be started, or None when it is an executable file.
+
+    ``deferred``: the exec happens later (a service created stopped execs on resume), so
+    an exec error could not be told to the user now; then also require an ELF binary or a
+    ``#!`` script (the formats every kernel runs).
+    """
     if not os.path.isabs(path):
         return f"{path}: not an absolute path"
     try:
@@ -80,6 +85,14 @@ def check_executable(path: str) -> str | None:
         return f"{path}: not a regular file"
     if not os.access(path, os.X_OK):
         return f"{path}: not executable"
+    if deferred:
+        try:
+            with open(path, "rb") as f:
+                magic = f.read(4)
+        except OSError as exc:
+            return f"{path}: {exc.strerror}"
+        if magic != b"\x7fELF" and not magic.startswith(b"#!"):
+            return f"{path}: Exec format error (neither an ELF binary nor a #! script)"
     return None
 
 

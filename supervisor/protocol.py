@@ -74,12 +74,13 @@ def decode_request(line: bytes) -> Request:
         raise ProtocolError("request-too-large", f"request of {len(line)} bytes is over 1 MiB")
     try:
         obj = json.loads(line)
-    except (UnicodeDecodeError, ValueError) as exc:
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise ProtocolError("bad-request", f"request is not valid JSON: {exc}") from None
     if not isinstance(obj, dict):
         raise ProtocolError("bad-request", "request must be a JSON object")
     req_id = obj.get("id")
-    if obj.get("v") != VERSION:
+    version = obj.get("v")
+    if type(version) is not int or version != VERSION:
         raise ProtocolError("bad-version",
                             f"protocol version {obj.get('v')!r} is not supported "
                             f"(this daemon speaks {VERSION})", req_id)
@@ -112,5 +113,5 @@ def decode_response(line: bytes) -> tuple[Any, bool, Any]:
             return obj.get("id"), True, obj.get("result")
         err = obj["error"]
         return obj.get("id"), False, (str(err["code"]), str(err["message"]))
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, RecursionError) as exc:
         raise ProtocolError("bad-request", f"malformed response from the daemon: {exc}") from None

@@ -1,0 +1,183 @@
+"""Every bad input of the spec: one clear line, the right exit code, the daemon keeps
+running, and no service is lost or left half-made."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import stat
+
+import pytest
+from conftest import assert_one_line_error
+from timeouts import TIMEOUT
+
+from supervisor import protocol
+
+
+@pytest.fixture
+def populated(sup):
+    """An instance with one service of each kind of status, to check nothing is lost."""
+    sup.create("/bin/sleep", ["60"], name="running")
+    sup.create("/bin/sleep", ["60"], name="later", delay=60)
+    sup.create("/bin/sh", ["-c", "exit 0"], name="done")
+    sup.wait_status("done", "EXITED")
+    return sup
+
+
+def _snapshot(sup):
+    return [(s["name"], s["status"], s["pid"]) for s in sup.json("list-supervisor")["services"]]
+
+
+@pytest.mark.parametrize(("args", "needle"), [
+    (["list-supervisor", "-i", "100"], "0 to 99"),
+    (["list-supervisor", "-i", "-1"], "0 to 99"),
+    (["list-supervisor", "-i", "abc"], "0 to 99"),
+    (["init", "--instance", "1000"], "0 to 99"),
+    (["create-service", "-r", "-1", "/bin/true"], "restart"),
+    (["create-service", "-r", "two", "/bin/true"], "restart"),
+    (["create-service", "-d", "soon", "/bin/true"], "delay"),
+    (["create-service", "-d", "nan", "/bin/true"], "delay"),
+    (["create-service", "-d", "-3", "/bin/true"], "delay"),
+    (["open-service", "12ab"], "<pid>"),
+    (["open-service", "0"], "<pid>"),
+    (["no-such-command"], "usage"),
+    (["create-service"], "create-service"),
+    (["suspend-service"], "suspend-service"),
+    ([], "usage"),
+])
+def test_usage_errors_exit_2(populated, args, needle):
+    before = _snapshot(populated)
+    assert_one_line_error(populated.run(*args), 2, needle)
+    assert _snapshot(populated) == before
+
+
+@pytest.mark.parametrize(("args", "needle"), [
+    (["service-status", "ghost"], "no service 'ghost'"),
+    (["service-status", "999999"], "no service '999999'"),
+    (["suspend-service", "ghost"], "ghost"),
+    (["resume-service", "running"], "RUNNING"),
+    (["suspend-service", "later"], "PENDING"),
+    (["close-service", "done"], "EXITED"),
+    (["supervisor-cancel", "running"], "PENDING"),
+    (["supervisor-freelist", "running", "ghost"], "ghost"),
+    (["open-service", "4194303"], "no process"),
+    (["create-service", "/nonexistent/program"], "no such file"),
+    (["create-service", "/tmp"], "not a regular file"),
+    (["create-service", "-n", "running", "/bin/true"], "exists"),
+    (["create-service", "-n", "12345", "/bin/true"], "digits"),
+    (["create-service", "-n", "has space", "/bin/true"], "name"),
+])
+def test_refusals_exit_1_and_lose_nothing(populated, args, needle):
+    before = _snapshot(populated)
+    assert_one_line_error(populated.run(*args), 1, needle)
+    assert _snapshot(populated) == before
+
+
+def test_files_that_cannot_be_executed(populated, tmp_path):
+    text = tmp_path / "notes.txt"
+    text.write_text("hello\n")
+    text.chmod(0o644)
+    garbage = tmp_path / "garbage"
+    garbage.write_bytes(b"\x00\x01\x02 not a program")
+    garbage.chmod(0o755)
+    before = _snapshot(populated)
+    assert_one_line_error(populated.run("create-service", str(text)), 1, "not executable")
+    assert_one_line_error(populated.run("create-service", str(garbage)), 1, "Exec format error")
+    assert_one_line_error(populated.run("create-service", "-c", str(garbage)), 1,
+                          "Exec format error")
+    assert _snapshot(populated) == before
+
+
+def test_unknown_instance_exits_3(rundir):
+    from conftest import Supervisor
+
+    s = Supervisor(rundir, 9)
+    for args in (["list-supervisor", "-i", "9"], ["close", "-i", "9"],
+                 ["service-status", "x", "-i", "9"], ["create-service", "-i", "9", "/bin/true"]):
+        assert_one_line_error(s.run(*args), 3, "instance 9 is not running")
+
+
+def test_stale_socket_file_means_not_running(rundir):
+    from conftest import Supervisor
+
+    stale = socket.socket(socket.AF_UNIX)
+    stale.bind(os.path.join(rundir, "4.sock"))
+    stale.close()  # the path stays, nobody listens
+    s = Supervisor(rundir, 4)
+    assert_one_line_error(s.run("list-supervisor", "-i", "4"), 3, "not running")
+    assert s.json("list-supervisors") == {"supervisors": []}
+    s.ok("init", "-i", "4")  # takes over the stale path
+    assert stat.S_ISSOCK(os.stat(os.path.join(rundir, "4.sock")).st_mode)
+    s.ok("close", "-i", "4")
+
+
+def _raw(sup, payload: bytes) -> list[dict]:
+    """Send raw bytes and read every answer until the daemon closes or goes quiet."""
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(TIMEOUT)
+        sock.connect(os.path.join(sup.rundir, "0.sock"))
+        try:
+            sock.sendall(payload)
+            sock.shutdown(socket.SHUT_WR)
+        except BrokenPipeError:
+            pass  # the daemon hung up on us mid-request: its answer is still readable
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    return [json.loads(line) for line in data.splitlines()]
+
+
+@pytest.mark.parametrize(("payload", "code"), [
+    (b"this is not json\n", "bad-request"),
+    (b"[1, 2, 3]\n", "bad-request"),
+    (b'{"v": 1, "id": 1}\n', "bad-request"),
+    (b'{"v": 99, "id": 1, "cmd": "ping"}\n', "bad-version"),
+    (b'{"v": 1, "id": 1, "cmd": "rm -rf"}\n', "unknown-command"),
+    (b'{"v": 1, "id": 1, "cmd": "service-status", "args": []}\n', "bad-request"),
+    (b'{"v": 1, "id": 1, "cmd": "service-status", "args": {}}\n', "invalid-argument"),
+    (b'{"v": 1, "id": 1, "cmd": "service-status", "args": {"service": [1]}}\n',
+     "invalid-argument"),
+    (b'{"v": 1, "id": 1, "cmd": "create-service", "args": {}}\n', "invalid-argument"),
+    (b'{"v": 1, "id": 1, "cmd": "create-service", "args": {"path": "/bin/true", '
+     b'"restart_times": "many"}}\n', "invalid-argument"),
+    (b'{"v": 1, "id": 1, "cmd": "create-service", "args": {"path": "/bin/true", '
+     b'"delay": true}}\n', "invalid-argument"),
+    (b'{"v": 1, "id": 1, "cmd": "open-service", "args": {"pid": "1"}}\n',
+     "invalid-argument"),
+    (b'{"v": 1, "id": 1, "cmd": "supervisor-freelist", "args": {"services": []}}\n',
+     "invalid-argument"),
+    (b"\xff\xfe\n", "bad-request"),
+])
+def test_malformed_requests_get_an_error_answer(populated, payload, code):
+    before = _snapshot(populated)
+    [answer] = _raw(populated, payload)
+    assert answer["ok"] is False and answer["error"]["code"] == code
+    assert answer["error"]["code"] in protocol.ERRORS
+    assert answer["error"]["message"]
+    assert _snapshot(populated) == before
+
+
+def test_oversized_request_is_refused_and_connection_closed(populated):
+    before = _snapshot(populated)
+    answers = _raw(populated, b'{"v": 1, "id": 1, "cmd": "ping", "pad": "' + b"x" * (2 << 20))
+    assert [a["error"]["code"] for a in answers] == ["request-too-large"]
+    assert _snapshot(populated) == before
+
+
+def test_pipelined_requests_are_answered_in_order(populated):
+    lines = b"".join(protocol.encode_request(i, "service-status", {"service": name})
+                     for i, name in enumerate(["running", "ghost", "later", "done"]))
+    answers = _raw(populated, lines + b"garbage\n")
+    assert [a["id"] for a in answers] == [0, 1, 2, 3, None]
+    assert [a["ok"] for a in answers] == [True, False, True, True, False]
+    assert answers[2]["result"]["status"] == "PENDING"
+
+
+def test_half_a_request_holds_nobody_up(populated):
+    with socket.socket(socket.AF_UNIX) as stalled:
+        stalled.connect(os.path.join(populated.rundir, "0.sock"))
+        stalled.sendall(b'{"v": 1, "id": 1, "cmd": "pi')  # ... and never the rest
+        assert populated.json("service-status", "running")["status"] == "RUNNING"
+        with populated.client() as c:
+            assert c.ping()["pid"] == populated.pid

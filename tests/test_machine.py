@@ -1,0 +1,738 @@
+"""Unit tests of the pure lifecycle state machine (supervisor/machine.py), no processes.
+
+Every (State, Ev) pair has an explicit entry; commands are refused exactly where SPEC.md
+says; exits are classified as SPEC "Statuses" says; the effects come in the right order;
+and a hypothesis state machine drives random event sequences through ``step``.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import inspect
+import itertools
+import signal
+
+import hypothesis.strategies as st
+import pytest
+from hypothesis import given, settings
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
+
+from supervisor import machine, protocol
+from supervisor.machine import (
+    TABLE,
+    ArmTimer,
+    CancelTimer,
+    Ev,
+    Event,
+    Forget,
+    Log,
+    Refused,
+    Service,
+    Signal,
+    Spawn,
+    State,
+    new_created,
+    new_opened,
+    step,
+)
+
+NOW = 1_700_000_000.0  # wall clock
+MONO = 5_000.0  # CLOCK_BOOTTIME
+
+SPEC_STATUSES = {"PENDING", "RUNNING", "STOPPED", "KILLED", "CRASHED", "EXITED"}
+FACTS = (Ev.SPAWNED, Ev.SPAWN_FAILED, Ev.DUE, Ev.EXITED, Ev.STOPPED_SEEN, Ev.CONTINUED_SEEN,
+         Ev.GRACE_EXPIRED)
+COMMANDS = (Ev.SUSPEND, Ev.RESUME, Ev.KILL, Ev.REMOVE, Ev.CANCEL, Ev.TERMINATE)
+# SPEC "Statuses": KILLED is the end by these signals, never restarted ...
+KILLED_BY = (signal.SIGKILL, signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+# ... CRASHED (or restarted) after a core-dump signal or a non-zero exit code.
+CRASHED_BY = (signal.SIGSEGV, signal.SIGABRT, signal.SIGBUS, signal.SIGFPE, signal.SIGILL)
+# SPEC "Commands": the states from which each command is accepted.
+ALLOWED = {
+    Ev.SUSPEND: {State.RUNNING},
+    Ev.RESUME: {State.STOPPED},
+    Ev.KILL: {State.RUNNING, State.STOPPED, State.STOPPING},
+    Ev.CANCEL: {State.PENDING},
+    Ev.REMOVE: set(State),
+    Ev.TERMINATE: set(State),
+}
+LIFECYCLE_LOGS = {"started", "restarted", "crashed", "killed", "exited", "stopped",
+                  "continued", "removed"}
+
+
+# ---- helpers -------------------------------------------------------------------------------
+
+
+def created(*, delay: float = 0.0, restart_limit: int = 0, create_stopped: bool = False,
+            name: str = "svc") -> Service:
+    svc, _ = new_created(name, ("/bin/prog", "arg"), restart_limit=restart_limit,
+                         create_stopped=create_stopped, delay=delay, now=NOW, mono=MONO)
+    return svc
+
+
+def running(pid: int = 100, **kw) -> Service:
+    svc, _ = step(created(**kw), Event(Ev.SPAWNED, pid=pid), NOW + 1, MONO + 1)
+    assert svc.state is State.RUNNING
+    return svc
+
+
+def opened(pid: int = 200, *, stopped: bool = False) -> Service:
+    svc, _ = new_opened("adopted", ("/usr/bin/thing",), pid, stopped=stopped,
+                        started_at=NOW - 50)
+    return svc
+
+
+def in_state(state: State, *, opened_: bool = False) -> Service:
+    """A plausible service in ``state`` (for the table-wide tests)."""
+    svc = opened() if opened_ else running()
+    if state is State.PENDING:
+        return created(delay=3.0)
+    alive = state in (State.RUNNING, State.STOPPED, State.STOPPING)
+    return dataclasses.replace(svc, state=state, alive=alive)
+
+
+def signals(effects) -> list[int]:
+    return [e.signo for e in effects if isinstance(e, Signal)]
+
+
+def logs(effects) -> list[str]:
+    return [e.event for e in effects if isinstance(e, Log)]
+
+
+def exit_ev(*, code: int | None = None, sig: int | None = None) -> Event:
+    return Event(Ev.EXITED, code=code, signal=sig)
+
+
+# ---- the table -----------------------------------------------------------------------------
+
+
+def test_table_has_exactly_every_state_event_pair():
+    expected = set(itertools.product(State, Ev))
+    assert set(TABLE) == expected
+    assert len(TABLE) == len(State) * len(Ev)
+    assert all(callable(h) for h in TABLE.values())
+
+
+def test_facts_and_commands_partition_the_events():
+    assert set(FACTS) | set(COMMANDS) == set(Ev)
+    assert not set(FACTS) & set(COMMANDS)
+
+
+@pytest.mark.parametrize("state", list(State), ids=lambda s: s.name)
+@pytest.mark.parametrize("kind", FACTS, ids=lambda e: e.name)
+def test_facts_are_never_refused(state, kind):
+    # A fact is something that happened; the machine may ignore it, never refuse it.
+    assert TABLE[(state, kind)] is not machine.refuse
+
+
+@pytest.mark.parametrize(
+    ("state", "opened_"),
+    [(s, o) for s in State for o in (False, True) if not (o and s is State.PENDING)],
+    ids=lambda v: v.name if isinstance(v, State) else ("opened" if v else "created"),
+)
+@pytest.mark.parametrize("kind", COMMANDS, ids=lambda e: e.name)
+def test_commands_refused_exactly_where_spec_says(kind, state, opened_):
+    svc = in_state(state, opened_=opened_)
+    before = dataclasses.replace(svc)
+    if state in ALLOWED[kind]:
+        step(svc, Event(kind), NOW + 10, MONO + 10)  # does not raise
+    else:
+        with pytest.raises(Refused) as info:
+            step(svc, Event(kind), NOW + 10, MONO + 10)
+        assert info.value.code == "bad-state"
+        assert info.value.code in protocol.ERRORS
+        assert svc.name in str(info.value)
+        assert svc == before  # no change
+
+
+def test_refused_carries_the_status_users_see():
+    svc = dataclasses.replace(running(), state=State.STOPPING)
+    with pytest.raises(Refused, match="RUNNING"):
+        step(svc, Event(Ev.SUSPEND), NOW, MONO)
+
+
+def test_stopping_shows_as_running():
+    assert State.STOPPING.status == "RUNNING"
+    assert {s.status for s in State} == SPEC_STATUSES
+
+
+# ---- create ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("create_stopped", [False, True])
+def test_create_immediate_spawns_at_once(create_stopped):
+    svc, effects = new_created("web", ("/bin/web", "-v"), restart_limit=2,
+                               create_stopped=create_stopped, now=NOW, mono=MONO)
+    assert effects == [Spawn(stopped=create_stopped)]
+    assert svc.state is State.PENDING
+    assert svc.status == "PENDING"
+    assert svc.pid is None
+    assert svc.pids == ()
+    assert svc.restarts == 0
+    assert svc.restart_limit == 2
+    assert svc.next_start == NOW
+    assert svc.due is None
+    assert svc.command == ("/bin/web", "-v")
+    assert not svc.opened
+    assert not svc.alive
+
+
+@pytest.mark.parametrize("create_stopped", [False, True])
+def test_create_delayed_arms_a_timer(create_stopped):
+    svc, effects = new_created("web", ("/bin/web",), delay=2.5,
+                               create_stopped=create_stopped, now=NOW, mono=MONO)
+    assert [e for e in effects if not isinstance(e, Log)] == [ArmTimer(due=MONO + 2.5)]
+    assert not any(isinstance(e, Spawn) for e in effects)
+    assert svc.state is State.PENDING
+    assert svc.due == MONO + 2.5
+    assert svc.next_start == NOW + 2.5
+    assert svc.pid is None
+
+    svc, effects = step(svc, Event(Ev.DUE), NOW + 2.5, MONO + 2.5)
+    assert effects == [Spawn(stopped=create_stopped)]
+    assert svc.state is State.PENDING
+    assert svc.due is None
+
+
+def test_fractional_delay():
+    svc, effects = new_created("x", ("/bin/x",), delay=0.125, now=NOW, mono=MONO)
+    assert ArmTimer(MONO + 0.125) in effects
+    assert svc.next_start == NOW + 0.125
+
+
+# ---- spawned -----------------------------------------------------------------------------
+
+
+def test_spawned_makes_it_running():
+    svc, effects = step(created(), Event(Ev.SPAWNED, pid=4242), NOW + 1, MONO + 1)
+    assert svc.state is State.RUNNING
+    assert svc.pid == 4242
+    assert svc.pids == (4242,)
+    assert svc.alive
+    assert svc.started_at == NOW + 1
+    assert svc.next_start is None
+    assert svc.due is None
+    assert logs(effects) == ["started"]
+    assert not signals(effects)
+
+
+def test_spawned_stopped_makes_it_stopped():
+    svc, effects = step(created(create_stopped=True), Event(Ev.SPAWNED, pid=7, stopped=True),
+                        NOW, MONO)
+    assert svc.state is State.STOPPED
+    assert svc.pid == 7
+    assert svc.alive
+    assert logs(effects) == ["started"]
+    # and resume-service lets it run
+    svc, effects = step(svc, Event(Ev.RESUME), NOW, MONO)
+    assert svc.state is State.RUNNING
+    assert signals(effects) == [signal.SIGCONT]
+
+
+def test_spawn_failed_crashes_with_the_error():
+    svc, effects = step(created(), Event(Ev.SPAWN_FAILED, error="ENOEXEC"), NOW, MONO)
+    assert svc.state is State.CRASHED
+    assert svc.error == "ENOEXEC"
+    assert not svc.alive
+    assert logs(effects) == ["crashed"]
+    assert svc.pid is None  # it never had a process
+
+
+def test_pids_history_across_restarts():
+    svc = running(pid=100, restart_limit=5)
+    all_logs = []
+    for pid in (101, 102, 103):
+        svc, effects = step(svc, exit_ev(sig=signal.SIGSEGV), NOW, MONO)
+        assert svc.state is State.PENDING
+        assert Spawn() in effects
+        svc, effects = step(svc, Event(Ev.SPAWNED, pid=pid), NOW, MONO)
+        all_logs += logs(effects)
+        assert svc.pid == pid
+    assert svc.pids == (100, 101, 102, 103)
+    assert svc.restarts == 3
+    assert all_logs == ["restarted"] * 3
+
+
+# ---- suspend / resume / outside changes ---------------------------------------------------
+
+
+def test_suspend_and_resume_signal_the_process():
+    svc, effects = step(running(), Event(Ev.SUSPEND), NOW, MONO)
+    assert svc.state is State.STOPPED
+    assert signals(effects) == [signal.SIGSTOP]
+    assert logs(effects) == ["stopped"]
+    svc, effects = step(svc, Event(Ev.RESUME), NOW, MONO)
+    assert svc.state is State.RUNNING
+    assert signals(effects) == [signal.SIGCONT]
+    assert logs(effects) == ["continued"]
+    assert svc.pid == 100 and svc.pids == (100,)
+
+
+@pytest.mark.parametrize("make", [running, opened], ids=["created", "opened"])
+def test_stop_and_continue_from_outside(make):
+    svc, effects = step(make(), Event(Ev.STOPPED_SEEN), NOW, MONO)
+    assert svc.state is State.STOPPED
+    assert logs(effects) == ["stopped"]
+    assert not signals(effects)
+    svc, effects = step(svc, Event(Ev.CONTINUED_SEEN), NOW, MONO)
+    assert svc.state is State.RUNNING
+    assert logs(effects) == ["continued"]
+    assert not signals(effects)
+
+
+def test_repeated_observations_are_ignored():
+    svc = running()
+    assert step(svc, Event(Ev.CONTINUED_SEEN), NOW, MONO) == (svc, [])
+    stopped = dataclasses.replace(svc, state=State.STOPPED)
+    assert step(stopped, Event(Ev.STOPPED_SEEN), NOW, MONO) == (stopped, [])
+
+
+# ---- close-service -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("suspended", [False, True])
+def test_close_sends_sigkill_and_never_restarts(suspended):
+    svc = running(restart_limit=3)
+    if suspended:
+        svc, _ = step(svc, Event(Ev.SUSPEND), NOW, MONO)
+    svc, effects = step(svc, Event(Ev.KILL), NOW, MONO)
+    assert svc.state is State.KILLED
+    assert signals(effects) == [signal.SIGKILL]
+    assert logs(effects) == ["killed"]
+    # the process is then reaped: still KILLED, how it ended recorded, no restart
+    svc, effects = step(svc, exit_ev(sig=signal.SIGKILL), NOW, MONO)
+    assert svc.state is State.KILLED
+    assert svc.signal == signal.SIGKILL
+    assert not svc.alive
+    assert svc.restarts == 0
+    assert not any(isinstance(e, Spawn) for e in effects)
+
+
+def test_close_opened_service_kills_it():
+    svc, effects = step(opened(), Event(Ev.KILL), NOW, MONO)
+    assert svc.state is State.KILLED
+    assert signals(effects) == [signal.SIGKILL]
+
+
+# ---- exits, as SPEC "Statuses" says --------------------------------------------------------
+
+
+@pytest.mark.parametrize("restart_limit", [0, 3])
+@pytest.mark.parametrize("suspended", [False, True])
+def test_exit_code_zero_is_exited(restart_limit, suspended):
+    svc = running(restart_limit=restart_limit)
+    if suspended:
+        svc = dataclasses.replace(svc, state=State.STOPPED)
+    svc, effects = step(svc, exit_ev(code=0), NOW, MONO)
+    assert svc.state is State.EXITED
+    assert svc.exit_code == 0
+    assert svc.signal is None
+    assert not svc.alive
+    assert svc.restarts == 0
+    assert logs(effects) == ["exited"]
+    assert not any(isinstance(e, Spawn) for e in effects)
+
+
+@pytest.mark.parametrize("restart_limit", [0, 3])
+@pytest.mark.parametrize("sig", KILLED_BY, ids=lambda s: signal.Signals(s).name)
+def test_kill_signals_are_killed_never_restarted(sig, restart_limit):
+    svc, effects = step(running(restart_limit=restart_limit), exit_ev(sig=sig), NOW, MONO)
+    assert svc.state is State.KILLED
+    assert svc.signal == sig
+    assert svc.restarts == 0
+    assert logs(effects) == ["killed"]
+    assert not any(isinstance(e, Spawn) for e in effects)
+
+
+FAILURES = [{"sig": s} for s in CRASHED_BY] + [{"code": c} for c in (1, 2, 127, 255)]
+
+
+def _failure_id(kw):
+    return signal.Signals(kw["sig"]).name if "sig" in kw else f"code{kw['code']}"
+
+
+@pytest.mark.parametrize("failure", FAILURES, ids=_failure_id)
+def test_failure_without_restarts_is_crashed(failure):
+    svc, effects = step(running(), exit_ev(**failure), NOW, MONO)
+    assert svc.state is State.CRASHED
+    assert svc.exit_code == failure.get("code")
+    assert svc.signal == failure.get("sig")
+    assert not svc.alive
+    assert logs(effects) == ["crashed"]
+    assert not any(isinstance(e, Spawn) for e in effects)
+
+
+@pytest.mark.parametrize("failure", FAILURES, ids=_failure_id)
+def test_failure_with_restarts_left_restarts_at_once(failure):
+    svc, effects = step(running(restart_limit=1), exit_ev(**failure), NOW + 3, MONO + 3)
+    assert svc.state is State.PENDING
+    assert svc.restarts == 1
+    assert Spawn(stopped=False) in effects
+    assert "crashed" in logs(effects)
+    assert svc.next_start == NOW + 3
+    svc, effects = step(svc, Event(Ev.SPAWNED, pid=101), NOW + 3, MONO + 3)
+    assert svc.state is State.RUNNING
+    assert logs(effects) == ["restarted"]
+    # the restart used up the only one: the next failure is final
+    svc, effects = step(svc, exit_ev(**failure), NOW + 4, MONO + 4)
+    assert svc.state is State.CRASHED
+    assert svc.restarts == 1
+    assert not any(isinstance(e, Spawn) for e in effects)
+
+
+def test_restart_limit_is_exact():
+    svc = running(restart_limit=3)
+    for n in range(1, 4):
+        svc, effects = step(svc, exit_ev(code=1), NOW, MONO)
+        assert (svc.state, svc.restarts) == (State.PENDING, n)
+        assert Spawn() in effects
+        svc, _ = step(svc, Event(Ev.SPAWNED, pid=100 + n), NOW, MONO)
+    svc, effects = step(svc, exit_ev(code=1), NOW, MONO)
+    assert svc.state is State.CRASHED
+    assert svc.restarts == 3
+    assert svc.pids == (100, 101, 102, 103)
+
+
+def test_stopped_service_that_crashes_is_restarted():
+    svc = dataclasses.replace(running(restart_limit=1), state=State.STOPPED)
+    svc, effects = step(svc, exit_ev(sig=signal.SIGSEGV), NOW, MONO)
+    assert svc.state is State.PENDING
+    assert Spawn() in effects
+
+
+@given(
+    how=st.one_of(
+        st.builds(dict, code=st.integers(0, 255)),
+        st.builds(dict, sig=st.sampled_from(KILLED_BY + CRASHED_BY)),
+    ),
+    restart_limit=st.integers(0, 5),
+    restarts=st.integers(0, 5),
+    suspended=st.booleans(),
+)
+def test_exit_classification_property(how, restart_limit, restarts, suspended):
+    restarts = min(restarts, restart_limit)
+    svc = dataclasses.replace(running(restart_limit=restart_limit), restarts=restarts)
+    if suspended:
+        svc = dataclasses.replace(svc, state=State.STOPPED)
+    new, effects = step(svc, exit_ev(**how), NOW, MONO)
+    code, sig = how.get("code"), how.get("sig")
+    if sig is None and code == 0:
+        expected = State.EXITED
+    elif sig in KILLED_BY:
+        expected = State.KILLED
+    elif restarts < restart_limit:
+        expected = State.PENDING
+    else:
+        expected = State.CRASHED
+    assert new.state is expected
+    assert (Spawn() in effects) == (expected is State.PENDING)
+    assert new.restarts == restarts + (expected is State.PENDING)
+    assert new.restarts <= restart_limit
+    assert new.exit_code == code and new.signal == sig
+    assert not new.alive
+
+
+# ---- opened services -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("stopped", [False, True])
+def test_open_adopts_a_running_process(stopped):
+    svc, effects = new_opened("db", ("/usr/bin/db", "--x"), 321, stopped=stopped,
+                              started_at=NOW - 100)
+    assert svc.state is (State.STOPPED if stopped else State.RUNNING)
+    assert svc.opened
+    assert svc.alive
+    assert svc.pid == 321 and svc.pids == (321,)
+    assert svc.started_at == NOW - 100
+    assert svc.restarts == 0
+    assert not any(isinstance(e, Spawn | Signal) for e in effects)
+
+
+@pytest.mark.parametrize("stopped", [False, True])
+def test_opened_exit_is_exited_with_unknown_code(stopped):
+    svc, effects = step(opened(stopped=stopped), exit_ev(), NOW, MONO)
+    assert svc.state is State.EXITED
+    assert svc.exit_code is None
+    assert svc.signal is None
+    assert not svc.alive
+    assert logs(effects) == ["exited"]
+    assert not any(isinstance(e, Spawn) for e in effects)
+
+
+def test_opened_service_is_never_restarted():
+    svc = dataclasses.replace(opened(), restart_limit=5)  # even if it somehow had a limit
+    svc, effects = step(svc, exit_ev(), NOW, MONO)
+    assert svc.state is State.EXITED
+    assert not any(isinstance(e, Spawn) for e in effects)
+
+
+# ---- remove / cancel ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("state", [State.RUNNING, State.STOPPED, State.STOPPING])
+def test_remove_live_created_kills_then_forgets(state):
+    svc = dataclasses.replace(running(), state=state)
+    _, effects = step(svc, Event(Ev.REMOVE), NOW, MONO)
+    kinds = [type(e) for e in effects]
+    assert signals(effects) == [signal.SIGKILL]
+    assert Forget in kinds
+    assert kinds.index(Signal) < kinds.index(Forget)
+    assert "removed" in logs(effects)
+    assert CancelTimer not in kinds
+
+
+@pytest.mark.parametrize("state", [State.RUNNING, State.STOPPED])
+def test_remove_opened_forgets_without_a_signal(state):
+    svc = dataclasses.replace(opened(), state=state)
+    _, effects = step(svc, Event(Ev.REMOVE), NOW, MONO)
+    assert not signals(effects)
+    assert Forget() in effects
+    assert "removed" in logs(effects)
+
+
+@pytest.mark.parametrize("state", [State.EXITED, State.CRASHED, State.KILLED])
+def test_remove_dead_service_just_forgets(state):
+    svc = dataclasses.replace(running(), state=state, alive=False)
+    _, effects = step(svc, Event(Ev.REMOVE), NOW, MONO)
+    assert not signals(effects)
+    assert Forget() in effects
+
+
+def test_remove_pending_cancels_its_timer():
+    _, effects = step(created(delay=5), Event(Ev.REMOVE), NOW, MONO)
+    assert CancelTimer() in effects
+    assert Forget() in effects
+    assert not signals(effects)
+
+
+def test_cancel_pending_cancels_timer_and_forgets():
+    svc = created(delay=60)
+    _, effects = step(svc, Event(Ev.CANCEL), NOW, MONO)
+    assert [e for e in effects if not isinstance(e, Log)] == [CancelTimer(), Forget()]
+    assert logs(effects) == ["removed"]
+    assert not signals(effects)
+
+
+@pytest.mark.parametrize("state", [s for s in State if s is not State.PENDING])
+def test_cancel_refused_unless_pending(state):
+    svc = in_state(state)
+    with pytest.raises(Refused):
+        step(svc, Event(Ev.CANCEL), NOW, MONO)
+
+
+# ---- instance shutdown ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("state", [State.RUNNING, State.STOPPED])
+def test_terminate_live_created_sends_sigterm_and_sigcont(state):
+    svc = dataclasses.replace(running(), state=state)
+    new, effects = step(svc, Event(Ev.TERMINATE), NOW, MONO)
+    assert new.state is State.STOPPING
+    assert new.status == "RUNNING"
+    assert signals(effects) == [signal.SIGTERM, signal.SIGCONT]
+    assert Forget() not in effects
+
+
+@pytest.mark.parametrize("state", [State.RUNNING, State.STOPPED])
+def test_terminate_opened_releases_untouched(state):
+    svc = dataclasses.replace(opened(), state=state)
+    new, effects = step(svc, Event(Ev.TERMINATE), NOW, MONO)
+    assert not signals(effects)
+    assert Forget() in effects
+    assert new.state is state
+
+
+def test_terminate_pending_cancels_and_forgets():
+    _, effects = step(created(delay=9), Event(Ev.TERMINATE), NOW, MONO)
+    assert CancelTimer() in effects
+    assert Forget() in effects
+    assert not signals(effects)
+
+
+@pytest.mark.parametrize("state", [State.EXITED, State.CRASHED, State.KILLED])
+def test_terminate_dead_service_forgets(state):
+    svc = dataclasses.replace(running(), state=state, alive=False)
+    _, effects = step(svc, Event(Ev.TERMINATE), NOW, MONO)
+    assert Forget() in effects
+    assert not signals(effects)
+
+
+def test_stopping_grace_then_exit():
+    svc, _ = step(running(restart_limit=3), Event(Ev.TERMINATE), NOW, MONO)
+    assert svc.state is State.STOPPING
+    # a second shutdown request changes nothing
+    assert step(svc, Event(Ev.TERMINATE), NOW, MONO) == (svc, [])
+    new, effects = step(svc, Event(Ev.GRACE_EXPIRED), NOW + 5, MONO + 5)
+    assert signals(effects) == [signal.SIGKILL]
+    assert "killed" in logs(effects)
+    new, effects = step(new, exit_ev(sig=signal.SIGKILL), NOW + 5, MONO + 5)
+    assert new.state is State.KILLED
+    assert not new.alive
+    assert not any(isinstance(e, Spawn) for e in effects)
+
+
+def test_stopping_exit_by_sigterm_is_killed_not_restarted():
+    svc, _ = step(running(restart_limit=3), Event(Ev.TERMINATE), NOW, MONO)
+    svc, effects = step(svc, exit_ev(sig=signal.SIGTERM), NOW, MONO)
+    assert svc.state is State.KILLED
+    assert not any(isinstance(e, Spawn) for e in effects)
+
+
+@pytest.mark.parametrize("state", [s for s in State if s is not State.STOPPING])
+def test_grace_expired_outside_stopping_is_ignored(state):
+    svc = in_state(state)
+    assert step(svc, Event(Ev.GRACE_EXPIRED), NOW, MONO) == (svc, [])
+
+
+# ---- logs ----------------------------------------------------------------------------------
+
+
+def test_lifecycle_log_event_names():
+    seen: list[Log] = []
+
+    def go(svc, kind, **kw):
+        new, effects = step(svc, Event(kind, **kw), NOW, MONO)
+        seen.extend(e for e in effects if isinstance(e, Log))
+        return new
+
+    svc = go(created(restart_limit=1), Ev.SPAWNED, pid=1)  # started
+    svc = go(svc, Ev.SUSPEND)  # stopped
+    svc = go(svc, Ev.RESUME)  # continued
+    svc = go(svc, Ev.EXITED, signal=signal.SIGABRT)  # crashed
+    svc = go(svc, Ev.SPAWNED, pid=2)  # restarted
+    svc = go(svc, Ev.KILL)  # killed
+    go(svc, Ev.REMOVE)  # removed
+    go(go(running(), Ev.EXITED, code=0), Ev.REMOVE)  # exited
+    assert {log.event for log in seen} >= LIFECYCLE_LOGS
+    for log in seen:
+        assert log.message
+        assert 0 <= log.priority <= 7
+
+
+# ---- purity --------------------------------------------------------------------------------
+
+
+def test_machine_imports_neither_os_nor_time():
+    tree = ast.parse(inspect.getsource(machine))
+    imported = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            imported |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            imported.add(node.module.split(".")[0])
+        elif isinstance(node, ast.Call) and getattr(node.func, "id", None) == "__import__":
+            imported.add("__import__")
+    assert not imported & {"os", "time", "__import__"}, imported
+    assert "os" not in vars(machine) and "time" not in vars(machine)
+
+
+# ---- random event sequences ---------------------------------------------------------------
+
+event_kinds = st.sampled_from(list(Ev))
+exits = st.one_of(
+    st.just({}),  # not knowable
+    st.builds(dict, code=st.integers(0, 255)),
+    st.builds(dict, signal=st.sampled_from(KILLED_BY + CRASHED_BY + (signal.SIGUSR1,))),
+)
+
+
+class MachineSequences(RuleBasedStateMachine):
+    """Any sequence of facts and commands: only Refused is ever raised, and the invariants
+    of the service object hold after every step."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pids = itertools.count(1000)
+        self.now = NOW
+        self.mono = MONO
+        self.svc: Service | None = None
+        self.forgotten = 0
+
+    def _new(self, data) -> None:
+        if data.draw(st.booleans(), label="opened"):
+            self.svc, effects = new_opened(
+                "o", ("/bin/o",), next(self.pids), stopped=data.draw(st.booleans()),
+                started_at=self.now)
+        else:
+            self.svc, effects = new_created(
+                "c", ("/bin/c",), restart_limit=data.draw(st.integers(0, 3)),
+                create_stopped=data.draw(st.booleans()),
+                delay=data.draw(st.sampled_from([0.0, 0.5, 30.0])), now=self.now,
+                mono=self.mono)
+        self._check_effects(effects)
+
+    def _check_effects(self, effects) -> None:
+        assert isinstance(effects, list)
+        for e in effects:
+            assert isinstance(e, Spawn | Signal | ArmTimer | CancelTimer | Forget | Log), e
+            if isinstance(e, Signal):
+                assert e.signo in (signal.SIGSTOP, signal.SIGCONT, signal.SIGKILL,
+                                   signal.SIGTERM)
+        if self.svc.opened:
+            # we never start, restart or terminate a process we did not create
+            assert not any(isinstance(e, Spawn) for e in effects)
+            assert signal.SIGTERM not in signals(effects)
+
+    @initialize(data=st.data())
+    def start(self, data) -> None:
+        self._new(data)
+
+    @rule(kind=event_kinds, stopped=st.booleans(), how=exits, dt=st.floats(0, 100),
+          data=st.data())
+    def event(self, kind, stopped, how, dt, data) -> None:
+        self.now += dt
+        self.mono += dt
+        ev = Event(kind, pid=next(self.pids) if kind is Ev.SPAWNED else None,
+                   stopped=stopped, error="boom" if kind is Ev.SPAWN_FAILED else None,
+                   **(how if kind is Ev.EXITED else {}))
+        if self.svc.opened and kind in (Ev.SPAWNED, Ev.SPAWN_FAILED, Ev.DUE):
+            return  # the shell never reports these for an opened service
+        if self.svc.opened and kind is Ev.EXITED:
+            ev = Event(Ev.EXITED)  # a pidfd cannot tell how a non-child ended
+        before = self.svc
+        try:
+            new, effects = step(before, ev, self.now, self.mono)
+        except Refused:
+            assert kind in COMMANDS
+            assert before.state not in ALLOWED[kind]
+            assert self.svc is before and self.svc == dataclasses.replace(before)
+            return
+        self.svc = new
+        self._check_effects(effects)
+        if kind in COMMANDS:
+            assert before.state in ALLOWED[kind]
+        if any(isinstance(e, Forget) for e in effects):
+            self.forgotten += 1
+            self._new(data)  # the shell dropped it; go on with a new one
+
+    @invariant()
+    def status_is_a_spec_status(self) -> None:
+        assert self.svc.status in SPEC_STATUSES
+
+    @invariant()
+    def restarts_within_limit(self) -> None:
+        assert 0 <= self.svc.restarts <= self.svc.restart_limit
+
+    @invariant()
+    def pid_is_none_only_before_first_start(self) -> None:
+        svc = self.svc
+        if svc.pid is None:
+            assert svc.pids == ()
+            # PENDING before its first start -- or CRASHED because its first start failed
+            # (no process ever existed; see test_spawn_failed_crashes_with_the_error).
+            assert svc.state is State.PENDING or (
+                svc.state is State.CRASHED and svc.error is not None), svc
+        else:
+            assert svc.pids and svc.pids[-1] == svc.pid
+            assert len(set(svc.pids)) == len(svc.pids)
+
+    @invariant()
+    def not_started_means_not_alive(self) -> None:
+        if not self.svc.pids:
+            assert not self.svc.alive
+
+
+MachineSequences.TestCase.settings = settings(max_examples=120, stateful_step_count=40,
+                                              deadline=None)
+TestMachineSequences = MachineSequences.TestCase
