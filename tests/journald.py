@@ -47,9 +47,8 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from timeouts import TIMEOUT
-
 from systemd import journal
+from timeouts import TIMEOUT
 
 JOURNAL_DIR = "/run/systemd/journal"
 JOURNAL_SOCKET = JOURNAL_DIR + "/socket"
