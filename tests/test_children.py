@@ -1,0 +1,90 @@
+"""Children start clean: no blocked or ignored signals, no fd of the daemon's, a session of
+their own, no private environment of the daemon's; their whole group goes with them."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from conftest import alive, state, wait_until
+
+# Signals 32 and 33 are glibc's internal ones (SIGCANCEL, SIGSETXID): not in
+# signal.valid_signals(), not settable by a program, and inherited from this machine's init.
+_GLIBC_INTERNAL = (1 << 31) | (1 << 32)
+
+
+def _status_field(pid: int, field: str) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1], 16)
+    raise AssertionError(f"{field} missing")
+
+
+def _environ(pid: int) -> dict[str, str]:
+    with open(f"/proc/{pid}/environ", "rb") as f:
+        pairs = [p.split(b"=", 1) for p in f.read().split(b"\0") if b"=" in p]
+    return {k.decode(): v.decode(errors="replace") for k, v in pairs}
+
+
+@pytest.fixture(params=["spawned", "created-stopped"])
+def child(request, sup):
+    stopped = request.param == "created-stopped"
+    pid = sup.create("/bin/sleep", ["120"], name="kid", create_stopped=stopped)["pid"]
+    if stopped:
+        sup.ok("resume-service", "kid")
+        wait_until(lambda: os.readlink(f"/proc/{pid}/exe").endswith("sleep"),
+                   what="the exec")
+    return pid
+
+
+def test_clean_signal_mask_and_dispositions(child, sup):
+    daemon = sup.pid
+    assert _status_field(daemon, "SigBlk") != 0  # the daemon blocks what it reads...
+    assert _status_field(child, "SigBlk") == 0  # ...its children do not inherit that
+    ignored = _status_field(child, "SigIgn") & ~_GLIBC_INTERNAL
+    assert ignored == 0, f"ignored signals leaked into the child: {ignored:#x}"  # SIGPIPE!
+
+
+def test_no_daemon_fd_is_inherited(child, sup):
+    fds = sorted(int(fd) for fd in os.listdir(f"/proc/{child}/fd"))
+    assert fds == [0, 1, 2]
+    assert os.readlink(f"/proc/{child}/fd/0") == "/dev/null"
+    assert len(os.listdir(f"/proc/{sup.pid}/fd")) > 3  # the daemon has more to leak
+
+
+def test_own_session_and_clean_environment(child, sup):
+    with open(f"/proc/{child}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    pgid, sid = int(fields[2]), int(fields[3])
+    assert pgid == child and sid == child
+    assert "NOTIFY_SOCKET" in _environ(sup.pid)  # `init` waited on it
+    env = _environ(child)
+    for private in ("NOTIFY_SOCKET", "LISTEN_FDS", "LISTEN_PID"):
+        assert private not in env
+    assert env.get("SUPERVISOR_RUNTIME_DIR") == sup.rundir  # the rest is passed on
+
+
+def test_closing_a_service_ends_its_process_group(sup, tmp_path):
+    pids = tmp_path / "pids"
+    sup.create("/bin/sh", ["-c", f"sleep 120 & echo $! >> {pids}; sleep 120 & echo $! >> {pids};"
+                                 " wait"], name="tree")
+    wait_until(lambda: pids.exists() and len(pids.read_text().split()) == 2,
+               what="the grandchildren")
+    grandchildren = [int(p) for p in pids.read_text().split()]
+    assert all(alive(p) for p in grandchildren)
+    sup.ok("close-service", "tree")
+    wait_until(lambda: not any(alive(p) for p in grandchildren), what="the whole group to die")
+
+
+def test_suspend_stops_the_whole_group(sup, tmp_path):
+    pids = tmp_path / "pids"
+    sup.create("/bin/sh", ["-c", f"sleep 120 & echo $! > {pids}; wait"], name="tree")
+    wait_until(lambda: pids.exists() and pids.read_text().strip(), what="the grandchild")
+    grandchild = int(pids.read_text())
+    sup.ok("suspend-service", "tree")
+    wait_until(lambda: state(grandchild) == "T", what="the grandchild to stop")
+    sup.ok("resume-service", "tree")
+    wait_until(lambda: state(grandchild) == "S", what="the grandchild to continue")
+    sup.ok("remove-service", "tree")
+    wait_until(lambda: not alive(grandchild), what="removal to end the group")

@@ -1,0 +1,54 @@
+"""The daemon is idle when nothing happens, and leaks nothing across crash/restart cycles."""
+
+from __future__ import annotations
+
+import time
+
+from conftest import children_of, fd_count, wait_until
+from timeouts import TIMEOUT
+
+QUIET = 100
+IDLE_WINDOW = 10.0  # seconds: the measurement window of the issue, not a synchronisation
+CYCLES = 200
+
+
+def _ctx_switches(pid: int) -> int:
+    total = 0
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")):
+                total += int(line.split()[1])
+            elif line.startswith("Threads:"):
+                assert int(line.split()[1]) == 1, "the daemon is one thread"
+    return total
+
+
+def test_idle_with_100_quiet_services(sup):
+    daemon = sup.pid
+    with sup.client() as c:
+        answers = c.pipeline([("create-service", {"path": "/bin/sleep", "args": ["100000"]})
+                              for _ in range(QUIET)])
+        assert all(a["status"] == "RUNNING" for a in answers)
+        assert sum(s["status"] == "RUNNING" for s in c.list_supervisor()["services"]) == QUIET
+    before = _ctx_switches(daemon)
+    time.sleep(IDLE_WINDOW)  # measure: nobody talks to the daemon, nothing happens
+    grew = _ctx_switches(daemon) - before
+    print(f"\ncontext switches of the daemon over {IDLE_WINDOW:g} s with {QUIET} services: "
+          f"{grew}")
+    assert grew <= 2
+
+
+def test_200_crash_restart_cycles_leak_nothing(sup):
+    daemon = sup.pid
+    with sup.client() as c:
+        c.ping()
+        baseline = fd_count(daemon)
+        c.create_service("/bin/sh", ["-c", "kill -SEGV $$"], name="crashy",
+                         restart_times=CYCLES)
+        svc = wait_until(lambda: (s := c.service_status("crashy"))["status"] == "CRASHED" and s,
+                         timeout=TIMEOUT * 3, what=f"{CYCLES} restarts")
+        assert svc["restarts"] == CYCLES and svc["signal"] == "SIGSEGV"
+        assert children_of(daemon) == []  # no zombie, nothing left running
+        assert fd_count(daemon) == baseline  # every pidfd closed
+        c.remove_service("crashy")
+        assert fd_count(daemon) == baseline
