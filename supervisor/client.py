@@ -27,6 +27,7 @@ from supervisor import paths, protocol
 
 DEFAULT_TIMEOUT = 30.0
 START_TIMEOUT = 10.0
+_WINDOW = 1024  # pipelined requests in flight at once
 
 
 class SupervisorError(Exception):
@@ -105,21 +106,25 @@ class Client:
         return result
 
     def pipeline(self, calls: list[tuple[str, dict]]) -> list[Any]:
-        """Send every request at once, then read the answers in order. Each answer is a
-        result or a :class:`RemoteError` instance (returned, not raised)."""
+        """Send the requests without waiting for each answer, and return the answers in
+        order: each a result or a :class:`RemoteError` instance (returned, not raised).
+        Requests go out in windows, so a huge pipeline never fills both directions."""
         self.connect()
-        first = self._next_id
-        self._next_id += len(calls)
-        payload = b"".join(protocol.encode_request(first + i, cmd, args)
-                           for i, (cmd, args) in enumerate(calls))
+        answers: list[Any] = []
         try:
-            self._sock.sendall(payload)
-            return [self._read_answer(first + i) for i in range(len(calls))]
+            for start in range(0, len(calls), _WINDOW):
+                window = calls[start:start + _WINDOW]
+                first = self._next_id
+                self._next_id += len(window)
+                self._sock.sendall(b"".join(protocol.encode_request(first + i, cmd, args)
+                                            for i, (cmd, args) in enumerate(window)))
+                answers += [self._read_answer(first + i) for i in range(len(window))]
         except (BrokenPipeError, ConnectionResetError):
             raise NotRunning(f"instance {self.instance} closed the connection") from None
         except TimeoutError:
             raise NotRunning(f"instance {self.instance} did not answer within "
                              f"{self.timeout:g} s") from None
+        return answers
 
     def _read_answer(self, req_id: int) -> Any:
         while True:
