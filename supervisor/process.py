@@ -121,7 +121,12 @@ def spawn(argv: list[str], *, env: dict[str, str], cwd: str = "/", stopped: bool
                                  setsigmask=(), setsigdef=_DEFAULT_SIGNALS)
         finally:
             os.chdir("/")
-    pidfd = os.pidfd_open(pid)  # the child is unreaped, so the pid is still its own
+    try:
+        pidfd = os.pidfd_open(pid)  # the child is unreaped, so the pid is still its own
+    except OSError:  # out of fds: never leave a child we cannot watch
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        raise
     proc = Proc(pid, pidfd, child=True)
     if stopped:
         # Wait (briefly: the child does nothing but stop) until it really is stopped, so a
