@@ -321,7 +321,12 @@ class Daemon:
                                    f"instance {self.instance} is shutting down")
             result = self._handlers[req.cmd](req.args)
         except CommandError as exc:
-            self._log_command(req, peer, exc.message, 4, ERROR_CODE=exc.code)
+            named = self.services.get(str(req.args.get("service")))
+            if named is None and str(req.args.get("service")).isdigit():
+                named = self.services.get(self.by_pid.get(int(req.args["service"]), ""))
+            fields = ({"SERVICE_NAME": named.name, "SERVICE_PID": named.pid,
+                       "SERVICE_STATUS": named.status} if named else {})
+            self._log_command(req, peer, exc.message, 4, ERROR_CODE=exc.code, **fields)
             return protocol.encode_error(req.id, exc.code, exc.message)
         except Exception as exc:  # a bug must not take the daemon down
             self.journal.send(f"internal error in {req.cmd}: {exc!r}\n"

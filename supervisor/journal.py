@@ -36,6 +36,6 @@ class Journal:
             except OSError:
                 pass  # journald went away: fall back for this entry
         extra = " ".join(f"{k}={v}" for k, v in clean.items())
+        line = f"supervisor[{self.instance}] <{priority}> {message}  {extra}".rstrip()
         with contextlib.suppress(OSError, ValueError):
-            print(f"supervisor[{self.instance}] <{priority}> {message}  {extra}".rstrip(),
-                  file=sys.stderr, flush=True)
+            print(line.replace("\n", "\\n"), file=sys.stderr, flush=True)

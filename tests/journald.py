@@ -67,6 +67,7 @@ _JOURNALD_SOCKETS = ("socket", "stdout", "dev-log", "io.systemd.journal")
 _NOTIFY_MAX_FDS = 253
 # Longest single Reader.wait() before re-reading (see "Latency" above); None: no cap.
 RECHECK_S: float | None = 0.05
+READER_SLICE_S = 0.5  # a fresh Reader this often (see wait_for_entry)
 
 Entry = dict[str, Any]
 
@@ -303,17 +304,25 @@ def wait_for_entry(
     deadline = time.monotonic() + timeout
     seen = 0
     last: list[Entry] = []
-    with _reader(match, since) as reader:
-        while True:
-            for entry in _drain(reader, since):
-                if predicate is None or predicate(entry):
-                    return entry
-                seen += 1
-                last = [*last[-4:], entry]
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            _wait(reader, remaining)
+    # A Reader with matches, opened while journald is still writing a burst, sometimes
+    # never returns an entry that is in the file (libsystemd 252, about 1 in 20 tries);
+    # a fresh reader finds it. So wait in slices, each with a fresh reader from `since`.
+    while True:
+        slice_end = min(deadline, time.monotonic() + READER_SLICE_S)
+        seen, last = 0, []
+        with _reader(match, since) as reader:
+            while True:
+                for entry in _drain(reader, since):
+                    if predicate is None or predicate(entry):
+                        return entry
+                    seen += 1
+                    last = [*last[-4:], entry]
+                remaining = slice_end - time.monotonic()
+                if remaining <= 0:
+                    break
+                _wait(reader, remaining)
+        if time.monotonic() >= deadline:
+            break
     what = getattr(predicate, "__name__", repr(predicate)) if predicate else "(any)"
     shown = "; ".join(f"{e.get('MESSAGE', '')!r} {_custom_fields(e)}" for e in last) or "none"
     running = "" if journald_running() else f" (no journald answers on {JOURNAL_SOCKET})"

@@ -16,7 +16,6 @@ import json
 import os
 import signal
 import subprocess
-import time
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -73,27 +72,9 @@ def strays():
         proc.wait(timeout=TIMEOUT)
 
 
-# A journal.Reader with matches, opened while journald is still writing a burst of
-# entries, sometimes never returns the entries that matched (libsystemd 252, seen here in
-# about 1 of 20 tries: get_next() stays empty after wait()/process() although the entry is
-# in the file; seeking to the cursor again, or a fresh reader, finds it; a reader without
-# matches was not seen to miss one). So one wait is a series of short wait_for_entry calls,
-# each with a fresh reader seeking from the mark, under the one TIMEOUT deadline.
-SLICE_S = 0.5
-
-
 def wait_entry(predicate: Callable[[dict], bool] | None = None, *, since: str | None,
                **match: Any) -> dict:
-    """wait_for_entry, robust against a stuck reader (see above); deadline TIMEOUT."""
-    deadline = time.monotonic() + TIMEOUT
-    while True:
-        remaining = deadline - time.monotonic()
-        try:
-            return wait_for_entry(predicate, max(0.0, min(SLICE_S, remaining)), since=since,
-                                  **match)
-        except AssertionError:
-            if remaining <= SLICE_S:
-                raise
+    return wait_for_entry(predicate, TIMEOUT, since=since, **match)
 
 
 def entry(inst: Supervisor, since: str | None,
