@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint clean
+.PHONY: install run test lint clean install-units
 
 $(STAMP): pyproject.toml setup.py native/build_native.py native/native.h scripts/bootstrap
 	./scripts/bootstrap
@@ -25,6 +25,15 @@ lint: install
 
 test: lint
 	$(BIN)/pytest
+
+# systemd template units, with ExecStart pointing at this checkout's venv:
+#   make install-units && systemctl enable --now supervisor@3.socket
+UNITDIR ?= /etc/systemd/system
+install-units: install
+	install -d $(UNITDIR)
+	sed 's|@BINDIR@|$(abspath $(BIN))|' systemd/supervisor@.service > $(UNITDIR)/supervisor@.service
+	install -m 644 systemd/supervisor@.socket $(UNITDIR)/supervisor@.socket
+	-systemctl daemon-reload 2>/dev/null
 
 clean:
 	rm -rf $(VENV) build *.egg-info supervisor/_native.* .pytest_cache .ruff_cache

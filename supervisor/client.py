@@ -224,9 +224,41 @@ def init(instance: int, *, runtime_dir: str | None = None,
             return c.info(), False
     except NotRunning:
         pass
-    start_daemon(instance, runtime_dir=runtime_dir, timeout=timeout)
-    with Client(instance, runtime_dir=runtime_dir, timeout=5) as c:
-        return c.info(), True
+    if systemd_units_usable(runtime_dir):
+        _systemctl("start", f"supervisor@{instance}.socket")
+    else:
+        start_daemon(instance, runtime_dir=runtime_dir, timeout=timeout)
+    with Client(instance, runtime_dir=runtime_dir, timeout=timeout) as c:
+        return c.info(), True  # under systemd this first request activates the daemon
+
+
+UNIT_DIRS = ("/etc/systemd/system", "/run/systemd/system", "/usr/local/lib/systemd/system",
+             "/usr/lib/systemd/system", "/lib/systemd/system")
+
+
+def systemd_units_usable(runtime_dir: str | None = None, *, booted: str = "/run/systemd/system",
+                         unit_dirs: tuple[str, ...] = UNIT_DIRS) -> bool:
+    """Whether `init` should go through systemd: PID 1 is systemd (``booted`` exists), the
+    ``supervisor@.socket`` unit is installed, and the instance uses the unit's socket
+    directory (/run/supervisor)."""
+    if not os.path.isdir(booted):
+        return False
+    if (runtime_dir or paths.runtime_dir()) != "/run/supervisor":
+        return False
+    return any(os.path.exists(os.path.join(d, "supervisor@.socket")) for d in unit_dirs)
+
+
+def _systemctl(*args: str) -> None:
+    import subprocess
+
+    try:
+        result = subprocess.run(["systemctl", *args], capture_output=True, text=True,
+                                timeout=START_TIMEOUT)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise SupervisorError(f"systemctl {' '.join(args)} failed: {exc}") from None
+    if result.returncode != 0:
+        why = (result.stderr.strip().splitlines() or ["no reason given"])[-1]
+        raise SupervisorError(f"systemctl {' '.join(args)} failed: {why}")
 
 
 def start_daemon(instance: int, *, runtime_dir: str | None = None,

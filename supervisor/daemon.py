@@ -36,6 +36,7 @@ from supervisor.control import Connection, Server, bind_listener
 from supervisor.journal import Journal
 from supervisor.machine import Ev, Event, Refused, State
 from supervisor.native import CLOCK_BOOTTIME, SignalFd
+from supervisor.sdnotify import Notifier, activated_listener
 from supervisor.timers import Timers
 
 HANDLED_SIGNALS = (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
@@ -97,6 +98,11 @@ class Daemon:
         self._feeding = False
         self.stopping = False
         self.done = False
+        self.counts: collections.Counter[str] = collections.Counter()
+        self._counts_changed = False
+        self.notifier = Notifier()
+        if self.notifier.watchdog_interval:
+            self._watchdog()
         self._grace_timer = None
         self._handlers = {
             "ping": self.cmd_ping,
@@ -119,8 +125,12 @@ class Daemon:
     def run(self) -> None:
         self.journal.send(f"instance {self.instance} serving on {self.socket_path}",
                           SUPERVISOR_EVENT="daemon-started")
+        self.notifier.ready(self.status_line())
         select = self.sel.select
         while not self.done:
+            if self._counts_changed:
+                self._counts_changed = False
+                self.notifier.status(self.status_line())
             for key, mask in select():
                 try:
                     key.data(mask)
@@ -128,6 +138,19 @@ class Daemon:
                     self.journal.send(f"internal error handling fd {key.fd}: {exc!r}\n"
                                       f"{traceback.format_exc()}", 2,
                                       SUPERVISOR_EVENT="internal-error")
+
+    def status_line(self) -> str:
+        """The STATUS= text for the service manager: counts by status."""
+        if self.stopping:
+            return "closing"
+        parts = [f"{n} {status}" for status, n in sorted(self.counts.items()) if n]
+        total = sum(self.counts.values())
+        return f"{total} services" + (f": {', '.join(parts)}" if parts else "")
+
+    def _watchdog(self) -> None:
+        self.notifier.watchdog()
+        self.timers.call_at(self.timers.now() + self.notifier.watchdog_interval,
+                            self._watchdog)
 
     def close(self) -> None:
         for proc in list(self.procs.values()) + list(self.children.values()):
@@ -171,6 +194,12 @@ class Daemon:
         return new
 
     def _commit(self, svc: machine.Service, effects: list) -> None:
+        old = self.services.get(svc.name)
+        if old is None or old.status != svc.status:
+            if old is not None:
+                self.counts[old.status] -= 1
+            self.counts[svc.status] += 1
+            self._counts_changed = True
         self.services[svc.name] = svc
         for effect in effects:
             match effect:
@@ -229,7 +258,10 @@ class Daemon:
             self._maybe_finish()
 
     def _forget(self, svc: machine.Service) -> None:
-        self.services.pop(svc.name, None)
+        stored = self.services.pop(svc.name, None)
+        if stored is not None:
+            self.counts[stored.status] -= 1
+            self._counts_changed = True
         self._cancel_timer(svc.name)
         for pid in svc.pids:
             if self.by_pid.get(pid) == svc.name:
@@ -274,6 +306,7 @@ class Daemon:
         """Close the instance: SIGTERM created services, release opened ones, then exit."""
         if not self.stopping:
             self.stopping = True
+            self.notifier.stopping()
             for name in list(self.services):
                 self.command(name, Ev.TERMINATE)
             if any(s.state is State.STOPPING for s in self.services.values()):
@@ -550,17 +583,6 @@ def _raise_nofile() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
-def _notify(state: str) -> None:
-    """sd_notify, for systemd and for `supervisor init` waiting on its own notify socket."""
-    if os.environ.get("NOTIFY_SOCKET"):
-        from systemd import daemon as sd
-
-        try:
-            sd.notify(state)
-        except OSError:  # the listener is gone (an `init` that already returned)
-            del os.environ["NOTIFY_SOCKET"]
-
-
 def serve(instance: int, grace: float = 5.0) -> int:
     """Run instance ``instance`` until it is closed. Returns the exit code."""
     # Block the signals we read from the signalfd before anything else (no thread exists).
@@ -574,25 +596,34 @@ def serve(instance: int, grace: float = 5.0) -> int:
         os.close(lock_fd)
         print(f"supervisor-daemon: instance {instance} is already running", file=sys.stderr)
         return 1
-    sock_path = paths.socket_path(instance, base)
     try:
-        listener = bind_listener(sock_path)
+        listener = activated_listener()  # socket activation: systemd passed it
     except OSError as exc:
         os.close(lock_fd)
-        print(f"supervisor-daemon: cannot listen on {sock_path}: {exc.strerror}",
-              file=sys.stderr)
+        print(f"supervisor-daemon: {exc}", file=sys.stderr)
         return 1
+    owned = listener is None
+    if owned:
+        sock_path = paths.socket_path(instance, base)
+        try:
+            listener = bind_listener(sock_path)
+        except OSError as exc:
+            os.close(lock_fd)
+            print(f"supervisor-daemon: cannot listen on {sock_path}: {exc.strerror}",
+                  file=sys.stderr)
+            return 1
+    else:
+        sock_path = listener.getsockname() or paths.socket_path(instance, base)
     os.chdir("/")
     _raise_nofile()
     daemon = Daemon(instance, listener, socket_path=sock_path, grace=grace)
     try:
-        _notify(f"READY=1\nMAINPID={os.getpid()}")
         daemon.run()
-        _notify("STOPPING=1")
     finally:
         daemon.close()
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(sock_path)
+        if owned:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(sock_path)
         daemon.journal.send(f"instance {instance} closed", 5, SUPERVISOR_EVENT="daemon-closed")
         os.close(lock_fd)
     return 0

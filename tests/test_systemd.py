@@ -1,0 +1,184 @@
+"""systemd integration with the real tools: systemd-analyze verify on the units, socket
+activation through systemd-socket-activate, sd_notify on a datagram socket of ours."""
+
+from __future__ import annotations
+
+import os
+import selectors
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, Supervisor, alive, wait_until
+from timeouts import TIMEOUT
+
+from supervisor import client
+
+BIN = Path(sys.executable).parent
+UNITS = ROOT / "systemd"
+
+
+def _install_units(dest: Path, instance: int) -> list[Path]:
+    """The units as `make install-units` writes them, instantiated for verification."""
+    out = []
+    for suffix in ("service", "socket"):
+        text = (UNITS / f"supervisor@.{suffix}").read_text().replace("@BINDIR@", str(BIN))
+        target = dest / f"supervisor@{instance}.{suffix}"
+        target.write_text(text)
+        out.append(target)
+    return out
+
+
+def test_units_pass_systemd_analyze_verify(tmp_path):
+    units = _install_units(tmp_path, 3)
+    result = subprocess.run(["systemd-analyze", "verify", "--man=no", *map(str, units)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    ours = [line for line in result.stderr.splitlines() if "supervisor@" in line]
+    assert ours == [], ours
+    service = units[0].read_text()
+    for line in ("Type=notify", "KillMode=mixed", f"ExecStart={BIN}/supervisor-daemon "
+                 "--instance %i", "WatchdogSec="):
+        assert line in service
+    socket_unit = units[1].read_text()
+    assert "ListenStream=/run/supervisor/%i.sock" in socket_unit
+    assert "SocketMode=0600" in socket_unit
+
+
+def test_a_broken_unit_fails_verification(tmp_path):
+    """The check above can fail: a relative ExecStart is caught."""
+    units = _install_units(tmp_path, 4)
+    units[0].write_text(units[0].read_text().replace(f"ExecStart={BIN}/", "ExecStart=bin/"))
+    result = subprocess.run(["systemd-analyze", "verify", "--man=no", str(units[0])],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0
+
+
+def test_first_connection_starts_the_daemon_which_answers_it(rundir):
+    path = os.path.join(rundir, "6.sock")
+    activator = subprocess.Popen(
+        ["systemd-socket-activate", "-l", path, "-E", f"SUPERVISOR_RUNTIME_DIR={rundir}",
+         str(BIN / "supervisor-daemon"), "--instance", "6"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        wait_until(lambda: os.path.exists(path), what="the activation socket")
+        cmdline = Path(f"/proc/{activator.pid}/cmdline").read_bytes()
+        assert b"systemd-socket-activate" in cmdline  # nothing started yet
+        s = Supervisor(rundir, 6)
+        listing = s.json("list-supervisor", "-i", "6")  # this request starts the daemon
+        assert listing == {"instance": 6, "services": []}
+        info = s.json("list-supervisors")["supervisors"][0]
+        assert info["pid"] == activator.pid  # the activator exec'd the daemon: same pid
+        assert info["socket"] == path
+        svc = s.json("create-service", "-i", "6", "/bin/sleep", "60")
+        env = Path(f"/proc/{svc['pid']}/environ").read_bytes()
+        assert b"LISTEN_FDS" not in env and b"LISTEN_PID" not in env
+        s.ok("close", "-i", "6")
+        assert activator.wait(timeout=TIMEOUT) == 0
+        assert not alive(svc["pid"])
+    finally:
+        if activator.poll() is None:
+            activator.kill()
+            activator.wait()
+        activator.stderr.close()
+
+
+class NotifyListener:
+    """A NOTIFY_SOCKET of our own, as a service manager has."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(path)
+        self.messages: list[str] = []
+
+    def wait_for(self, needle: str) -> str:
+        deadline = time.monotonic() + TIMEOUT
+        with selectors.DefaultSelector() as sel:
+            sel.register(self.sock, selectors.EVENT_READ)
+            for msg in self.messages:
+                if needle in msg.split("\n"):
+                    return msg
+            while (left := deadline - time.monotonic()) > 0:
+                if sel.select(left):
+                    msg = self.sock.recv(4096).decode()
+                    self.messages.append(msg)
+                    if needle in msg.split("\n"):
+                        return msg
+        raise AssertionError(f"no {needle!r} on the notify socket; got {self.messages}")
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture
+def notified(rundir):
+    listener = NotifyListener(os.path.join(rundir, "notify"))
+    env = {**os.environ, "SUPERVISOR_RUNTIME_DIR": rundir, "NOTIFY_SOCKET": listener.path,
+           "WATCHDOG_USEC": "100000"}
+    daemon = subprocess.Popen([str(BIN / "supervisor-daemon"), "-i", "8"], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    yield listener, daemon, Supervisor(rundir, 8)
+    if daemon.poll() is None:
+        daemon.send_signal(signal.SIGKILL)
+    daemon.wait()
+    listener.close()
+
+
+def test_ready_status_watchdog_stopping(notified):
+    listener, daemon, s = notified
+    ready = listener.wait_for("READY=1")
+    assert f"MAINPID={daemon.pid}" in ready.split("\n")
+    assert "STATUS=0 services" in ready.split("\n")
+    s.ok("list-supervisor", "-i", "8")  # it serves once READY=1 is sent
+    s.create("/bin/sleep", ["60"], name="a")
+    s.create("/bin/sleep", ["60"], name="b", delay=60)
+    listener.wait_for("STATUS=2 services: 1 PENDING, 1 RUNNING")
+    s.ok("suspend-service", "a", "-i", "8")
+    listener.wait_for("STATUS=2 services: 1 PENDING, 1 STOPPED")
+    listener.messages = [m for m in listener.messages if m != "WATCHDOG=1"]
+    listener.wait_for("WATCHDOG=1")  # WATCHDOG_USEC=100000: a ping every 50 ms, still
+    s.ok("close", "-i", "8")
+    listener.wait_for("STOPPING=1")
+    assert daemon.wait(timeout=TIMEOUT) == 0
+
+
+def test_no_watchdog_pings_unless_asked(rundir):
+    listener = NotifyListener(os.path.join(rundir, "notify"))
+    env = {**os.environ, "SUPERVISOR_RUNTIME_DIR": rundir, "NOTIFY_SOCKET": listener.path}
+    env.pop("WATCHDOG_USEC", None)
+    daemon = subprocess.Popen([str(BIN / "supervisor-daemon"), "-i", "9"], env=env)
+    try:
+        listener.wait_for("READY=1")
+        Supervisor(rundir, 9).ok("close", "-i", "9")
+        listener.wait_for("STOPPING=1")
+        assert "WATCHDOG=1" not in listener.messages
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+        daemon.wait()
+        listener.close()
+
+
+def test_init_uses_systemd_only_where_it_can(tmp_path):
+    booted = tmp_path / "booted"
+    units = tmp_path / "units"
+    units.mkdir()
+    assert not client.systemd_units_usable("/run/supervisor", booted=str(booted),
+                                           unit_dirs=(str(units),))
+    booted.mkdir()
+    assert not client.systemd_units_usable("/run/supervisor", booted=str(booted),
+                                           unit_dirs=(str(units),))
+    shutil.copy(UNITS / "supervisor@.socket", units)
+    assert client.systemd_units_usable("/run/supervisor", booted=str(booted),
+                                       unit_dirs=(str(units),))
+    # a private runtime directory is not the unit's socket directory
+    assert not client.systemd_units_usable(str(tmp_path), booted=str(booted),
+                                           unit_dirs=(str(units),))
+    # on this machine PID 1 is not systemd: init starts the daemon itself
+    assert not client.systemd_units_usable()
