@@ -4,7 +4,7 @@ Usage:
   supervisor init [-i N] [--json]
   supervisor list-supervisors [--json]
   supervisor close [-i N] [--json]
-  supervisor create-service [-i N] [-n NAME] [-r K] [-c] [-d S] [--json] <path> [--] [<args>...]
+  supervisor create-service [-i N] [-n NAME] [-r K] [-c] [-d S] [-o OUT] [--json] <path> [--] [<args>...]
   supervisor open-service <pid> [-i N] [-n NAME] [--json]
   supervisor suspend-service <svc> [-i N] [--json]
   supervisor resume-service <svc> [-i N] [--json]
@@ -14,6 +14,7 @@ Usage:
   supervisor list-supervisor [-i N] [--json]
   supervisor supervisor-freelist <svc>... [-i N] [--json]
   supervisor supervisor-cancel <svc> [-i N] [--json]
+  supervisor logs <svc> [-i N] [-n LINES] [-f] [--json]
   supervisor (-h | --help)
   supervisor --version
 
@@ -33,17 +34,24 @@ Commands:
   list-supervisor      Every service of instance N.
   supervisor-freelist  Remove several services in one request.
   supervisor-cancel    Cancel a PENDING service and remove it.
+  logs                 A service's output and lifecycle entries from the journal
+                       (matched by SUPERVISOR_INSTANCE and SERVICE_NAME).
 
 Options:
   -i N, --instance N       The instance, 0 to 99 [default: 0].
   -n NAME, --name NAME     The service's name (default: the program's basename, made
-                           unique with -2, -3...).
+                           unique with -2, -3...). For logs: -n LINES, how many of the
+                           last entries to show (default 10).
   -r K, --restart-times K  Restart after a crash at most K times [default: 0].
   -c, --create-stopped     The process exists and has a pid, but none of the program's
                            code runs until resume-service.
   -d S, --delay S          Start after S seconds (fractions allowed); PENDING until then
                            [default: 0].
-  --json                   Print one JSON document on stdout.
+  -o OUT, --output OUT     Where the service's stdout and stderr go: journal (one entry
+                           a line, SYSLOG_IDENTIFIER=<name>), null, inherit (the
+                           daemon's), or a file, appended to [default: journal].
+  -f, --follow             logs: keep showing new entries as they come.
+  --json                   Print one JSON document on stdout (logs: one a line).
   -h, --help               Show this text.
   --version                Show the version.
 
@@ -98,6 +106,12 @@ def _resolve_path(path: str) -> str:
         if found:
             return os.path.abspath(found)
     return os.path.abspath(path)
+
+
+def _output(spec: str) -> str:
+    import os
+
+    return spec if spec in ("journal", "null", "inherit") else os.path.abspath(spec)
 
 
 def _svc(ref: str) -> str | int:
@@ -199,6 +213,8 @@ def run(opts: dict) -> int:
         _print({**info, "started": started}, as_json,
                f"instance {instance} {verb} (pid {info['pid']}, socket {info['socket']})")
         return EXIT_OK
+    if opts["logs"]:
+        return _logs(instance, opts, as_json)
     if opts["close"]:
         answer = client.close_instance(instance)
         _print(answer, as_json, f"instance {instance} closed (pid {answer['pid']})")
@@ -210,7 +226,8 @@ def run(opts: dict) -> int:
             delay = _number(opts["--delay"], "delay", integer=False)
             svc = c.create_service(_resolve_path(opts["<path>"]), opts["<args>"],
                                    name=opts["--name"], restart_times=restarts,
-                                   create_stopped=opts["--create-stopped"], delay=delay)
+                                   create_stopped=opts["--create-stopped"], delay=delay,
+                                   output=_output(opts["--output"]))
             if svc["status"] == "PENDING":
                 import time
 
@@ -244,6 +261,42 @@ def run(opts: dict) -> int:
                     _print(svc, as_json, text)
                     break
     return EXIT_OK
+
+
+def _logs(instance: int, opts: dict, as_json: bool) -> int:
+    import os
+
+    from supervisor import client, journal, paths
+
+    lines = int(_number(opts["--name"] or "10", "lines", integer=True))
+    ref = opts["<svc>"][0]
+    name = ref
+    try:
+        with client.Client(instance, timeout=5) as c:
+            name = c.service_status(_svc(ref))["name"]
+    except client.SupervisorError:
+        pass  # not running, or a service it no longer has: its entries are still there
+    shown = 0
+    try:
+        for item in journal.service_log(instance, name, lines=lines, follow=opts["--follow"],
+                                        as_json=as_json):
+            if as_json:
+                import json
+
+                item = json.dumps(item)
+            print(item, flush=True)
+            shown += 1
+    except KeyboardInterrupt:
+        return EXIT_OK
+    if shown or lines == 0:
+        return EXIT_OK
+    fallback = os.path.join(paths.runtime_dir(), f"{instance}.{name}.out")
+    if os.path.exists(fallback):  # output kept in a file where no journald ran
+        with open(fallback, errors="replace") as f:
+            sys.stdout.writelines(f.readlines()[-lines:])
+        return EXIT_OK
+    raise client.RemoteError("no-such-service",
+                             f"no journal entries for service {ref!r} of instance {instance}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -158,10 +158,11 @@ class Client:
     def create_service(self, path: str, args: list[str] | tuple = (), *,
                        name: str | None = None, restart_times: int = 0,
                        create_stopped: bool = False, delay: float = 0,
-                       cwd: str | None = None) -> dict:
+                       cwd: str | None = None, output: str = "journal") -> dict:
+        """``output``: journal (default), null, inherit, or an absolute file path."""
         req: dict[str, Any] = {"path": path, "args": list(args), "restart_times": restart_times,
                                "create_stopped": create_stopped, "delay": delay,
-                               "cwd": cwd or os.getcwd()}
+                               "cwd": cwd or os.getcwd(), "output": output}
         if name is not None:
             req["name"] = name
         return self.call("create-service", **req)

@@ -31,11 +31,12 @@ import sys
 import time
 import traceback
 
-from supervisor import machine, paths, process, protocol
+from supervisor import machine, output, paths, process, protocol
 from supervisor.control import Connection, Server, bind_listener
 from supervisor.journal import Journal
 from supervisor.machine import Ev, Event, Refused, State
 from supervisor.native import CLOCK_BOOTTIME, SignalFd
+from supervisor.output import Outputs
 from supervisor.sdnotify import Notifier, activated_listener
 from supervisor.timers import Timers
 
@@ -77,7 +78,7 @@ def _signal_name(signo: int | None) -> str | None:
 
 class Daemon:
     def __init__(self, instance: int, listener: socket.socket, *, socket_path: str,
-                 grace: float = 5.0) -> None:
+                 rundir: str, grace: float = 5.0) -> None:
         self.instance = instance
         self.socket_path = socket_path
         self.grace = grace
@@ -94,6 +95,7 @@ class Daemon:
         self.children: dict[int, process.Proc] = {}  # live children by pid (stop/continue)
         self.timer_of: dict[str, object] = {}
         self.env = process.child_env()
+        self.outputs = Outputs(instance, rundir, self.sel, self.env, self._log_relay)
         self._queue: collections.deque = collections.deque()
         self._feeding = False
         self.stopping = False
@@ -158,6 +160,7 @@ class Daemon:
                 self.sel.unregister(proc)
                 proc.close()
         self.server.close()
+        self.outputs.close()
         self.timers.close()
         self.sel.unregister(self.sigfd)
         self.sigfd.close()
@@ -230,9 +233,14 @@ class Daemon:
             self.timers.cancel(handle)
 
     def _spawn(self, svc: machine.Service, stopped: bool) -> None:
+        proc = None
         try:
-            proc = process.spawn(list(svc.command), env=self.env, stopped=stopped,
-                                 cwd=svc.cwd)
+            handoff = self.outputs.prepare(svc.name, svc.output)
+            try:
+                proc = process.spawn(list(svc.command), env=self.env, stopped=stopped,
+                                     cwd=svc.cwd, stdout=handoff.fd, stderr=handoff.fd)
+            finally:
+                self.outputs.done(handoff, svc.name, proc.pid if proc else None)
         except OSError as exc:
             self.feed(svc.name, Event(Ev.SPAWN_FAILED, error=f"{svc.command[0]}: "
                                       f"{exc.strerror or exc}"))
@@ -273,6 +281,9 @@ class Daemon:
                 self.sel.unregister(proc)
                 proc.close()
             # a child stays watched until it is reaped, so it never lingers as a zombie
+
+    def _log_relay(self, message: str, priority: int) -> None:
+        self.journal.send(message, priority, SUPERVISOR_EVENT="log-relay")
 
     def _log_event(self, svc: machine.Service, what: str, message: str, priority: int) -> None:
         self.journal.send(
@@ -426,6 +437,10 @@ class Daemon:
         if not math.isfinite(delay) or delay < 0:
             raise CommandError("invalid-argument", f"delay must be >= 0 seconds, not {delay}")
         stopped = _arg(args, "create_stopped", bool, False)
+        out = _arg(args, "output", str, "journal")
+        why = output.check(out)
+        if why is not None:
+            raise CommandError("invalid-argument", why)
         cwd = _arg(args, "cwd", str, "/")
         if not os.path.isdir(cwd):
             cwd = "/"
@@ -441,7 +456,8 @@ class Daemon:
                 raise CommandError("name-taken", f"a service named {name!r} exists already")
         svc, effects = machine.new_created(
             name, (path, *argv_rest), restart_limit=restart, create_stopped=stopped,
-            delay=float(delay), cwd=cwd, now=time.time(), mono=self.timers.now())
+            delay=float(delay), cwd=cwd, output=out, now=time.time(),
+            mono=self.timers.now())
         self._commit(svc, effects)
         svc = self.services[name]
         if svc.state is State.CRASHED and not svc.pids:
@@ -616,7 +632,7 @@ def serve(instance: int, grace: float = 5.0) -> int:
         sock_path = listener.getsockname() or paths.socket_path(instance, base)
     os.chdir("/")
     _raise_nofile()
-    daemon = Daemon(instance, listener, socket_path=sock_path, grace=grace)
+    daemon = Daemon(instance, listener, socket_path=sock_path, rundir=base, grace=grace)
     try:
         daemon.run()
     finally:

@@ -39,3 +39,70 @@ class Journal:
         line = f"supervisor[{self.instance}] <{priority}> {message}  {extra}".rstrip()
         with contextlib.suppress(OSError, ValueError):
             print(line.replace("\n", "\\n"), file=sys.stderr, flush=True)
+
+
+# ---- reading (supervisor logs) -----------------------------------------------------------
+
+
+def _format(entry: dict) -> str:
+    when = entry.get("__REALTIME_TIMESTAMP")
+    stamp = when.astimezone().strftime("%Y-%m-%dT%H:%M:%S%z") if when else "-"
+    ident = entry.get("SYSLOG_IDENTIFIER", "?")
+    pid = entry.get("SERVICE_PID") if ident != IDENTIFIER else entry.get("_PID")
+    return f"{stamp} {ident}[{pid}]: {entry.get('MESSAGE', '')}"
+
+
+def _as_json(entry: dict) -> dict:
+    when = entry.get("__REALTIME_TIMESTAMP")
+    return {"time": when.timestamp() if when else None,
+            "identifier": entry.get("SYSLOG_IDENTIFIER"),
+            "pid": _int(entry.get("SERVICE_PID")), "message": entry.get("MESSAGE"),
+            "event": entry.get("SUPERVISOR_EVENT"), "priority": _int(entry.get("PRIORITY"))}
+
+
+def _int(value):
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def service_log(instance: int, name: str, *, lines: int = 10, follow: bool = False,
+                as_json: bool = False):
+    """Yield the last ``lines`` entries of a service's output and lifecycle, formatted
+    (a line of text, or a dict with ``as_json``); with ``follow`` go on yielding new ones
+    as they come, like ``journalctl -f``. Entries are matched by fields
+    (``SUPERVISOR_INSTANCE``, ``SERVICE_NAME``), commands about the service left out."""
+    if _journal is None:  # pragma: no cover - systemd-python is a dependency
+        return
+    render = _as_json if as_json else _format
+
+    def wanted(entry: dict) -> bool:
+        return "SUPERVISOR_COMMAND" not in entry
+
+    with _journal.Reader() as reader:
+        reader.add_match(SUPERVISOR_INSTANCE=str(instance), SERVICE_NAME=name)
+        reader.seek_tail()
+        last: list[dict] = []
+        while len(last) < lines and (entry := reader.get_previous()):
+            if wanted(entry):
+                last.append(entry)
+        for entry in reversed(last):
+            yield render(entry)
+        if not follow:
+            return
+        reader.seek_tail()
+        reader.get_previous()  # position on the newest entry, so get_next gives what follows
+        cursor = None
+        while True:
+            got = False
+            while entry := reader.get_next():
+                got = True
+                cursor = entry.get("__CURSOR", cursor)
+                if wanted(entry):
+                    yield render(entry)
+            if reader.wait(0.5) == _journal.NOP and not got and cursor:
+                # A filtered reader may miss entries written in a burst (libsystemd 252);
+                # seeking again makes it look afresh.
+                reader.seek_cursor(cursor)
+                reader.get_next()

@@ -124,6 +124,7 @@ class Service:
     due: float | None = None  # CLOCK_BOOTTIME, while PENDING
     create_stopped: bool = False
     cwd: str = "/"
+    output: str = "journal"  # journal, null, inherit or an absolute path
     error: str | None = field(default=None, compare=False)
 
     @property
@@ -402,10 +403,10 @@ def step(svc: Service, event: Event, now: float, mono: float) -> tuple[Service, 
 
 def new_created(name: str, command: tuple[str, ...], *, restart_limit: int = 0,
                 create_stopped: bool = False, delay: float = 0.0, cwd: str = "/",
-                now: float, mono: float) -> tuple[Service, list]:
+                output: str = "journal", now: float, mono: float) -> tuple[Service, list]:
     """A service to be started by us: PENDING, with its first start either now or later."""
     svc = Service(name=name, command=command, restart_limit=restart_limit,
-                  create_stopped=create_stopped, cwd=cwd)
+                  create_stopped=create_stopped, cwd=cwd, output=output)
     if delay > 0:
         svc = dataclasses.replace(svc, due=mono + delay, next_start=now + delay)
         return svc, [ArmTimer(mono + delay),

@@ -97,9 +97,9 @@ def check_executable(path: str, *, deferred: bool = False) -> str | None:
 
 
 def spawn(argv: list[str], *, env: dict[str, str], cwd: str = "/", stopped: bool = False,
-          stdout: int = 1, stderr: int = 2) -> Proc:
+          stdout: int = 1, stderr: int = 2, stdin: int | None = None) -> Proc:
     """Start ``argv`` in a session of its own with a clean signal mask, default signal
-    dispositions, stdin on /dev/null and no fd of ours but ``stdout``/``stderr``.
+    dispositions, stdin on /dev/null (or ``stdin``) and no fd of ours but the three given.
 
     With ``stopped`` the child stops itself (SIGSTOP) before ``exec``: it has a pid and
     none of the program's code has run until it gets SIGCONT. Returns once that is so.
@@ -108,7 +108,8 @@ def spawn(argv: list[str], *, env: dict[str, str], cwd: str = "/", stopped: bool
     if stopped:
         pid = _fork_stopped(argv, env, cwd, stdout, stderr)
     else:
-        actions = [(os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0)]
+        actions = [(os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0) if stdin is None
+                   else (os.POSIX_SPAWN_DUP2, stdin, 0)]
         if stdout != 1:
             actions.append((os.POSIX_SPAWN_DUP2, stdout, 1))
         if stderr != 2:

@@ -41,14 +41,16 @@ def test_idle_with_100_quiet_services(sup):
 def test_200_crash_restart_cycles_leak_nothing(sup):
     daemon = sup.pid
     with sup.client() as c:
-        c.ping()
+        c.create_service("/bin/sleep", ["600"], name="first")  # the log relay starts with it
+        relay = [pid for pid, _ in children_of(daemon) if pid != c.service_status("first")["pid"]]
         baseline = fd_count(daemon)
-        c.create_service("/bin/sh", ["-c", "kill -SEGV $$"], name="crashy",
+        c.create_service("/bin/sh", ["-c", "echo crash; kill -SEGV $$"], name="crashy",
                          restart_times=CYCLES)
         svc = wait_until(lambda: (s := c.service_status("crashy"))["status"] == "CRASHED" and s,
                          timeout=TIMEOUT * 3, what=f"{CYCLES} restarts")
         assert svc["restarts"] == CYCLES and svc["signal"] == "SIGSEGV"
-        assert children_of(daemon) == []  # no zombie, nothing left running
+        left = [p for p in children_of(daemon) if p[0] not in relay]
+        assert left == [(c.service_status("first")["pid"], "S")]  # no zombie, no stray
         assert fd_count(daemon) == baseline  # every pidfd closed
         c.remove_service("crashy")
         assert fd_count(daemon) == baseline

@@ -1,0 +1,114 @@
+"""Figure 1: crash -> restart latency.
+
+The toy (bench/toys/crash_toy, a /bin/sh script) appends ``s <ns>`` when it starts and
+``c <ns>`` right before it kills itself with SIGSEGV. Under a supervisor that restarts it,
+restart latency = the next ``s`` minus the previous ``c``.
+
+That latency includes the toy's own start-up (sh + one ``date``). The bare start-up is
+measured by running the same toy straight from the harness (posix_spawn, wall clock taken
+just before): bare start-up = its ``s`` minus the spawn time. "Share" = restart latency
+minus the median bare start-up: the supervisor's own part. The toy's crash tail (from its
+``c`` record until the harness sees it dead on a pidfd) is measured too and reported, since
+it is in every supervisor's latency and is not the supervisor's doing either.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import shutil
+import tempfile
+import time
+
+from common import BENCH, log, summary, wait_until
+from daemons import Ours, make_peer, peer_kinds
+
+TOY = os.path.join(BENCH, "toys", "crash_toy")
+
+
+def records(path: str) -> list[tuple[str, int]]:
+    try:
+        with open(path) as f:
+            lines = f.read().splitlines()
+    except FileNotFoundError:
+        return []
+    out = []
+    for line in lines:
+        parts = line.split()
+        if len(parts) == 2 and parts[0] in ("s", "c") and parts[1].isdigit():
+            out.append((parts[0], int(parts[1])))
+    return out
+
+
+def latencies_ms(recs: list[tuple[str, int]]) -> list[float]:
+    """Each ``c`` followed by an ``s``: (s - c) in ms."""
+    return [(recs[i + 1][1] - recs[i][1]) / 1e6 for i in range(len(recs) - 1)
+            if recs[i][0] == "c" and recs[i + 1][0] == "s"]
+
+
+def _starts(path: str) -> int:
+    return sum(1 for kind, _ in records(path) if kind == "s")
+
+
+def bare(n: int, workdir: str) -> tuple[list[float], list[float]]:
+    """Run the toy directly ``n`` times: (start-up ms, crash tail ms)."""
+    startup, tail = [], []
+    env = {"PATH": "/usr/bin:/bin"}
+    for i in range(n):
+        rec = os.path.join(workdir, f"bare-{i}")
+        t0 = time.time_ns()
+        pid = os.posix_spawn(TOY, [TOY, rec], env, setsid=True)
+        fd = os.pidfd_open(pid)
+        try:
+            select.select([fd], [], [], 10)
+            t_dead = time.time_ns()
+        finally:
+            os.close(fd)
+        os.waitpid(pid, 0)
+        recs = dict(records(rec))
+        if "s" in recs and "c" in recs:
+            startup.append((recs["s"] - t0) / 1e6)
+            tail.append((t_dead - recs["c"]) / 1e6)
+    return startup, tail
+
+
+def ours(k: int, workdir: str, cap_s: float) -> dict:
+    rec = os.path.join(workdir, "ours")
+    with Ours() as d:
+        d.client.create_service(TOY, [rec], name="toy", restart_times=k, cwd="/")
+        done = wait_until(lambda: d.status("toy")["status"] == "CRASHED", cap_s, 0.02)
+        restarts = d.status("toy")["restarts"]
+    lat = latencies_ms(records(rec))
+    return {"latency_ms": lat, "note": "" if done else
+            f"stopped after {cap_s:g} s with {restarts} of {k} restarts"}
+
+
+def peer(kind: str, opts: dict, k: int, workdir: str, cap_s: float) -> tuple[str, dict]:
+    rec = os.path.join(workdir, f"{kind}-{opts.get('check_delay', '')}")
+    with make_peer(kind, [("toy", [TOY, rec])], **opts) as d:
+        label = d.label
+        done = wait_until(lambda: _starts(rec) > k, cap_s, 0.02)
+    lat = latencies_ms(records(rec))
+    note = "" if done else f"{len(lat)} restarts within the {cap_s:g} s window"
+    return label, {"latency_ms": lat, "note": note}
+
+
+def run(cfg) -> dict:
+    workdir = tempfile.mkdtemp(prefix="svbr-", dir="/tmp")
+    try:
+        log("restart: bare start-up of the toy")
+        startup, tail = bare(cfg.restart_bare, workdir)
+        results = {"bare_startup_ms": startup, "crash_tail_ms": tail, "daemons": {}}
+        log(f"restart: ours, {cfg.restart_ours} restarts")
+        results["daemons"]["ours"] = ours(cfg.restart_ours, workdir, cfg.restart_cap * 4)
+        for kind, opts in peer_kinds(cfg.smoke):
+            log(f"restart: {kind} {opts or ''} (up to {cfg.restart_peers} restarts "
+                f"or {cfg.restart_cap:g} s)")
+            label, res = peer(kind, opts, cfg.restart_peers, workdir, cfg.restart_cap)
+            results["daemons"][label] = res
+        base = summary(startup)["median"]
+        for res in results["daemons"].values():
+            res["share_ms"] = [x - base for x in res["latency_ms"]]
+        return results
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)

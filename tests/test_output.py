@@ -1,0 +1,163 @@
+"""Services' output: to the journal through the log relay (daemon not in the data path),
+to /dev/null, to the daemon's own output, or to a file; and `supervisor logs`."""
+
+from __future__ import annotations
+
+import json
+import os
+import selectors
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, children_of, wait_until
+from journald import journal_mark, wait_for_entry
+from timeouts import TIMEOUT
+
+from supervisor import output
+
+
+def _cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _relay_pid(daemon: int) -> int:
+    for pid, _state in children_of(daemon):
+        if b"supervisor.logrelay" in Path(f"/proc/{pid}/cmdline").read_bytes():
+            return pid
+    raise AssertionError("no log relay")
+
+
+def test_output_lines_are_journal_entries_with_fields(sup, tmp_path):
+    mark = journal_mark()
+    name = f"parrot-{uuid.uuid4().hex[:8]}"
+    svc = sup.create("/bin/sh", ["-c", "echo hello from $$; echo to stderr >&2; sleep 60"],
+                     name=name)
+    hello = wait_for_entry(None, TIMEOUT, since=mark, SYSLOG_IDENTIFIER=name,
+                           MESSAGE=f"hello from {svc['pid']}")
+    assert hello["SUPERVISOR_INSTANCE"] == "0"
+    assert hello["SERVICE_NAME"] == name
+    assert hello["SERVICE_PID"] == str(svc["pid"])
+    assert hello["PRIORITY"] == 6
+    wait_for_entry(None, TIMEOUT, since=mark, SYSLOG_IDENTIFIER=name, MESSAGE="to stderr")
+    # the real journalctl finds them by identifier and by our fields
+    shown = subprocess.run(["journalctl", "-t", name, "-o", "cat", "--no-pager"],
+                           capture_output=True, text=True, timeout=30).stdout.splitlines()
+    assert f"hello from {svc['pid']}" in shown and "to stderr" in shown
+    shown = subprocess.run(["journalctl", "-t", name, "SUPERVISOR_INSTANCE=0",
+                            f"SERVICE_NAME={name}", "-o", "json", "--no-pager"],
+                           capture_output=True, text=True, timeout=30).stdout.splitlines()
+    assert {json.loads(line)["MESSAGE"] for line in shown} >= {"to stderr"}
+    # the daemon keeps no end of the pipe: only the service and the relay hold it
+    daemon_fds = {os.readlink(f"/proc/{sup.pid}/fd/{fd}")
+                  for fd in os.listdir(f"/proc/{sup.pid}/fd")}
+    assert os.readlink(f"/proc/{svc['pid']}/fd/1") not in daemon_fds
+
+
+def test_restarted_service_logs_with_its_new_pid(sup):
+    mark = journal_mark()
+    name = f"crashy-{uuid.uuid4().hex[:8]}"
+    sup.create("/bin/sh", ["-c", "echo run $$; exit 1"], name=name, restart_times=1)
+    svc = sup.wait_status(name, "CRASHED")
+    last = wait_for_entry(None, TIMEOUT, since=mark, SERVICE_NAME=name,
+                          MESSAGE=f"run {svc['pid']}")
+    assert last["SERVICE_PID"] == str(svc["pid"])
+
+
+def test_null_inherit_and_file(sup, tmp_path):
+    out = tmp_path / "out.txt"
+    out.write_text("before\n")
+    sup.ok("create-service", "-n", "tofile", "-o", str(out), "/bin/sh", "--", "-c",
+           "echo to the file")
+    sup.wait_status("tofile", "EXITED")
+    assert out.read_text() == "before\nto the file\n"  # appended
+    sup.ok("create-service", "-n", "inherit", "-o", "inherit", "/bin/sh", "--", "-c",
+           "echo inherited-line")
+    sup.wait_status("inherit", "EXITED")
+    log = Path(sup.rundir, "0.log")  # the daemon's own output when `init` started it
+    wait_until(lambda: "inherited-line" in log.read_text(), what="the line in the log")
+    svc = sup.json("create-service", "-n", "quiet", "-o", "null", "/bin/sleep", "60")
+    assert os.readlink(f"/proc/{svc['pid']}/fd/1") == "/dev/null"
+    bad = sup.run("create-service", "-o", "/nonexistent/dir/file", "/bin/true")
+    assert bad.rc == 1 and "cannot write output file" in bad.err
+
+
+def test_without_journald_output_falls_back_to_a_file(tmp_path, monkeypatch):
+    monkeypatch.setattr(output, "journald_answers", lambda path=None: False)
+    with selectors.DefaultSelector() as sel:
+        outs = output.Outputs(4, str(tmp_path), sel, dict(os.environ), lambda m, p: None)
+        try:
+            handoff = outs.prepare("parrot", "journal")
+            os.write(handoff.fd, b"kept\n")
+            outs.done(handoff, "parrot", 123)
+            assert outs.relay is None
+        finally:
+            outs.close()
+    assert (tmp_path / "4.parrot.out").read_text() == "kept\n"
+
+
+def test_logs_shows_output_and_lifecycle(sup):
+    name = f"talker-{uuid.uuid4().hex[:8]}"
+    mark = journal_mark()
+    svc = sup.json("create-service", "-n", name, "/bin/sh", "--", "-c",
+                   "echo ready $$; sleep 60")
+    wait_for_entry(None, TIMEOUT, since=mark, SERVICE_NAME=name, MESSAGE=f"ready {svc['pid']}")
+    sup.ok("suspend-service", name)
+    wait_for_entry(None, TIMEOUT, since=mark, SERVICE_NAME=name, SUPERVISOR_EVENT="stopped")
+    lines = sup.ok("logs", name, "-n", "50").out.splitlines()
+    assert any(f"supervisor[{sup.pid}]: {name} started with pid {svc['pid']}" in line
+               for line in lines)
+    assert any(line.endswith(f"{name}[{svc['pid']}]: ready {svc['pid']}") for line in lines)
+    assert lines[-1].endswith(f"{name} suspended")
+    assert not any("suspend-service" in line for line in lines)  # commands are left out
+    entries = [json.loads(line) for line in sup.ok("logs", str(svc["pid"]), "--json", "-n",
+                                                     "2").out.splitlines()]
+    assert [e["message"] for e in entries] == [f"ready {svc['pid']}", f"{name} suspended"]
+    assert entries[-1]["event"] == "stopped" and entries[0]["identifier"] == name
+    unknown = sup.run("logs", "never-was-here")
+    assert unknown.rc == 1 and "no journal entries" in unknown.err
+
+
+def test_logs_follow(sup):
+    name = f"talker-{uuid.uuid4().hex[:8]}"
+    sup.create("/bin/sh", ["-c", "i=0; while :; do i=$((i+1)); echo line $i; sleep 0.05; done"],
+               name=name)
+    follower = subprocess.Popen([sys.executable, "-m", "supervisor", "logs", name, "-f", "-n",
+                                 "1"], env=sup.env, stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        seen = []
+        with selectors.DefaultSelector() as sel:
+            sel.register(follower.stdout, selectors.EVENT_READ)
+            wait_until(lambda: (sel.select(0.1) and seen.append(follower.stdout.readline()))
+                       or len([s for s in seen if "line" in s]) >= 5,
+                       what="five followed lines")
+        numbers = [int(s.split()[-1]) for s in seen if ": line " in s]
+        assert numbers == sorted(numbers) and len(set(numbers)) == len(numbers)
+    finally:
+        follower.terminate()
+        follower.wait(timeout=TIMEOUT)
+        follower.stdout.close()
+
+
+@pytest.mark.slow
+def test_daemon_cpu_does_not_grow_with_output(sup):
+    """5 MB of output through the journal: the relay carries it, the daemon does not."""
+    mark = journal_mark()
+    daemon = sup.pid
+    with sup.client() as c:
+        c.create_service("/bin/sh", ["-c", "sleep 60"], name="warm-up")  # starts the relay
+        relay = _relay_pid(daemon)
+        daemon_before, relay_before = _cpu_seconds(daemon), _cpu_seconds(relay)
+        # 5,000,000 bytes folded at 99: 50,505 full lines, then "xxxxx"
+        svc = c.create_service("/bin/sh", ["-c", "head -c 5000000 /dev/zero | tr '\\0' x | "
+                                                 "fold -w 99; echo"], name="loud")
+    wait_for_entry(None, TIMEOUT * 3, since=mark, SERVICE_NAME="loud", MESSAGE="xxxxx")
+    daemon_cpu = _cpu_seconds(daemon) - daemon_before
+    relay_cpu = _cpu_seconds(relay) - relay_before
+    print(f"\n5 MB of output (pid {svc['pid']}): daemon CPU {daemon_cpu:.2f} s, relay CPU "
+          f"{relay_cpu:.2f} s")
+    assert daemon_cpu < 0.05 < relay_cpu
