@@ -6,6 +6,7 @@ Everything is non-blocking and served from the daemon's selector: a slow or stuc
 
 from __future__ import annotations
 
+import errno
 import os
 import selectors
 import socket
@@ -157,6 +158,8 @@ class Server:
         self.handle = handle
         self.too_large = too_large
         self.connections: set[Connection] = set()
+        self.refused = 0  # clients hung up on for want of fds
+        self._reserve = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
         listener.setblocking(False)
         sel.register(listener, selectors.EVENT_READ, self._on_accept)
 
@@ -166,7 +169,10 @@ class Server:
                 sock, _addr = self.listener.accept()
             except (BlockingIOError, InterruptedError):
                 return
-            except OSError:  # EMFILE and friends: try again on the next event
+            except OSError as exc:
+                if exc.errno in (errno.EMFILE, errno.ENFILE) and self._reserve >= 0:
+                    self._shed_one()  # else the listener stays readable: a busy loop
+                    continue
                 return
             sock.setblocking(False)
             try:
@@ -177,7 +183,27 @@ class Server:
             self.connections.add(conn)
             self.sel.register(sock, selectors.EVENT_READ, conn.on_event)
 
+    def _shed_one(self) -> None:
+        """Out of fds: use the reserve fd to accept one client and hang up on it at once, so
+        it learns at once (instead of hanging) and the listener is drained."""
+        os.close(self._reserve)
+        self._reserve = -1
+        try:
+            sock, _addr = self.listener.accept()
+            sock.close()
+            self.refused += 1
+        except OSError:
+            pass
+        finally:
+            try:
+                self._reserve = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError:
+                self._reserve = -1
+
     def close(self) -> None:
+        if self._reserve >= 0:
+            os.close(self._reserve)
+            self._reserve = -1
         for conn in list(self.connections):
             conn.close()
         self.sel.unregister(self.listener)
