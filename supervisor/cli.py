@@ -4,6 +4,7 @@ Usage:
   supervisor init [-i N] [--json]
   supervisor list-supervisors [--json]
   supervisor close [-i N] [--json]
+  supervisor reload [-i N] [--json]
   supervisor create-service [-i N] [-n NAME] [-r K] [-c] [-d S] [-o OUT] [--json] <path> [--] [<args>...]
   supervisor open-service <pid> [-i N] [-n NAME] [--json]
   supervisor suspend-service <svc> [-i N] [--json]
@@ -23,6 +24,8 @@ Commands:
   list-supervisors     The instances that run: number, pid, socket, services, uptime.
   close                Shut instance N down: services it created are stopped (SIGTERM,
                        then SIGKILL after a grace period); opened ones are released.
+  reload               Re-execute instance N's daemon in place (same pid): services
+                       keep running, clients keep their connections.
   create-service       Start <path> with <args>; prints the service's name and pid.
   open-service         Adopt a running process that the daemon did not start.
   suspend-service      SIGSTOP: RUNNING -> STOPPED.
@@ -215,6 +218,12 @@ def run(opts: dict) -> int:
         return EXIT_OK
     if opts["logs"]:
         return _logs(instance, opts, as_json)
+    if opts["reload"]:
+        with client.Client(instance) as c:
+            info = c.reload()
+        _print(info, as_json, f"instance {instance} re-executed (pid {info['pid']}, "
+                              f"generation {info['generation']}, {info['services']} services)")
+        return EXIT_OK
     if opts["close"]:
         answer = client.close_instance(instance)
         _print(answer, as_json, f"instance {instance} closed (pid {answer['pid']})")

@@ -197,6 +197,15 @@ class Client:
     def shutdown(self) -> dict:
         return self.call("shutdown")
 
+    def reload(self) -> dict:
+        """Re-execute the daemon in place; returns its info once the new program answers
+        (on this same connection, which the re-exec carries over)."""
+        before = self.call("reload")
+        after = self.call("info")
+        if after["generation"] <= before["generation"]:
+            raise SupervisorError(f"instance {self.instance} did not re-execute")
+        return after
+
 
 # ---- instances ---------------------------------------------------------------------------
 

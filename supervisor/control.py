@@ -163,6 +163,19 @@ class Server:
         listener.setblocking(False)
         sel.register(listener, selectors.EVENT_READ, self._on_accept)
 
+    def adopt(self, sock: socket.socket, rbuf: bytes = b"", wbuf: bytes = b"",
+              closing: bool = False) -> Connection:
+        """Serve a connection carried over a re-exec, with what it had buffered."""
+        sock.setblocking(False)
+        conn = Connection(self, sock)
+        conn.rbuf += rbuf
+        conn.wbuf += wbuf
+        conn.closing = closing
+        self.connections.add(conn)
+        self.sel.register(sock, selectors.EVENT_READ, conn.on_event)
+        conn.on_event(0)  # flush what waited, serve complete requests that waited
+        return conn
+
     def _on_accept(self, mask: int) -> None:
         for _ in range(256):  # bounded, so clients cannot starve the rest of the loop
             try:

@@ -1,25 +1,29 @@
 """supervisor-daemon: runs one supervisor instance in the foreground.
 
 Usage:
-  supervisor-daemon [-i N] [--grace S]
+  supervisor-daemon [-i N] [--grace S] [--reexec-fd FD]
   supervisor-daemon (-h | --help)
 
 Options:
   -i N, --instance N  The instance to run, 0 to 99 [default: 0].
   --grace S           Seconds between SIGTERM and SIGKILL for the services it created
                       when the instance closes [default: 5].
+  --reexec-fd FD      Internal: the state a live re-exec hands over.
   -h, --help          Show this text.
 
-Signals: SIGTERM and SIGINT close the instance (as `supervisor close` does); SIGHUP is
-logged. `supervisor init` is what starts it detached.
+Signals: SIGTERM and SIGINT close the instance (as `supervisor close` does); SIGHUP
+re-executes the daemon in place (as `supervisor reload` does). `supervisor init` is what
+starts it detached.
 """
 
 from __future__ import annotations
 
 import collections
 import contextlib
+import dataclasses
 import fcntl
 import functools
+import json
 import math
 import os
 import re
@@ -31,7 +35,7 @@ import sys
 import time
 import traceback
 
-from supervisor import machine, output, paths, process, protocol
+from supervisor import machine, output, paths, process, protocol, state
 from supervisor.control import Connection, Server, bind_listener
 from supervisor.journal import Journal
 from supervisor.machine import Ev, Event, Refused, State
@@ -102,6 +106,8 @@ class Daemon:
         self.done = False
         self.counts: collections.Counter[str] = collections.Counter()
         self._counts_changed = False
+        self.state_path = paths.state_path(instance, rundir)
+        self._dirty = False  # services changed since the state file was written
         self.notifier = Notifier()
         if self.notifier.watchdog_interval:
             self._watchdog()
@@ -120,7 +126,12 @@ class Daemon:
             "supervisor-freelist": self.cmd_freelist,
             "supervisor-cancel": self.cmd_cancel,
             "shutdown": self.cmd_shutdown,
+            "reload": self.cmd_reload,
         }
+        self.generation = 0  # how many times this daemon re-executed itself
+        self.lock_fd = -1
+        self.owns_socket = True
+        self._reexec_requested = False
 
     # ---- the loop ------------------------------------------------------------------------
 
@@ -130,6 +141,11 @@ class Daemon:
         self.notifier.ready(self.status_line())
         select = self.sel.select
         while not self.done:
+            if self._dirty:
+                self.save_state()
+            if self._reexec_requested:
+                self._reexec_requested = False
+                self.reexec()
             if self._counts_changed:
                 self._counts_changed = False
                 self.notifier.status(self.status_line())
@@ -148,6 +164,162 @@ class Daemon:
         parts = [f"{n} {status}" for status, n in sorted(self.counts.items()) if n]
         total = sum(self.counts.values())
         return f"{total} services" + (f": {', '.join(parts)}" if parts else "")
+
+    # ---- state on disk --------------------------------------------------------------------
+
+    def snapshot(self) -> dict:
+        services = []
+        for svc in self.services.values():
+            entry = state.service_to_dict(svc)
+            proc = self.procs.get(svc.name)
+            entry["start_ticks"] = proc.ticks if proc is not None else None
+            services.append(entry)
+        return {"version": state.VERSION, "instance": self.instance,
+                "started_at": self.started_at, "services": services}
+
+    def save_state(self) -> None:
+        self._dirty = False
+        try:
+            state.dump(self.state_path, self.snapshot())
+        except OSError as exc:
+            self.journal.send(f"cannot write {self.state_path}: {exc.strerror}", 3,
+                              SUPERVISOR_EVENT="state-error")
+
+    def recover(self, doc: dict) -> None:
+        """After a crash of the previous daemon: take its services back. Living processes
+        are re-adopted through a new pidfd, but only when their start time matches (a
+        reused pid is never taken for ours); those that died meanwhile are reported as
+        ended (and restarted where their policy says); PENDING ones keep their due time."""
+        now, mono = time.time(), self.timers.now()
+        ended = []
+        for entry in doc.get("services", []):
+            try:
+                svc = state.service_from_dict(entry)
+            except (KeyError, TypeError, ValueError):
+                continue
+            if svc.state is State.STOPPING:
+                svc = dataclasses.replace(svc, state=State.RUNNING)
+            for pid in svc.pids:
+                self.by_pid[pid] = svc.name
+            self.services[svc.name] = svc
+            self.counts[svc.status] += 1
+            if svc.state is State.PENDING:
+                due = mono + max(0.0, (svc.next_start or now) - now)
+                self._commit(dataclasses.replace(svc, due=due), [machine.ArmTimer(due)])
+            elif svc.alive:
+                ticks = entry.get("start_ticks")
+                proc = None
+                if ticks is not None and state.start_ticks(svc.pid) == ticks:
+                    try:
+                        proc = process.open_pid(svc.pid)
+                    except OSError:
+                        proc = None
+                if proc is None or state.start_ticks(svc.pid) != ticks:
+                    if proc is not None:
+                        proc.close()
+                    ended.append(svc.name)
+                    continue
+                proc.owner, proc.ticks = svc.name, ticks
+                self.procs[svc.name] = proc
+                self._watch(proc)
+                self._log_event(svc, "recovered", f"{svc.name} (pid {svc.pid}) re-adopted "
+                                "after a daemon restart", 5)
+                self._refresh(svc.name)
+        for name in ended:  # died while no daemon watched: not knowable how
+            self.feed(name, Event(Ev.EXITED))
+        self._counts_changed = self._dirty = True
+        self.journal.send(f"recovered {len(self.services)} services "
+                          f"({len(self.procs)} re-adopted, {len(ended)} ended meanwhile)", 5,
+                          SUPERVISOR_EVENT="recovered")
+
+    # ---- live re-exec -----------------------------------------------------------------------
+
+    def reexec(self) -> None:
+        """Execute the daemon's program afresh in this very process: same pid, so created
+        services stay our children. Carried across exec (their CLOEXEC flag cleared): the
+        lock, the listening socket, every pidfd, every client connection with what it had
+        buffered, the log relay's socket; the rest (services, timers) goes in a memfd."""
+        for conn in list(self.server.connections):
+            conn.on_event(0)  # flush what can be flushed now
+        doc = self.snapshot()
+        doc["generation"] = self.generation + 1
+        doc["lock_fd"] = self.lock_fd
+        doc["listener_fd"] = self.server.listener.fileno()
+        doc["socket_path"] = self.socket_path
+        doc["owns_socket"] = self.owns_socket
+        doc["procs"] = {name: {"fd": p.pidfd, "pid": p.pid, "child": p.child}
+                        for name, p in self.procs.items()}
+        doc["orphans"] = [{"fd": p.pidfd, "pid": p.pid} for p in self.children.values()
+                          if p.owner is None]
+        doc["connections"] = [{"fd": c.sock.fileno(), "rbuf": bytes(c.rbuf).hex(),
+                               "wbuf": bytes(c.wbuf).hex(), "closing": c.closing}
+                              for c in self.server.connections if c.discard < 0]
+        doc["relay"] = self.outputs.carry()
+        fds = [self.lock_fd, doc["listener_fd"], *(p["fd"] for p in doc["procs"].values()),
+               *(o["fd"] for o in doc["orphans"]), *(c["fd"] for c in doc["connections"]),
+               *((doc["relay"]["pidfd"], doc["relay"]["control"]) if doc["relay"] else ())]
+        memfd = os.memfd_create("supervisor-state", 0)
+        os.write(memfd, json.dumps(doc).encode())
+        os.lseek(memfd, 0, os.SEEK_SET)
+        for fd in (*fds, memfd):
+            os.set_inheritable(fd, True)
+        self.journal.send(f"re-executing (generation {doc['generation']}, "
+                          f"{len(self.services)} services)", 5, SUPERVISOR_EVENT="reexec")
+        argv = [sys.executable, "-m", "supervisor.daemon", "--instance", str(self.instance),
+                "--grace", repr(self.grace), "--reexec-fd", str(memfd)]
+        try:
+            os.execv(sys.executable, argv)
+        except OSError as exc:  # still the old program: carry on as if nothing happened
+            for fd in fds:
+                os.set_inheritable(fd, False)
+            os.close(memfd)
+            self.journal.send(f"re-exec failed: {exc.strerror}; still serving", 3,
+                              SUPERVISOR_EVENT="reexec")
+
+    def restore(self, doc: dict) -> None:
+        """The other half of :meth:`reexec`, in the new program."""
+        self.generation = doc["generation"]
+        self.started_at = doc["started_at"]
+        procs = doc.get("procs", {})
+        now, mono = time.time(), self.timers.now()
+        for entry in doc["services"]:
+            svc = state.service_from_dict(entry)
+            for pid in svc.pids:
+                self.by_pid[pid] = svc.name
+            carried = procs.get(svc.name)
+            if carried is not None:
+                os.set_inheritable(carried["fd"], False)
+                proc = process.Proc(carried["pid"], carried["fd"], carried["child"])
+                proc.owner, proc.ticks = svc.name, entry.get("start_ticks")
+                self._watch(proc)
+                self.procs[svc.name] = proc
+            if svc.state is State.PENDING:
+                due = mono + max(0.0, (svc.next_start or now) - now)
+                svc = dataclasses.replace(svc, due=due)
+                self.timer_of[svc.name] = self.timers.call_at(
+                    due, functools.partial(self._due, svc.name))
+            self.services[svc.name] = svc
+            self.counts[svc.status] += 1
+        for orphan in doc.get("orphans", []):
+            os.set_inheritable(orphan["fd"], False)
+            self._watch(process.Proc(orphan["pid"], orphan["fd"], True))
+        for c in doc.get("connections", []):
+            os.set_inheritable(c["fd"], False)
+            self.server.adopt(socket.socket(fileno=c["fd"]), bytes.fromhex(c["rbuf"]),
+                              bytes.fromhex(c["wbuf"]), c["closing"])
+        self.outputs.restore(doc.get("relay"))
+        self._counts_changed = True
+        self.journal.send(f"re-executed (generation {self.generation}): {len(self.services)} "
+                          "services carried over", 5, SUPERVISOR_EVENT="reexec")
+
+    def _watch(self, proc: process.Proc) -> None:
+        if proc.child:
+            self.children[proc.pid] = proc
+        self.sel.register(proc, selectors.EVENT_READ,
+                          functools.partial(self._on_exit_event, proc))
+
+    def _on_exit_event(self, proc: process.Proc, mask: int) -> None:
+        self._on_exit(proc)
 
     def _watchdog(self) -> None:
         self.notifier.watchdog()
@@ -204,14 +376,15 @@ class Daemon:
             self.counts[svc.status] += 1
             self._counts_changed = True
         self.services[svc.name] = svc
+        self._dirty = True
         for effect in effects:
             match effect:
                 case machine.Spawn(stopped=stopped):
                     self._spawn(svc, stopped)
                 case machine.Signal(signo=signo):
                     proc = self.procs.get(svc.name)
-                    if proc is not None:
-                        process.send(proc, signo, group=proc.child)
+                    if proc is not None:  # created services lead their process group
+                        process.send(proc, signo, group=not svc.opened)
                 case machine.ArmTimer(due=due):
                     self._cancel_timer(svc.name)
                     self.timer_of[svc.name] = self.timers.call_at(
@@ -246,10 +419,10 @@ class Daemon:
                                       f"{exc.strerror or exc}"))
             return
         proc.owner = svc.name
+        proc.ticks = state.start_ticks(proc.pid)
         self.procs[svc.name] = proc
-        self.children[proc.pid] = proc
         self.by_pid[proc.pid] = svc.name
-        self.sel.register(proc, selectors.EVENT_READ, lambda mask: self._on_exit(proc))
+        self._watch(proc)
         self.feed(svc.name, Event(Ev.SPAWNED, pid=proc.pid, stopped=stopped))
 
     def _on_exit(self, proc: process.Proc) -> None:
@@ -270,6 +443,7 @@ class Daemon:
         if stored is not None:
             self.counts[stored.status] -= 1
             self._counts_changed = True
+            self._dirty = True
         self._cancel_timer(svc.name)
         for pid in svc.pids:
             if self.by_pid.get(pid) == svc.name:
@@ -303,8 +477,9 @@ class Daemon:
                                   "closing the instance", 5, SUPERVISOR_EVENT="signal")
                 self.shutdown()
             elif info.signo == signal.SIGHUP:
-                self.journal.send(f"SIGHUP from pid {info.pid}: nothing to reload", 5,
+                self.journal.send(f"SIGHUP from pid {info.pid}: re-executing", 5,
                                   SUPERVISOR_EVENT="signal")
+                self._reexec_requested = not self.stopping
         for pid, stopped in process.stop_continue_reports():
             proc = self.children.get(pid)
             if proc is not None and proc.owner is not None:
@@ -407,7 +582,8 @@ class Daemon:
     def _refresh(self, name: str) -> machine.Service:
         """Opened processes' stop/continue is read from /proc when asked."""
         svc = self.services[name]
-        if svc.opened and svc.alive and svc.state in (State.RUNNING, State.STOPPED):
+        proc = self.procs.get(name)
+        if proc is not None and not proc.child and svc.state in (State.RUNNING, State.STOPPED):
             stopped = process.is_stopped(svc.pid)
             if stopped is not None:
                 self.feed(name, Event(Ev.STOPPED_SEEN if stopped else Ev.CONTINUED_SEEN))
@@ -421,7 +597,7 @@ class Daemon:
     def cmd_info(self, args) -> dict:
         return {"instance": self.instance, "pid": os.getpid(), "socket": self.socket_path,
                 "services": len(self.services), "started_at": self.started_at,
-                "stopping": self.stopping}
+                "stopping": self.stopping, "generation": self.generation}
 
     def cmd_create(self, args) -> dict:
         path = _arg(args, "path", str)
@@ -510,9 +686,10 @@ class Daemon:
             name, command, pid, stopped=bool(process.is_stopped(pid)),
             started_at=process.start_time(pid) or time.time())
         proc.owner = name
+        proc.ticks = state.start_ticks(pid)
         self.procs[name] = proc
         self.by_pid[pid] = name
-        self.sel.register(proc, selectors.EVENT_READ, lambda mask: self._on_exit(proc))
+        self._watch(proc)
         self._commit(svc, effects)
         return service_object(self.services[name])
 
@@ -557,6 +734,10 @@ class Daemon:
             removed.append({**service_object(svc), "removed": True})
         return {"instance": self.instance, "removed": removed}
 
+    def cmd_reload(self, args) -> dict:
+        self._reexec_requested = True  # after this answer is on its way
+        return {"pid": os.getpid(), "instance": self.instance, "generation": self.generation}
+
     def cmd_shutdown(self, args) -> dict:
         stopping = self.shutdown()
         return {"pid": os.getpid(), "instance": self.instance, "stopping": stopping,
@@ -599,42 +780,61 @@ def _raise_nofile() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
-def serve(instance: int, grace: float = 5.0) -> int:
+def serve(instance: int, grace: float = 5.0, reexec_fd: int | None = None) -> int:
     """Run instance ``instance`` until it is closed. Returns the exit code."""
     # Block the signals we read from the signalfd before anything else (no thread exists).
     SignalFd.block(HANDLED_SIGNALS)
     base = paths.ensure_runtime_dir()
-    lock_fd = os.open(paths.lock_path(instance, base), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
-                      0o600)
-    try:
-        fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(lock_fd)
-        print(f"supervisor-daemon: instance {instance} is already running", file=sys.stderr)
-        return 1
-    try:
-        listener = activated_listener()  # socket activation: systemd passed it
-    except OSError as exc:
-        os.close(lock_fd)
-        print(f"supervisor-daemon: {exc}", file=sys.stderr)
-        return 1
-    owned = listener is None
-    if owned:
-        sock_path = paths.socket_path(instance, base)
+    carried = None
+    if reexec_fd is not None:  # we are a live re-exec: take over from our former self
+        with os.fdopen(reexec_fd, "rb") as f:
+            carried = json.load(f)
+        lock_fd, sock_path = carried["lock_fd"], carried["socket_path"]
+        owned = carried["owns_socket"]
+        for fd in (lock_fd, carried["listener_fd"]):
+            os.set_inheritable(fd, False)
+        listener = socket.socket(fileno=carried["listener_fd"])
+    else:
+        lock_fd = os.open(paths.lock_path(instance, base),
+                          os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
-            listener = bind_listener(sock_path)
-        except OSError as exc:
+            fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
             os.close(lock_fd)
-            print(f"supervisor-daemon: cannot listen on {sock_path}: {exc.strerror}",
+            print(f"supervisor-daemon: instance {instance} is already running",
                   file=sys.stderr)
             return 1
-    else:
-        sock_path = listener.getsockname() or paths.socket_path(instance, base)
-    os.chdir("/")
-    _raise_nofile()
+        try:
+            listener = activated_listener()  # socket activation: systemd passed it
+        except OSError as exc:
+            os.close(lock_fd)
+            print(f"supervisor-daemon: {exc}", file=sys.stderr)
+            return 1
+        owned = listener is None
+        if owned:
+            sock_path = paths.socket_path(instance, base)
+            try:
+                listener = bind_listener(sock_path)
+            except OSError as exc:
+                os.close(lock_fd)
+                print(f"supervisor-daemon: cannot listen on {sock_path}: {exc.strerror}",
+                      file=sys.stderr)
+                return 1
+        else:
+            sock_path = listener.getsockname() or paths.socket_path(instance, base)
+        os.chdir("/")
+        _raise_nofile()
     daemon = Daemon(instance, listener, socket_path=sock_path, rundir=base, grace=grace)
+    daemon.lock_fd, daemon.owns_socket = lock_fd, owned
     try:
+        if carried is not None:
+            daemon.restore(carried)
+        else:
+            previous = state.load(daemon.state_path)
+            if previous is not None:  # the last daemon of this instance did not close
+                daemon.recover(previous)
         daemon.run()
+        state.remove(daemon.state_path)  # closed on purpose: nothing to recover
     finally:
         daemon.close()
         if owned:
@@ -662,7 +862,8 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"supervisor-daemon: {exc}", file=sys.stderr)
         return 2
-    return serve(instance, grace)
+    reexec_fd = opts["--reexec-fd"]
+    return serve(instance, grace, int(reexec_fd) if reexec_fd else None)
 
 
 if __name__ == "__main__":

@@ -209,7 +209,17 @@ def kill(svc, ev, now, mono):
 def exited(svc, ev, now, mono):
     """A RUNNING or STOPPED service's process ended: classify, maybe restart."""
     svc = dataclasses.replace(svc, alive=False, exit_code=ev.code, signal=ev.signal)
-    if svc.opened or (ev.code is None and ev.signal is None):
+    unknown = ev.code is None and ev.signal is None  # not our child: status not knowable
+    if unknown and not svc.opened and svc.restarts < svc.restart_limit:
+        # a created service re-adopted after a daemon restart ended: it was meant to run
+        svc = dataclasses.replace(svc, state=State.PENDING, restarts=svc.restarts + 1,
+                                  next_start=now, due=None)
+        return svc, [
+            Log("crashed", f"{svc.name} (pid {svc.pid}) ended (its exit status is not "
+                           f"knowable); restarting ({svc.restarts} of {svc.restart_limit})", 4),
+            Spawn(),
+        ]
+    if unknown:
         svc = dataclasses.replace(svc, state=State.EXITED)
         return svc, [Log("exited", f"{svc.name} (pid {svc.pid}) exited; its exit code is not "
                                    "knowable (not our child)")]

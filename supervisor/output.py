@@ -133,6 +133,22 @@ class Outputs:
         self.log(f"log relay (pid {relay.pid}) ended (code {code}, signal {signo}); "
                  "the next service start begins a new one", 3)
 
+    def carry(self) -> dict | None:
+        """What a re-exec must carry over: the relay's pid, pidfd and socket."""
+        if self.relay is None or self.control is None:
+            return None
+        return {"pid": self.relay.pid, "pidfd": self.relay.pidfd,
+                "control": self.control.fileno()}
+
+    def restore(self, carried: dict | None) -> None:
+        if not carried:
+            return
+        for fd in (carried["pidfd"], carried["control"]):
+            os.set_inheritable(fd, False)
+        self.relay = process.Proc(carried["pid"], carried["pidfd"], child=True)
+        self.control = socket.socket(fileno=carried["control"])
+        self.sel.register(self.relay, selectors.EVENT_READ, self._relay_exited)
+
     def close(self) -> None:
         """Hang up on the relay: it drains the pipes it has and exits by itself."""
         if self.control is not None:

@@ -34,6 +34,10 @@ def lock_path(instance: int, base: str | None = None) -> str:
     return os.path.join(base or runtime_dir(), f"{instance}.lock")
 
 
+def state_path(instance: int, base: str | None = None) -> str:
+    return os.path.join(base or runtime_dir(), f"{instance}.state.json")
+
+
 def log_path(instance: int, base: str | None = None) -> str:
     return os.path.join(base or runtime_dir(), f"{instance}.log")
 

@@ -39,13 +39,14 @@ _group_flag_works: bool | None = None  # learnt on first use
 class Proc:
     """A process we watch through its pidfd. ``child``: we started it (we may reap it)."""
 
-    __slots__ = ("child", "owner", "pid", "pidfd")
+    __slots__ = ("child", "owner", "pid", "pidfd", "ticks")
 
     def __init__(self, pid: int, pidfd: int, child: bool) -> None:
         self.pid = pid
         self.pidfd = pidfd
         self.child = child
         self.owner: str | None = None  # the service it belongs to; None once forgotten
+        self.ticks: int | None = None  # start time (clock ticks since boot), for the state
 
     def fileno(self) -> int:
         return self.pidfd

@@ -40,7 +40,7 @@ ERRORS = {
 COMMANDS = frozenset({
     "ping", "info", "create-service", "open-service", "suspend-service", "resume-service",
     "close-service", "remove-service", "service-status", "list-supervisor",
-    "supervisor-freelist", "supervisor-cancel", "shutdown",
+    "supervisor-freelist", "supervisor-cancel", "shutdown", "reload",
 })
 
 

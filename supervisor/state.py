@@ -1,0 +1,79 @@
+"""An instance's state on disk (``<runtime dir>/<N>.state.json``), for crash recovery and
+for live re-exec.
+
+The file is rewritten atomically (a temporary file, fsync, rename) whenever services
+changed, at most once per turn of the loop. Besides each service it records, for every
+living process, its start time from ``/proc/<pid>/stat`` (clock ticks since boot), so that
+after a restart a reused pid is never taken for ours.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+
+from supervisor.machine import Service, State
+
+VERSION = 1
+
+
+def service_to_dict(svc: Service) -> dict:
+    out = dataclasses.asdict(svc)
+    out["state"] = svc.state.value
+    out["command"] = list(svc.command)
+    out["pids"] = list(svc.pids)
+    out.pop("due", None)  # a CLOCK_BOOTTIME deadline means nothing to another boot; next_start
+    return out
+
+
+def service_from_dict(data: dict) -> Service:
+    fields = {f.name for f in dataclasses.fields(Service)}
+    kw = {k: v for k, v in data.items() if k in fields}
+    kw["state"] = State(kw["state"])
+    kw["command"] = tuple(kw["command"])
+    kw["pids"] = tuple(kw.get("pids", ()))
+    return Service(**kw)
+
+
+def start_ticks(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot (field 22 of /proc/<pid>/stat)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    return int(data[data.rindex(b")") + 2:].split()[19])
+
+
+def dump(path: str, doc: dict) -> None:
+    """Write ``doc`` as JSON to ``path`` atomically."""
+    tmp = f"{path}.tmp"
+    data = json.dumps(doc, separators=(",", ":")).encode()
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.rename(tmp, path)
+
+
+def load(path: str) -> dict | None:
+    """The document at ``path``, or None when there is none or it is unreadable."""
+    try:
+        with open(path, "rb") as f:
+            doc = json.load(f)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(doc, dict) or doc.get("version") != VERSION:
+        return None
+    return doc
+
+
+def remove(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
