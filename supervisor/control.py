@@ -68,10 +68,20 @@ class Connection:
         self.peer = Peer(pid, uid, gid)
 
     def on_event(self, mask: int) -> None:
+        """Read and serve; the answers go out at the end of the loop's turn, once the
+        daemon has saved the state they report (see :meth:`Server.flush_pending`)."""
         if mask & selectors.EVENT_READ:
             self._on_readable()
-        while self.sock.fileno() >= 0 and self._flush():
-            self._serve_lines()  # backpressure released: serve the requests that waited
+        if self.sock.fileno() >= 0:
+            self.server.pending.add(self)
+
+    def flush(self) -> None:
+        """Send what is queued; serve requests held back by backpressure once it is gone
+        (their answers wait for the next flush)."""
+        if self.sock.fileno() >= 0 and self._flush():
+            self._serve_lines()
+            if self.wbuf or self.closing:
+                self.server.pending.add(self)
 
     def _on_readable(self) -> None:
         try:
@@ -144,6 +154,7 @@ class Connection:
         if self.sock.fileno() >= 0:
             self.server.sel.unregister(self.sock)
             self.server.connections.discard(self)
+            self.server.pending.discard(self)
             self.sock.close()
 
 
@@ -158,6 +169,7 @@ class Server:
         self.handle = handle
         self.too_large = too_large
         self.connections: set[Connection] = set()
+        self.pending: set[Connection] = set()  # answers to send at the end of the turn
         self.refused = 0  # clients hung up on for want of fds
         self._reserve = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
         listener.setblocking(False)
@@ -173,7 +185,9 @@ class Server:
         conn.closing = closing
         self.connections.add(conn)
         self.sel.register(sock, selectors.EVENT_READ, conn.on_event)
-        conn.on_event(0)  # flush what waited, serve complete requests that waited
+        self.pending.add(conn)  # flush what waited, serve complete requests that waited
+        if b"\n" in conn.rbuf:
+            conn._serve_lines()
         return conn
 
     def _on_accept(self, mask: int) -> None:
@@ -195,6 +209,11 @@ class Server:
                 continue
             self.connections.add(conn)
             self.sel.register(sock, selectors.EVENT_READ, conn.on_event)
+
+    def flush_pending(self) -> None:
+        pending, self.pending = self.pending, set()
+        for conn in pending:
+            conn.flush()
 
     def _shed_one(self) -> None:
         """Out of fds: use the reserve fd to accept one client and hang up on it at once, so

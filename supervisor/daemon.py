@@ -141,21 +141,28 @@ class Daemon:
         self.notifier.ready(self.status_line())
         select = self.sel.select
         while not self.done:
-            if self._dirty:
-                self.save_state()
-            if self._reexec_requested:
-                self._reexec_requested = False
-                self.reexec()
-            if self._counts_changed:
-                self._counts_changed = False
-                self.notifier.status(self.status_line())
-            for key, mask in select():
+            self._end_of_turn()
+            for key, mask in select(0 if self.server.pending else None):
                 try:
                     key.data(mask)
                 except Exception as exc:  # a bug must cost one event, never the daemon
                     self.journal.send(f"internal error handling fd {key.fd}: {exc!r}\n"
                                       f"{traceback.format_exc()}", 2,
                                       SUPERVISOR_EVENT="internal-error")
+        self._end_of_turn()
+
+    def _end_of_turn(self) -> None:
+        """After each turn of the loop: save the state if services changed, then send the
+        answers (so a client is told only what is on disk), then tell the manager."""
+        if self._dirty:
+            self.save_state()
+        self.server.flush_pending()
+        if self._counts_changed:
+            self._counts_changed = False
+            self.notifier.status(self.status_line())
+        if self._reexec_requested:
+            self._reexec_requested = False
+            self.reexec()
 
     def status_line(self) -> str:
         """The STATUS= text for the service manager: counts by status."""
@@ -239,8 +246,6 @@ class Daemon:
         services stay our children. Carried across exec (their CLOEXEC flag cleared): the
         lock, the listening socket, every pidfd, every client connection with what it had
         buffered, the log relay's socket; the rest (services, timers) goes in a memfd."""
-        for conn in list(self.server.connections):
-            conn.on_event(0)  # flush what can be flushed now
         doc = self.snapshot()
         doc["generation"] = self.generation + 1
         doc["lock_fd"] = self.lock_fd
@@ -784,6 +789,7 @@ def serve(instance: int, grace: float = 5.0, reexec_fd: int | None = None) -> in
     """Run instance ``instance`` until it is closed. Returns the exit code."""
     # Block the signals we read from the signalfd before anything else (no thread exists).
     SignalFd.block(HANDLED_SIGNALS)
+    process.seal_inherited_fds()
     base = paths.ensure_runtime_dir()
     carried = None
     if reexec_fd is not None:  # we are a live re-exec: take over from our former self

@@ -67,6 +67,18 @@ def child_env(base: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+def seal_inherited_fds() -> None:
+    """Mark every fd above stderr close-on-exec: whatever the daemon inherited from the
+    shell or manager that started it (a stray pipe, say) must not reach its children."""
+    for entry in os.listdir("/proc/self/fd"):
+        fd = int(entry)
+        if fd > 2:
+            try:
+                os.set_inheritable(fd, False)
+            except OSError:
+                pass  # the fd of the listdir itself, gone by now
+
+
 def check_executable(path: str, *, deferred: bool = False) -> str | None:
     """Why ``path`` cannot be started, or None when it is an executable file.
 

@@ -4,6 +4,8 @@ their own, no private environment of the daemon's; their whole group goes with t
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 import pytest
 from conftest import alive, state, wait_until
@@ -88,3 +90,21 @@ def test_suspend_stops_the_whole_group(sup, tmp_path):
     wait_until(lambda: state(grandchild) == "S", what="the grandchild to continue")
     sup.ok("remove-service", "tree")
     wait_until(lambda: not alive(grandchild), what="removal to end the group")
+
+
+def test_stray_fds_of_whoever_started_the_daemon_do_not_reach_services(rundir):
+    from conftest import Supervisor
+
+    s = Supervisor(rundir, 11)
+    r, w = os.pipe()  # a stray fd, as a shell or job runner may leave open
+    try:
+        subprocess.run([sys.executable, "-m", "supervisor", "init", "-i", "11"], env=s.env,
+                       pass_fds=[r, w], check=True, capture_output=True, timeout=30)
+    finally:
+        os.close(r)
+        os.close(w)
+    try:
+        pid = s.create("/bin/sleep", ["60"], output="null")["pid"]
+        assert sorted(int(fd) for fd in os.listdir(f"/proc/{pid}/fd")) == [0, 1, 2]
+    finally:
+        s.ok("close", "-i", "11")

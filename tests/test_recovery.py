@@ -1,0 +1,172 @@
+"""Crash recovery after kill -9 of the daemon, and live re-exec in place."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+
+from conftest import Supervisor, alive, children_of, fd_count, state, wait_until
+from timeouts import TIMEOUT
+
+from supervisor.client import Client, NotRunning
+from supervisor.state import start_ticks
+
+
+def _kill_daemon(s: Supervisor) -> int:
+    pid = s.pid
+    os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: not alive(pid), what="the daemon to die")
+    return pid
+
+
+def test_services_come_back_after_kill_9(sup):
+    keep = sup.create("/bin/sleep", ["600"], name="keep", restart_times=3)
+    doomed = sup.create("/bin/sleep", ["600"], name="doomed", restart_times=2)
+    once = sup.create("/bin/sleep", ["600"], name="once")
+    later = sup.create("/bin/sleep", ["600"], name="later", delay=3)
+    sup.create("/bin/sh", ["-c", "exit 4"], name="failed")
+    sup.wait_status("failed", "CRASHED")
+    sup.ok("suspend-service", "keep")
+    old = _kill_daemon(sup)
+    assert alive(keep["pid"])  # services outlive their supervisor
+    os.kill(doomed["pid"], signal.SIGKILL)  # die while nobody watches
+    os.kill(once["pid"], signal.SIGKILL)
+    wait_until(lambda: not alive(doomed["pid"]) and not alive(once["pid"]), what="deaths")
+    start = time.monotonic()
+    sup.ok("init", "-i", "0")
+    listing = {s["name"]: s for s in sup.json("list-supervisor")["services"]}
+    recovery = time.monotonic() - start
+    print(f"\nrecovery after kill -9: {recovery * 1000:.0f} ms (init to full listing)")
+    assert sup.pid != old
+    assert set(listing) == {"keep", "doomed", "once", "later", "failed"}
+    assert listing["keep"]["pid"] == keep["pid"]  # re-adopted, not restarted
+    assert listing["keep"]["status"] == "STOPPED"  # read from /proc
+    assert listing["keep"]["restarts"] == 0
+    assert listing["doomed"]["restarts"] == 1  # its policy restarts it
+    assert listing["doomed"]["status"] == "RUNNING"
+    assert listing["doomed"]["pid"] != doomed["pid"]
+    assert listing["once"]["status"] == "EXITED"  # no restart left; code not knowable
+    assert listing["failed"]["status"] == "CRASHED"
+    assert listing["failed"]["exit_code"] == 4
+    assert listing["later"]["status"] == "PENDING"
+    assert abs(listing["later"]["next_start"] - later["next_start"]) < 0.01
+    # the re-adopted process is watched again: resume it, kill it from outside
+    sup.ok("resume-service", "keep")
+    wait_until(lambda: state(keep["pid"]) != "T", what="the resume")
+    os.kill(keep["pid"], signal.SIGKILL)
+    back = wait_until(lambda: (s := sup.status("keep"))["restarts"] == 1 and s,
+                      what="the restart of the re-adopted service")
+    assert back["status"] == "RUNNING" and back["pid"] != keep["pid"]
+    sup.wait_status("later", "RUNNING")
+
+
+def test_a_reused_pid_is_never_taken_for_ours(sup):
+    svc = sup.create("/bin/sleep", ["600"], name="victim", restart_times=1)
+    stranger = subprocess.Popen(["sleep", "600"])
+    try:
+        _kill_daemon(sup)
+        state_file = os.path.join(sup.rundir, "0.state.json")
+        with open(state_file) as f:
+            doc = json.load(f)
+        [entry] = doc["services"]
+        # pretend the service's pid now belongs to another process: same pid number, a
+        # different start time (what a reused pid looks like)
+        entry["pid"] = entry["pids"][-1] = stranger.pid
+        entry["start_ticks"] = start_ticks(stranger.pid) - 100  # ours started 1 s earlier
+        with open(state_file, "w") as f:
+            json.dump(doc, f)
+        sup.ok("init", "-i", "0")
+        now = sup.status("victim")
+        assert now["pid"] != stranger.pid and now["restarts"] == 1
+        assert stranger.poll() is None  # never signalled, never adopted
+        sup.ok("close-service", "victim")
+        assert stranger.poll() is None
+    finally:
+        stranger.kill()
+        stranger.wait()
+        if alive(svc["pid"]):
+            os.kill(svc["pid"], signal.SIGKILL)
+
+
+def test_clean_close_leaves_nothing_to_recover(rundir):
+    s = Supervisor(rundir, 2)
+    s.ok("init", "-i", "2")
+    s.create("/bin/sleep", ["600"], name="x")
+    assert os.path.exists(os.path.join(rundir, "2.state.json"))
+    s.ok("close", "-i", "2")
+    assert not os.path.exists(os.path.join(rundir, "2.state.json"))
+    s.ok("init", "-i", "2")
+    assert s.json("list-supervisor", "-i", "2")["services"] == []
+    s.ok("close", "-i", "2")
+
+
+def test_reload_keeps_pid_services_and_children(sup):
+    daemon = sup.pid
+    kid = sup.create("/bin/sleep", ["600"], name="kid")
+    sup.create("/bin/sleep", ["600"], name="later", delay=2)
+    out = sup.ok("reload", "-i", "0").out
+    assert f"re-executed (pid {daemon}, generation 1" in out
+    after = sup.status("kid")
+    assert after["pid"] == kid["pid"] and after["restarts"] == 0
+    assert (kid["pid"], "S") in children_of(daemon)  # still our child
+    os.kill(kid["pid"], signal.SIGTERM)
+    gone = sup.wait_status("kid", "KILLED")
+    assert gone["signal"] == "SIGTERM"  # a child's exit status, so known
+    os.kill(daemon, signal.SIGHUP)  # SIGHUP does the same
+    wait_until(lambda: sup.json("list-supervisors")["supervisors"][0]["generation"] == 2,
+               what="the second re-exec")
+    assert sup.wait_status("later", "RUNNING")["restarts"] == 0
+    def fds():
+        """The daemon's fds but client connections (sockets come and go with clients)."""
+        links = (os.readlink(f"/proc/{daemon}/fd/{fd}") for fd in os.listdir(
+            f"/proc/{daemon}/fd"))
+        return sorted(link.split(":")[0] for link in links)
+
+    before = fds()
+    sup.ok("reload", "-i", "0")
+    assert [k for k in fds() if k != "socket"] == [k for k in before if k != "socket"]
+    # sockets: the listener, the relay's, the journal's; clients gone once they hang up
+    wait_until(lambda: fds().count("socket") <= before.count("socket"),
+               what=f"no more sockets than {before}")
+
+
+def test_clients_see_no_failed_request_across_reloads(sup):
+    sup.create("/bin/sleep", ["600"], name="steady")
+    failures: list[str] = []
+    answered = [0]
+    stop = threading.Event()
+
+    def hammer(one_connection: bool) -> None:
+        c = Client(0, runtime_dir=sup.rundir, timeout=TIMEOUT)
+        try:
+            while not stop.is_set():
+                try:
+                    if not one_connection:
+                        c.close()
+                    assert c.service_status("steady")["status"] == "RUNNING"
+                    answered[0] += 1
+                except (NotRunning, AssertionError, OSError) as exc:
+                    failures.append(repr(exc))
+        finally:
+            c.close()
+
+    threads = [threading.Thread(target=hammer, args=(flag,)) for flag in (True, False)]
+    for t in threads:
+        t.start()
+    try:
+        for generation in range(1, 6):
+            before = answered[0]
+            wait_until(lambda b=before: answered[0] > b + 20, what="requests flowing")
+            with Client(0, runtime_dir=sup.rundir, timeout=TIMEOUT) as c:
+                assert c.reload()["generation"] == generation
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(TIMEOUT)
+    print(f"\n{answered[0]} requests across 5 re-execs, {len(failures)} failed")
+    assert failures == []
+    assert sup.status("steady")["restarts"] == 0
