@@ -100,6 +100,7 @@ class Daemon:
         self.timer_of: dict[str, object] = {}
         self.env = process.child_env()
         self.outputs = Outputs(instance, rundir, self.sel, self.env, self._log_relay)
+        self.cgroups = process.Cgroups.create(instance)
         self._queue: collections.deque = collections.deque()
         self._feeding = False
         self.stopping = False
@@ -182,7 +183,8 @@ class Daemon:
             entry["start_ticks"] = proc.ticks if proc is not None else None
             services.append(entry)
         return {"version": state.VERSION, "instance": self.instance,
-                "started_at": self.started_at, "services": services}
+                "started_at": self.started_at, "services": services,
+                "cgroups": self.cgroups.base if self.cgroups else None}
 
     def save_state(self) -> None:
         self._dirty = False
@@ -199,6 +201,11 @@ class Daemon:
         ended (and restarted where their policy says); PENDING ones keep their due time."""
         now, mono = time.time(), self.timers.now()
         ended = []
+        old_tree = doc.get("cgroups")
+        if old_tree and os.path.isdir(old_tree):  # the services' cgroups are still there
+            if self.cgroups:
+                self.cgroups.close()
+            self.cgroups = process.Cgroups(old_tree)
         for entry in doc.get("services", []):
             try:
                 svc = state.service_from_dict(entry)
@@ -227,6 +234,8 @@ class Daemon:
                     ended.append(svc.name)
                     continue
                 proc.owner, proc.ticks = svc.name, ticks
+                if not svc.opened and self.cgroups:
+                    proc.cgroup = svc.name
                 self.procs[svc.name] = proc
                 self._watch(proc)
                 self._log_event(svc, "recovered", f"{svc.name} (pid {svc.pid}) re-adopted "
@@ -252,10 +261,10 @@ class Daemon:
         doc["listener_fd"] = self.server.listener.fileno()
         doc["socket_path"] = self.socket_path
         doc["owns_socket"] = self.owns_socket
-        doc["procs"] = {name: {"fd": p.pidfd, "pid": p.pid, "child": p.child}
-                        for name, p in self.procs.items()}
-        doc["orphans"] = [{"fd": p.pidfd, "pid": p.pid} for p in self.children.values()
-                          if p.owner is None]
+        doc["procs"] = {name: {"fd": p.pidfd, "pid": p.pid, "child": p.child,
+                               "cgroup": p.cgroup} for name, p in self.procs.items()}
+        doc["orphans"] = [{"fd": p.pidfd, "pid": p.pid, "cgroup": p.cgroup}
+                          for p in self.children.values() if p.owner is None]
         doc["connections"] = [{"fd": c.sock.fileno(), "rbuf": bytes(c.rbuf).hex(),
                                "wbuf": bytes(c.wbuf).hex(), "closing": c.closing}
                               for c in self.server.connections if c.discard < 0]
@@ -296,6 +305,7 @@ class Daemon:
                 os.set_inheritable(carried["fd"], False)
                 proc = process.Proc(carried["pid"], carried["fd"], carried["child"])
                 proc.owner, proc.ticks = svc.name, entry.get("start_ticks")
+                proc.cgroup = carried.get("cgroup")
                 self._watch(proc)
                 self.procs[svc.name] = proc
             if svc.state is State.PENDING:
@@ -307,7 +317,9 @@ class Daemon:
             self.counts[svc.status] += 1
         for orphan in doc.get("orphans", []):
             os.set_inheritable(orphan["fd"], False)
-            self._watch(process.Proc(orphan["pid"], orphan["fd"], True))
+            proc = process.Proc(orphan["pid"], orphan["fd"], True)
+            proc.cgroup = orphan.get("cgroup")
+            self._watch(proc)
         for c in doc.get("connections", []):
             os.set_inheritable(c["fd"], False)
             self.server.adopt(socket.socket(fileno=c["fd"]), bytes.fromhex(c["rbuf"]),
@@ -338,6 +350,8 @@ class Daemon:
                 proc.close()
         self.server.close()
         self.outputs.close()
+        if self.cgroups:
+            self.cgroups.close()
         self.timers.close()
         self.sel.unregister(self.sigfd)
         self.sigfd.close()
@@ -390,6 +404,8 @@ class Daemon:
                     proc = self.procs.get(svc.name)
                     if proc is not None:  # created services lead their process group
                         process.send(proc, signo, group=not svc.opened)
+                    if signo == signal.SIGKILL and not svc.opened and self.cgroups:
+                        self.cgroups.kill(svc.name)  # and whatever escaped the group
                 case machine.ArmTimer(due=due):
                     self._cancel_timer(svc.name)
                     self.timer_of[svc.name] = self.timers.call_at(
@@ -412,11 +428,14 @@ class Daemon:
 
     def _spawn(self, svc: machine.Service, stopped: bool) -> None:
         proc = None
+        in_cgroup = False
         try:
             handoff = self.outputs.prepare(svc.name, svc.output)
             try:
-                proc = process.spawn(list(svc.command), env=self.env, stopped=stopped,
-                                     cwd=svc.cwd, stdout=handoff.fd, stderr=handoff.fd)
+                with (self.cgroups.spawning_in(svc.name) if self.cgroups
+                      else contextlib.nullcontext(False)) as in_cgroup:
+                    proc = process.spawn(list(svc.command), env=self.env, stopped=stopped,
+                                         cwd=svc.cwd, stdout=handoff.fd, stderr=handoff.fd)
             finally:
                 self.outputs.done(handoff, svc.name, proc.pid if proc else None)
         except OSError as exc:
@@ -425,6 +444,8 @@ class Daemon:
             return
         proc.owner = svc.name
         proc.ticks = state.start_ticks(proc.pid)
+        if in_cgroup:
+            proc.cgroup = svc.name
         self.procs[svc.name] = proc
         self.by_pid[proc.pid] = svc.name
         self._watch(proc)
@@ -436,6 +457,11 @@ class Daemon:
         code, signo = process.reap(proc)
         proc.close()
         self.children.pop(proc.pid, None)
+        if proc.cgroup and self.cgroups:
+            # as systemd does: once the main process is gone, what it left behind goes too
+            self.cgroups.kill(proc.cgroup)
+            if proc.owner is None:
+                self.cgroups.remove(proc.cgroup)
         name = proc.owner
         if name is not None and self.procs.get(name) is proc:
             del self.procs[name]
@@ -454,6 +480,8 @@ class Daemon:
             if self.by_pid.get(pid) == svc.name:
                 del self.by_pid[pid]
         proc = self.procs.pop(svc.name, None)
+        if proc is None and self.cgroups and not svc.opened:
+            self.cgroups.remove(svc.name)
         if proc is not None:
             proc.owner = None
             if not proc.child:  # released: we only stop watching it

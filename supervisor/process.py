@@ -39,7 +39,7 @@ _group_flag_works: bool | None = None  # learnt on first use
 class Proc:
     """A process we watch through its pidfd. ``child``: we started it (we may reap it)."""
 
-    __slots__ = ("child", "owner", "pid", "pidfd", "ticks")
+    __slots__ = ("cgroup", "child", "owner", "pid", "pidfd", "ticks")
 
     def __init__(self, pid: int, pidfd: int, child: bool) -> None:
         self.pid = pid
@@ -47,6 +47,7 @@ class Proc:
         self.child = child
         self.owner: str | None = None  # the service it belongs to; None once forgotten
         self.ticks: int | None = None  # start time (clock ticks since boot), for the state
+        self.cgroup: str | None = None  # the service whose cgroup it was put in
 
     def fileno(self) -> int:
         return self.pidfd
@@ -305,3 +306,108 @@ def start_time(pid: int) -> float | None:
     with open("/proc/stat") as f:
         btime = next(int(line.split()[1]) for line in f if line.startswith("btime"))
     return btime + ticks / os.sysconf("SC_CLK_TCK")
+
+
+# ---- cgroups ------------------------------------------------------------------------------
+
+
+class Cgroups:
+    """A cgroup (v2) per created service, where one may be made: under the daemon's own
+    cgroup (delegated to it under systemd with ``Delegate=yes``; anywhere for root). A
+    service's whole tree stays in its cgroup, even a grandchild that double-forked into a
+    session of its own, so :meth:`kill` ends all of it (``cgroup.kill``).
+
+    Python has no ``clone3(CLONE_INTO_CGROUP)``, so the daemon (one thread) steps into the
+    service's cgroup for the spawn and back out (:meth:`spawning_in`): the child is born
+    there, before it can fork anything.
+    """
+
+    def __init__(self, base: str, home: str | None = None) -> None:
+        self.base = base
+        self.home = home or os.path.dirname(base)  # the daemon's own cgroup
+
+    @classmethod
+    def create(cls, instance: int) -> Cgroups | None:
+        """Our cgroup tree for ``instance``, or None where none can be made."""
+        try:
+            with open("/proc/self/mountinfo") as f:
+                mount = next((line.split()[4] for line in f if " - cgroup2 " in line), None)
+            with open("/proc/self/cgroup") as f:
+                own = next((line.strip()[3:] for line in f if line.startswith("0::")), None)
+        except OSError:
+            return None
+        if mount is None or own is None:
+            return None
+        base = os.path.join(mount + own.rstrip("/"), f"supervisor.{instance}.{os.getpid()}")
+        try:
+            os.makedirs(base, exist_ok=True)
+        except OSError:
+            return None
+        return cls(base, mount + own.rstrip("/"))
+
+    def path(self, name: str) -> str:
+        return os.path.join(self.base, f"svc-{name}")  # never "cgroup.*": those are files
+
+    @contextlib.contextmanager
+    def spawning_in(self, name: str):
+        """Run the body (a spawn) with the daemon inside ``name``'s cgroup; yields whether
+        it got there (where it could not, the child is spawned outside any cgroup of ours)."""
+        path = self.path(name)
+        try:
+            os.makedirs(path, exist_ok=True)
+            _write(os.path.join(path, "cgroup.procs"), "0")  # "0": the writing process
+        except OSError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            with contextlib.suppress(OSError):
+                _write(os.path.join(self.home, "cgroup.procs"), "0")
+
+    def pids(self, name: str) -> list[int]:
+        try:
+            with open(os.path.join(self.path(name), "cgroup.procs")) as f:
+                return [int(line) for line in f if line.strip()]
+        except OSError:
+            return []
+
+    def kill(self, name: str) -> None:
+        """SIGKILL everything left in the service's cgroup."""
+        path = self.path(name)
+        try:
+            _write(os.path.join(path, "cgroup.kill"), "1")
+            return
+        except FileNotFoundError:
+            if not os.path.isdir(path):
+                return
+        except OSError:
+            pass
+        for pid in self.pids(name):  # Linux < 5.14: no cgroup.kill
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+
+    def remove(self, name: str) -> None:
+        with contextlib.suppress(OSError):
+            os.rmdir(self.path(name))
+
+    def close(self) -> None:
+        """Remove the tree (the cgroups of services still running stay, and so does it)."""
+        try:
+            entries = os.listdir(self.base)
+        except OSError:
+            return
+        for entry in entries:
+            if entry.startswith("svc-"):
+                with contextlib.suppress(OSError):
+                    os.rmdir(os.path.join(self.base, entry))
+        with contextlib.suppress(OSError):
+            os.rmdir(self.base)
+
+
+def _write(path: str, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)

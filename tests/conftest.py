@@ -18,7 +18,7 @@ from journald import ensure_journald
 from timeouts import TIMEOUT
 
 from supervisor import process
-from supervisor.client import Client
+from supervisor.client import Client, NotRunning
 
 ROOT = Path(__file__).resolve().parent.parent
 TOYS = ROOT / "toy_services"
@@ -150,6 +150,9 @@ def rundir():
     # short: a unix socket path must fit in 108 bytes
     path = tempfile.mkdtemp(prefix="sv-", dir="/tmp")
     yield path
+    for sock in Path(path).glob("*.sock"):  # whatever a test started and left running
+        if sock.stem.isdigit():
+            close_instance(Supervisor(path, int(sock.stem)))
     shutil.rmtree(path, ignore_errors=True)
 
 
@@ -158,10 +161,17 @@ def sup(rundir):
     """A running instance 0 in a private runtime directory; closed (and checked) after."""
     s = Supervisor(rundir)
     s.ok("init", "-i", "0")
-    pid = s.pid
     yield s
-    if alive(pid):
-        s.run("close", "-i", "0", timeout=TIMEOUT + 10)
+    close_instance(s)
+
+
+def close_instance(s: Supervisor) -> None:
+    """Close whatever daemon serves the instance now (a test may have replaced the first)."""
+    try:
+        pid = s.pid
+    except NotRunning:
+        return
+    s.run("close", "-i", str(s.instance), timeout=TIMEOUT + 10)
     if alive(pid):  # the test broke it: do not leave it behind
         os.kill(pid, signal.SIGKILL)
         raise AssertionError("the daemon did not close")

@@ -108,3 +108,52 @@ def test_stray_fds_of_whoever_started_the_daemon_do_not_reach_services(rundir):
         assert sorted(int(fd) for fd in os.listdir(f"/proc/{pid}/fd")) == [0, 1, 2]
     finally:
         s.ok("close", "-i", "11")
+
+
+def _tree(tmp_path):
+    """A service whose grandchildren include one that double-forked into its own session
+    (out of the service's process group: only its cgroup still holds it)."""
+    pids = tmp_path / "pids"
+    script = (f"sleep 600 & echo $! >> {pids}; "
+              f"setsid sh -c 'sleep 601 & echo $! >> {pids}' & "
+              "wait")
+    return pids, script
+
+
+def test_close_service_ends_a_double_forked_escapee(sup, tmp_path):
+    pids, script = _tree(tmp_path)
+    svc = sup.create("/bin/sh", ["-c", script], name="tree", output="null")
+    wait_until(lambda: pids.exists() and len(pids.read_text().split()) == 2,
+               what="the grandchildren")
+    grandchildren = [int(p) for p in pids.read_text().split()]
+    escapee = grandchildren[1]
+    with open(f"/proc/{escapee}/stat") as f:
+        assert int(f.read().rsplit(")", 1)[1].split()[3]) != svc["pid"]  # another session
+    sup.ok("close-service", "tree")
+    wait_until(lambda: not any(alive(p) for p in grandchildren), what="the whole tree to die")
+
+
+def test_when_the_main_process_ends_what_it_left_goes_too(sup, tmp_path):
+    pids, script = _tree(tmp_path)
+    # the main process exits once both grandchildren have written their pids
+    script = script.replace("wait", f"until [ $(wc -l < {pids}) -ge 2 ]; do sleep 0.01; done")
+    sup.create("/bin/sh", ["-c", script], name="leaver", output="null")
+    wait_until(lambda: pids.exists() and len(pids.read_text().split()) == 2,
+               what="the grandchildren")
+    sup.wait_status("leaver", "EXITED")
+    grandchildren = [int(p) for p in pids.read_text().split()]
+    wait_until(lambda: not any(alive(p) for p in grandchildren), what="the leftovers to die")
+
+
+def test_close_instance_ends_every_tree(rundir, tmp_path):
+    from conftest import Supervisor
+
+    s = Supervisor(rundir, 12)
+    s.ok("init", "-i", "12")
+    pids, script = _tree(tmp_path)
+    s.create("/bin/sh", ["-c", script], name="tree", output="null")
+    wait_until(lambda: pids.exists() and len(pids.read_text().split()) == 2,
+               what="the grandchildren")
+    s.ok("close", "-i", "12")
+    grandchildren = [int(p) for p in pids.read_text().split()]
+    wait_until(lambda: not any(alive(p) for p in grandchildren), what="no orphan left")
