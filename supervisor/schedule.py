@@ -24,8 +24,9 @@ import math
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone, tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
 from datetime import time as time_of_day
+from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -46,7 +47,6 @@ __all__ = [
     "parse_interval",
 ]
 
-UTC = timezone.utc
 _EPOCH = datetime(1970, 1, 1)  # naive, UTC fields
 
 
@@ -121,7 +121,8 @@ def parse_interval(text: str) -> float:
             if unit in seen:
                 raise ValueError(f"invalid interval {text!r}: unit {unit!r} given twice")
             seen.add(unit)
-            seconds += float(number) * _UNITS[unit]
+            # ms divides by an exact 1000: "250ms" is exactly what "0.25" is
+            seconds += float(number) / 1000 if unit == "ms" else float(number) * _UNITS[unit]
     else:
         raise ValueError(f"invalid interval {text!r}: {_INTERVAL_HINT}")
     if not seconds > 0:
@@ -132,22 +133,29 @@ def parse_interval(text: str) -> float:
 
 
 def format_interval(seconds: float) -> str:
-    """The shortest text :func:`parse_interval` reads back as ``seconds`` (for display):
-    ``5400 -> "1h30m"``, ``0.25 -> "250ms"``, ``1.5 -> "1.5s"``."""
-    if not seconds > 0:
+    """Text that :func:`parse_interval` reads back as exactly ``seconds``, for display:
+    ``5400 -> "1h30m"``, ``0.25 -> "250ms"``, ``1.5 -> "1.5s"``, ``90 -> "1m30s"``."""
+    if not (isinstance(seconds, int | float) and 0 < seconds < math.inf):
         raise ValueError(f"not a positive interval: {seconds!r}")
-    if seconds < 1 and float(round(seconds * 1000, 3)) / 1000 == seconds:
-        return f"{seconds * 1000:.12g}ms"
-    if seconds != int(seconds):
-        return f"{seconds:.17g}s" if f"{seconds:.12g}" != repr(seconds) else f"{seconds}s"
-    rest = int(seconds)
-    out = []
-    for unit in ("d", "h", "m", "s"):
-        size = int(_UNITS[unit])
-        count, rest = divmod(rest, size)
-        if count:
-            out.append(f"{count}{unit}")
-    return "".join(out)
+    if seconds >= 1 and seconds == int(seconds):
+        rest, out = int(seconds), []
+        for unit in ("w", "d", "h", "m", "s"):
+            count, rest = divmod(rest, int(_UNITS[unit]))
+            if count:
+                out.append(f"{count}{unit}")
+        return "".join(out)
+    exact = Decimal(repr(float(seconds)))  # the shortest decimal that reads back as it
+    if seconds < 1:
+        text = f"{_plain(exact * 1000)}ms"
+        if parse_interval(text) == seconds:
+            return text
+    return f"{_plain(exact)}s"
+
+
+def _plain(number: Decimal) -> str:
+    """Positional notation, no exponent, no trailing zeros: what :func:`parse_interval` reads."""
+    text = format(number, "f")
+    return text.rstrip("0").rstrip(".") if "." in text else text
 
 
 # ---- absolute times ----------------------------------------------------------------------------
@@ -192,7 +200,7 @@ def parse_at(text: str, now: float, tz: tzinfo | None = None) -> float:
         when = when.replace(tzinfo=zone)
     due = when.timestamp()
     if due <= now:
-        raise ValueError(f"time {text} is in the past")
+        raise ValueError(f"time {s} is in the past")
     return due
 
 
@@ -233,6 +241,8 @@ class Cron:
     def __post_init__(self) -> None:
         if not isinstance(self.expr, str):
             raise ValueError(f"invalid cron expression {self.expr!r}: {_CRON_HINT}")
+        if self.tz is not None and not isinstance(self.tz, tzinfo):
+            raise ValueError(f"not a time zone: {self.tz!r}")
         text = " ".join(self.expr.split())
         fields = SHORTHANDS.get(text.lower(), text)
         if text.startswith("@") and text.lower() not in SHORTHANDS:
@@ -240,8 +250,8 @@ class Cron:
                              f"{text!r} ({_CRON_HINT})")
         count = len(fields.split())
         if count != 5:
-            raise ValueError(f"invalid cron expression {self.expr!r}: {count} fields, "
-                             f"{_CRON_HINT}")
+            raise ValueError(f"invalid cron expression {self.expr!r}: it has {count} "
+                             f"field{'s' * (count != 1)}; {_CRON_HINT}")
         try:
             next(CronSim(fields, datetime(2000, 1, 1, tzinfo=UTC)))
         except CronSimError as e:
@@ -414,7 +424,8 @@ class Schedule:
             return cls.every(data["interval"], data["anchor"], wall=data.get("wall", True))
         if kind == "cron":
             name = data.get("tz")
-            return cls.cron(data["cron"], None if name is None else ZoneInfo(name))
+            tz = None if name is None else UTC if name == "UTC" else ZoneInfo(name)
+            return cls.cron(data["cron"], tz)
         raise ValueError(f"unknown schedule kind {kind!r} (once, every or cron)")
 
 
@@ -574,7 +585,3 @@ class StartLimit:
 # systemd's default (5 starts per 10 s), for unlimited policies: a service that fails at once
 # would otherwise restart in a tight loop.
 DEFAULT_START_LIMIT = StartLimit(5, 10.0)
-
-
-def _unused(_: date) -> None:  # keep `date` importable for type hints in callers
-    return None
