@@ -5,7 +5,7 @@ Usage:
   supervisor list-supervisors [--json]
   supervisor close [-i N] [--json]
   supervisor reload [-i N] [--json]
-  supervisor create-service [-i N] [-n NAME] [-r K] [-c] [-d S] [-o OUT] [--json] <path> [--] [<args>...]
+  supervisor create-service [-i N] [-n NAME] [-r K] [-c] [-d S] [--at TIME] [--every INTERVAL] [--cron EXPR] [--restart MODE] [--restart-delay S] [--start-limit K/T] [-o OUT] [--json] <path> [--] [<args>...]
   supervisor open-service <pid> [-i N] [-n NAME] [--json]
   supervisor suspend-service <svc> [-i N] [--json]
   supervisor resume-service <svc> [-i N] [--json]
@@ -45,11 +45,23 @@ Options:
   -n NAME, --name NAME     The service's name (default: the program's basename, made
                            unique with -2, -3...). For logs: -n LINES, how many of the
                            last entries to show (default 10).
-  -r K, --restart-times K  Restart after a crash at most K times [default: 0].
+  -r K, --restart-times K  Restart after a crash at most K times (default 0, or no
+                           limit when a restart mode is given).
   -c, --create-stopped     The process exists and has a pid, but none of the program's
                            code runs until resume-service.
   -d S, --delay S          Start after S seconds (fractions allowed); PENDING until then
                            [default: 0].
+  --at TIME                Start at TIME: ISO-8601 (2026-12-01T08:00), or HH:MM[:SS] for
+                           the next such local time.
+  --every INTERVAL         Start now and every INTERVAL (30s, 5m, 1h30m) on
+                           CLOCK_BOOTTIME; a start due while the last run still runs is
+                           skipped.
+  --cron EXPR              Start when the cron expression fires ("*/5 * * * *", @daily).
+  --restart MODE           on-failure, always or never.
+  --restart-delay S        Wait S seconds before a restart, doubled after each quick
+                           failure up to 60 s [default: 0].
+  --start-limit K/T        More than K failures within T seconds end in CRASHED (default
+                           5/10s when restarts are unlimited).
   -o OUT, --output OUT     Where the service's stdout and stderr go: journal (one entry
                            a line, SYSLOG_IDENTIFIER=<name>), null, inherit (the
                            daemon's), or a file, appended to [default: journal].
@@ -109,6 +121,39 @@ def _resolve_path(path: str) -> str:
         if found:
             return os.path.abspath(found)
     return os.path.abspath(path)
+
+
+def _schedule_opts(opts: dict) -> dict:
+    """--at, --every, --cron, --restart...: checked here (a bad one is a usage error)."""
+    out: dict = {}
+    given = [k for k in ("--at", "--every", "--cron") if opts[k] is not None]
+    if len(given) + (opts["--delay"] not in ("0", None) and float(opts["--delay"]) > 0) > 1:
+        raise UsageError("choose one of --delay, --at, --every and --cron")
+    if not given and opts["--restart"] is None and opts["--start-limit"] is None \
+            and opts["--restart-delay"] in ("0", None):
+        return out
+    import time
+
+    from supervisor import schedule
+
+    try:
+        if opts["--at"] is not None:
+            out["at"] = schedule.parse_at(opts["--at"], time.time())
+        if opts["--every"] is not None:
+            out["every"] = schedule.parse_interval(opts["--every"])
+        if opts["--cron"] is not None:
+            out["cron"] = schedule.Cron(opts["--cron"]).expr
+        if opts["--restart"] is not None:
+            schedule.RestartPolicy.from_options(opts["--restart"], None)
+            out["restart"] = opts["--restart"]
+        if opts["--start-limit"] is not None:
+            schedule.StartLimit.parse(opts["--start-limit"])
+            out["start_limit"] = opts["--start-limit"]
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    out["restart_delay"] = _number(opts["--restart-delay"] or "0", "restart delay",
+                                   integer=False)
+    return out
 
 
 def _output(spec: str) -> str:
@@ -231,12 +276,13 @@ def run(opts: dict) -> int:
 
     with client.Client(instance) as c:
         if opts["create-service"]:
-            restarts = int(_number(opts["--restart-times"], "restart times", integer=True))
+            restarts = (int(_number(opts["--restart-times"], "restart times", integer=True))
+                        if opts["--restart-times"] is not None else None)
             delay = _number(opts["--delay"], "delay", integer=False)
             svc = c.create_service(_resolve_path(opts["<path>"]), opts["<args>"],
                                    name=opts["--name"], restart_times=restarts,
                                    create_stopped=opts["--create-stopped"], delay=delay,
-                                   output=_output(opts["--output"]))
+                                   output=_output(opts["--output"]), **_schedule_opts(opts))
             if svc["status"] == "PENDING":
                 import time
 

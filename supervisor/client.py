@@ -156,13 +156,19 @@ class Client:
         return self.call("info")
 
     def create_service(self, path: str, args: list[str] | tuple = (), *,
-                       name: str | None = None, restart_times: int = 0,
+                       name: str | None = None, restart_times: int | None = None,
                        create_stopped: bool = False, delay: float = 0,
-                       cwd: str | None = None, output: str = "journal") -> dict:
-        """``output``: journal (default), null, inherit, or an absolute file path."""
-        req: dict[str, Any] = {"path": path, "args": list(args), "restart_times": restart_times,
+                       cwd: str | None = None, output: str = "journal",
+                       **schedule: Any) -> dict:
+        """``output``: journal (default), null, inherit, or an absolute file path.
+        ``schedule``: any of ``at`` (epoch seconds), ``every`` (seconds), ``cron`` (an
+        expression), ``restart`` (on-failure/always/never), ``restart_delay`` (seconds),
+        ``start_limit`` ("K/T")."""
+        req: dict[str, Any] = {"path": path, "args": list(args),
                                "create_stopped": create_stopped, "delay": delay,
-                               "cwd": cwd or os.getcwd(), "output": output}
+                               "cwd": cwd or os.getcwd(), "output": output, **schedule}
+        if restart_times is not None:
+            req["restart_times"] = restart_times
         if name is not None:
             req["name"] = name
         return self.call("create-service", **req)

@@ -35,11 +35,11 @@ import sys
 import time
 import traceback
 
-from supervisor import machine, output, paths, process, protocol, state
+from supervisor import machine, output, paths, process, protocol, schedule, state
 from supervisor.control import Connection, Server, bind_listener
 from supervisor.journal import Journal
 from supervisor.machine import Ev, Event, Refused, State
-from supervisor.native import CLOCK_BOOTTIME, SignalFd
+from supervisor.native import CLOCK_BOOTTIME, CLOCK_REALTIME, SignalFd
 from supervisor.output import Outputs
 from supervisor.sdnotify import Notifier, activated_listener
 from supervisor.timers import Timers
@@ -65,7 +65,8 @@ def service_object(svc: machine.Service) -> dict:
         "exit_code": svc.exit_code,
         "signal": _signal_name(svc.signal),
         "started_at": svc.started_at,
-        "next_start": svc.next_start if svc.state is State.PENDING else None,
+        "next_start": svc.next_start if svc.state is State.PENDING or (
+            svc.schedule is not None and svc.schedule.repeats) else None,
         "command": list(svc.command),
         "opened": svc.opened,
     }
@@ -91,7 +92,9 @@ class Daemon:
         self.sel = selectors.DefaultSelector()
         self.sigfd = SignalFd(HANDLED_SIGNALS)
         self.sel.register(self.sigfd, selectors.EVENT_READ, self._on_signal)
-        self.timers = Timers(self.sel, CLOCK_BOOTTIME)
+        self.timers = Timers(self.sel, CLOCK_BOOTTIME)  # delays, intervals, back-off
+        self.wall_timers = Timers(self.sel, CLOCK_REALTIME, cancel_on_set=True,
+                                  on_clock_change=self._clock_changed)  # --at, --cron
         self.server = Server(self.sel, listener, self._handle_line, self._too_large)
         self.services: dict[str, machine.Service] = {}
         self.by_pid: dict[int, str] = {}  # every pid a service has had -> its name
@@ -199,7 +202,6 @@ class Daemon:
         are re-adopted through a new pidfd, but only when their start time matches (a
         reused pid is never taken for ours); those that died meanwhile are reported as
         ended (and restarted where their policy says); PENDING ones keep their due time."""
-        now, mono = time.time(), self.timers.now()
         ended = []
         old_tree = doc.get("cgroups")
         if old_tree and os.path.isdir(old_tree):  # the services' cgroups are still there
@@ -218,8 +220,7 @@ class Daemon:
             self.services[svc.name] = svc
             self.counts[svc.status] += 1
             if svc.state is State.PENDING:
-                due = mono + max(0.0, (svc.next_start or now) - now)
-                self._commit(dataclasses.replace(svc, due=due), [machine.ArmTimer(due)])
+                self.services[svc.name] = self._rearm(svc)
             elif svc.alive:
                 ticks = entry.get("start_ticks")
                 proc = None
@@ -238,6 +239,7 @@ class Daemon:
                     proc.cgroup = svc.name
                 self.procs[svc.name] = proc
                 self._watch(proc)
+                self.services[svc.name] = svc = self._rearm(svc)
                 self._log_event(svc, "recovered", f"{svc.name} (pid {svc.pid}) re-adopted "
                                 "after a daemon restart", 5)
                 self._refresh(svc.name)
@@ -295,7 +297,6 @@ class Daemon:
         self.generation = doc["generation"]
         self.started_at = doc["started_at"]
         procs = doc.get("procs", {})
-        now, mono = time.time(), self.timers.now()
         for entry in doc["services"]:
             svc = state.service_from_dict(entry)
             for pid in svc.pids:
@@ -308,12 +309,8 @@ class Daemon:
                 proc.cgroup = carried.get("cgroup")
                 self._watch(proc)
                 self.procs[svc.name] = proc
-            if svc.state is State.PENDING:
-                due = mono + max(0.0, (svc.next_start or now) - now)
-                svc = dataclasses.replace(svc, due=due)
-                self.timer_of[svc.name] = self.timers.call_at(
-                    due, functools.partial(self._due, svc.name))
             self.services[svc.name] = svc
+            svc = self.services[svc.name] = self._rearm(svc)
             self.counts[svc.status] += 1
         for orphan in doc.get("orphans", []):
             os.set_inheritable(orphan["fd"], False)
@@ -353,6 +350,7 @@ class Daemon:
         if self.cgroups:
             self.cgroups.close()
         self.timers.close()
+        self.wall_timers.close()
         self.sel.unregister(self.sigfd)
         self.sigfd.close()
         self.sel.close()
@@ -406,10 +404,8 @@ class Daemon:
                         process.send(proc, signo, group=not svc.opened)
                     if signo == signal.SIGKILL and not svc.opened and self.cgroups:
                         self.cgroups.kill(svc.name)  # and whatever escaped the group
-                case machine.ArmTimer(due=due):
-                    self._cancel_timer(svc.name)
-                    self.timer_of[svc.name] = self.timers.call_at(
-                        due, functools.partial(self._due, svc.name))
+                case machine.ArmTimer(due=due, wall=wall):
+                    self._arm(svc.name, due, wall)
                 case machine.CancelTimer():
                     self._cancel_timer(svc.name)
                 case machine.Forget():
@@ -421,10 +417,37 @@ class Daemon:
         self.timer_of.pop(name, None)
         self.feed(name, Event(Ev.DUE))
 
+    def _arm(self, name: str, due: float, wall: bool) -> None:
+        self._cancel_timer(name)
+        timers = self.wall_timers if wall else self.timers
+        self.timer_of[name] = (timers, timers.call_at(due, functools.partial(self._due, name)))
+
     def _cancel_timer(self, name: str) -> None:
-        handle = self.timer_of.pop(name, None)
-        if handle is not None:
-            self.timers.cancel(handle)
+        armed = self.timer_of.pop(name, None)
+        if armed is not None:
+            armed[0].cancel(armed[1])
+
+    def _clock_changed(self) -> None:
+        self.journal.send("the wall clock was set: calendar schedules re-armed", 5,
+                          SUPERVISOR_EVENT="clock-changed")
+        for name in list(self.services):
+            self.feed(name, Event(Ev.CLOCK_CHANGED))
+
+    def _rearm(self, svc: machine.Service) -> machine.Service:
+        """After a restart or re-exec: arm the timer a service waits on (``due`` is on a
+        clock of this boot, so it is derived again from the wall-clock ``next_start``)."""
+        waits = svc.state is State.PENDING or (
+            svc.schedule is not None and svc.schedule.repeats and svc.alive)
+        if not waits or (svc.state is not State.PENDING and svc.next_start is None):
+            return svc
+        now, mono = time.time(), self.timers.now()
+        start = svc.next_start if svc.next_start is not None else now
+        wall = svc.schedule is not None and svc.schedule.wall
+        if svc.schedule is not None and svc.schedule.kind == "cron" and start < now:
+            start = svc.schedule.next_after(now) if svc.alive else now
+        due = start if wall else mono + max(0.0, start - now)
+        self._arm(svc.name, due, wall)
+        return dataclasses.replace(svc, due=due)
 
     def _spawn(self, svc: machine.Service, stopped: bool) -> None:
         proc = None
@@ -639,12 +662,11 @@ class Daemon:
             raise CommandError("invalid-argument", "args must be a list of strings")
         if "\0" in path or any("\0" in a for a in argv_rest):
             raise CommandError("invalid-argument", "arguments may not contain NUL bytes")
-        restart = _arg(args, "restart_times", int, 0)
-        if restart < 0:
+        restart = _arg(args, "restart_times", int, None)
+        if restart is not None and restart < 0:
             raise CommandError("invalid-argument", f"restart times must be >= 0, not {restart}")
-        delay = _arg(args, "delay", (int, float), 0)
-        if not math.isfinite(delay) or delay < 0:
-            raise CommandError("invalid-argument", f"delay must be >= 0 seconds, not {delay}")
+        delay = _number_arg(args, "delay", 0)
+        sched, policy, limit = self._schedule_and_policy(args, restart, delay)
         stopped = _arg(args, "create_stopped", bool, False)
         out = _arg(args, "output", str, "journal")
         why = output.check(out)
@@ -664,8 +686,10 @@ class Daemon:
             if name in self.services:
                 raise CommandError("name-taken", f"a service named {name!r} exists already")
         svc, effects = machine.new_created(
-            name, (path, *argv_rest), restart_limit=restart, create_stopped=stopped,
-            delay=float(delay), cwd=cwd, output=out, now=time.time(),
+            name, (path, *argv_rest), restart_limit=policy.limit, create_stopped=stopped,
+            delay=float(delay), cwd=cwd, output=out, schedule=sched,
+            restart_mode=policy.mode, restart_delay=policy.delay,
+            restart_max_delay=policy.max_delay, start_limit=limit, now=time.time(),
             mono=self.timers.now())
         self._commit(svc, effects)
         svc = self.services[name]
@@ -674,6 +698,39 @@ class Daemon:
             self._forget(svc)
             raise CommandError("spawn-failed", f"cannot start {svc.error}")
         return service_object(svc)
+
+    def _schedule_and_policy(self, args: dict, restart: int | None, delay: float):
+        """The schedule, restart policy and start limit a create-service asks for."""
+        at = _number_arg(args, "at", None)
+        every = _number_arg(args, "every", None)
+        cron = _arg(args, "cron", str, None)
+        if sum(x is not None for x in (at, every, cron)) + (delay > 0) > 1:
+            raise CommandError("invalid-argument",
+                               "choose one of --delay, --at, --every and --cron")
+        now, mono = time.time(), self.timers.now()
+        try:
+            if at is not None:
+                if at <= now:
+                    raise ValueError(f"--at time {at:.3f} is in the past")
+                sched = schedule.Schedule.once(at)
+            elif every is not None:
+                if every <= 0:
+                    raise ValueError(f"--every must be > 0 seconds, not {every}")
+                sched = schedule.Schedule.every(every, mono, wall=False)
+            elif cron is not None:
+                sched = schedule.Schedule.cron(cron)
+            else:
+                sched = None
+            policy = schedule.RestartPolicy.from_options(
+                _arg(args, "restart", str, None), restart,
+                delay=_number_arg(args, "restart_delay", 0),
+                max_delay=_number_arg(args, "restart_max_delay", 60))
+            text = _arg(args, "start_limit", str, None)
+            limit = (schedule.StartLimit.parse(text) if text is not None
+                     else schedule.DEFAULT_START_LIMIT if policy.limit is None else None)
+        except ValueError as exc:
+            raise CommandError("invalid-argument", str(exc)) from None
+        return sched, policy, limit
 
     def _unique_name(self, base: str) -> str:
         base = re.sub(r"[^A-Za-z0-9_.@:+-]", "_", base)[:100] or "service"
@@ -792,6 +849,13 @@ def _arg(args: dict, key: str, types, default=...):
         raise CommandError("invalid-argument", f"argument {key!r} has the wrong type")
     if not isinstance(value, types):
         raise CommandError("invalid-argument", f"argument {key!r} has the wrong type")
+    return value
+
+
+def _number_arg(args: dict, key: str, default):
+    value = _arg(args, key, (int, float), default)
+    if value is not default and (not math.isfinite(value) or value < 0):
+        raise CommandError("invalid-argument", f"{key} must be a number >= 0, not {value}")
     return value
 
 

@@ -17,6 +17,8 @@ import signal
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from supervisor.schedule import RestartPolicy, Schedule, StartLimit
+
 
 class State(enum.Enum):
     """Where a service is in its life. ``STOPPING`` shows to users as RUNNING."""
@@ -45,6 +47,7 @@ class Ev(enum.Enum):
     STOPPED_SEEN = "stopped-seen"  # observed stopped (waitid or /proc)
     CONTINUED_SEEN = "continued-seen"  # observed running again
     GRACE_EXPIRED = "grace-expired"  # a STOPPING service outlived the shutdown grace
+    CLOCK_CHANGED = "clock-changed"  # the wall clock was set: calendar firings move
     # commands
     SUSPEND = "suspend"
     RESUME = "resume"
@@ -77,7 +80,8 @@ class Signal:
 
 @dataclass(frozen=True, slots=True)
 class ArmTimer:
-    due: float  # CLOCK_BOOTTIME seconds
+    due: float  # CLOCK_BOOTTIME seconds, or with ``wall`` CLOCK_REALTIME (epoch) seconds
+    wall: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,7 +120,14 @@ class Service:
     pids: tuple[int, ...] = ()  # every pid it has had, oldest first
     alive: bool = False  # a process exists (not yet reaped or seen gone)
     restarts: int = 0
-    restart_limit: int = 0
+    restart_limit: int | None = 0  # at most this many restarts; None: no limit
+    restart_mode: str = "on-failure"  # on-failure, always, never
+    restart_delay: float = 0.0  # before the first restart; doubled each time, up to the cap
+    restart_max_delay: float = 60.0
+    start_limit: StartLimit | None = None
+    failures: tuple[float, ...] = ()  # recent failure times, for the start limit
+    streak: int = 0  # restarts since the last run that lasted (for the back-off)
+    schedule: Schedule | None = None  # --at, --every, --cron
     exit_code: int | None = None
     signal: int | None = None
     started_at: float | None = None  # wall clock
@@ -160,7 +171,48 @@ def refuse(svc, ev, now, mono):
 def start_due(svc, ev, now, mono):
     if svc.due is None:  # not waiting for a timer: a stray or late one must not start twice
         return svc, []
-    return dataclasses.replace(svc, due=None), [Spawn(stopped=svc.create_stopped)]
+    svc, effects = _arm_next(dataclasses.replace(svc, due=None), now, mono)
+    return svc, [Spawn(stopped=svc.create_stopped), *effects]
+
+
+def _arm_next(svc, now, mono):
+    """For a recurring service: arm its next start after this one (``due``/``next_start``)."""
+    sch = svc.schedule
+    if sch is None or not sch.repeats:
+        return svc, []
+    clock_now = now if sch.wall else mono
+    nxt = sch.next_after(clock_now)
+    svc = dataclasses.replace(svc, due=nxt, next_start=nxt if sch.wall else now + (nxt - mono))
+    return svc, [ArmTimer(nxt, wall=sch.wall)]
+
+
+def due_while_running(svc, ev, now, mono):
+    """A recurring service's start came while its last run still runs: skip this one."""
+    if svc.due is None or svc.schedule is None:
+        return svc, []
+    skipped = svc.next_start
+    svc, effects = _arm_next(svc, now, mono)
+    return svc, [*effects, Log("skipped", f"{svc.name}: start at {skipped:.3f} skipped, its "
+                                          f"last run (pid {svc.pid}) still runs", 4)]
+
+
+def clock_changed(svc, ev, now, mono):
+    """The wall clock was set: a recurring calendar schedule is re-armed from the new time
+    (one-shot --at deadlines are absolute and stay as they are)."""
+    sch = svc.schedule
+    if sch is None or not sch.repeats or not sch.wall or svc.due is None:
+        return svc, []
+    return _arm_next(svc, now, mono)
+
+
+def cancel_schedule(svc, ev, now, mono):
+    """supervisor-cancel on a recurring service that runs: the schedule ends, the run goes on."""
+    if svc.schedule is None or not svc.schedule.repeats:
+        raise Refused(f"service {svc.name} is {svc.status}, not PENDING: only a pending or "
+                      "scheduled service can be cancelled")
+    svc = dataclasses.replace(svc, schedule=None, due=None, next_start=None)
+    return svc, [CancelTimer(), Log("cancelled", f"{svc.name}: schedule cancelled; the "
+                                                 "current run goes on")]
 
 
 def spawned(svc, ev, now, mono):
@@ -206,43 +258,71 @@ def kill(svc, ev, now, mono):
     return svc, [Signal(signal.SIGKILL), Log("killed", f"{svc.name} killed (SIGKILL)", 5)]
 
 
+def policy_of(svc: Service) -> RestartPolicy:
+    return RestartPolicy(mode=svc.restart_mode, limit=svc.restart_limit,
+                         delay=svc.restart_delay, max_delay=max(svc.restart_max_delay,
+                                                                svc.restart_delay))
+
+
+LASTED = 10.0  # a run this long (seconds) resets the back-off
+
+
 def exited(svc, ev, now, mono):
-    """A RUNNING or STOPPED service's process ended: classify, maybe restart."""
+    """A RUNNING or STOPPED service's process ended: classify it, then restart it, wait for
+    its next scheduled start, or leave it ended, as its policy says."""
     svc = dataclasses.replace(svc, alive=False, exit_code=ev.code, signal=ev.signal)
-    unknown = ev.code is None and ev.signal is None  # not our child: status not knowable
-    if unknown and not svc.opened and svc.restarts < svc.restart_limit:
-        # a created service re-adopted after a daemon restart ended: it was meant to run
-        svc = dataclasses.replace(svc, state=State.PENDING, restarts=svc.restarts + 1,
-                                  next_start=now, due=None)
-        return svc, [
-            Log("crashed", f"{svc.name} (pid {svc.pid}) ended (its exit status is not "
-                           f"knowable); restarting ({svc.restarts} of {svc.restart_limit})", 4),
-            Spawn(),
-        ]
-    if unknown:
+    who = f"{svc.name} (pid {svc.pid})"
+    if ev.code is None and ev.signal is None:  # not our child: its status is not knowable
+        kind, final, why = "unknown", State.EXITED, "ended (its exit status is not knowable)"
+    elif ev.signal is None and ev.code == 0:
+        kind, final, why = "success", State.EXITED, "exited with code 0"
+    elif ev.signal in KILL_SIGNALS:
+        kind, final, why = "killed", State.KILLED, f"killed by {_sig_name(ev.signal)}"
+    elif ev.signal is not None:
+        kind, final, why = "failure", State.CRASHED, f"killed by {_sig_name(ev.signal)}"
+    else:
+        kind, final, why = "failure", State.CRASHED, f"exited with code {ev.code}"
+    if svc.opened:
         svc = dataclasses.replace(svc, state=State.EXITED)
-        return svc, [Log("exited", f"{svc.name} (pid {svc.pid}) exited; its exit code is not "
-                                   "knowable (not our child)")]
-    if ev.signal is None and ev.code == 0:
-        svc = dataclasses.replace(svc, state=State.EXITED)
-        return svc, [Log("exited", f"{svc.name} (pid {svc.pid}) exited with code 0")]
-    if ev.signal in KILL_SIGNALS:
-        svc = dataclasses.replace(svc, state=State.KILLED)
-        return svc, [Log("killed", f"{svc.name} (pid {svc.pid}) killed by "
-                                   f"{_sig_name(ev.signal)}", 5)]
-    why = (f"killed by {_sig_name(ev.signal)}" if ev.signal is not None
-           else f"exited with code {ev.code}")
-    if svc.restarts < svc.restart_limit:
-        svc = dataclasses.replace(svc, state=State.PENDING, restarts=svc.restarts + 1,
-                                  next_start=now, due=None)
-        return svc, [
-            Log("crashed", f"{svc.name} (pid {svc.pid}) {why}; restarting "
-                           f"({svc.restarts} of {svc.restart_limit})", 4),
-            Spawn(),
-        ]
-    svc = dataclasses.replace(svc, state=State.CRASHED)
-    left = "no restart left" if svc.restart_limit else "no restarts configured"
-    return svc, [Log("crashed", f"{svc.name} (pid {svc.pid}) {why}; {left}", 3)]
+        return svc, [Log("exited", f"{who} exited; its exit code is not knowable (not our "
+                                   "child)")]
+    event = {State.EXITED: "exited", State.KILLED: "killed", State.CRASHED: "crashed"}[final]
+    if svc.schedule is not None and svc.schedule.repeats and kind != "killed":
+        # a recurring service between runs: its next start is armed already
+        svc = dataclasses.replace(svc, state=State.PENDING)
+        return svc, [Log(event, f"{who} {why}; next start {_when(svc)}",
+                         4 if final is State.CRASHED else 6)]
+    policy = policy_of(svc)
+    # a re-adopted process that ended may have failed: it was meant to keep running
+    decide = "failure" if kind == "unknown" else kind
+    if not policy.should_restart(decide, svc.restarts):
+        left = ("no restart left" if svc.restart_limit else "no restarts configured") \
+            if final is State.CRASHED else "not restarted"
+        svc = dataclasses.replace(svc, state=final)
+        priority = {State.CRASHED: 3, State.KILLED: 5, State.EXITED: 6}[final]
+        text = f"{who} {why}" + (f"; {left}" if final is State.CRASHED else "")
+        return svc, [Log(event, text, priority)]
+    failures = svc.failures
+    if decide == "failure" and svc.start_limit is not None:
+        ok, failures = svc.start_limit.allows((*svc.failures, now), now)
+        if not ok:
+            svc = dataclasses.replace(svc, state=State.CRASHED, failures=failures)
+            return svc, [Log("crashed", f"{who} {why}; start limit hit: "
+                                        f"{svc.start_limit.reason()}: not restarted", 3)]
+    lasted = svc.started_at is not None and now - svc.started_at >= LASTED
+    streak = 0 if lasted else svc.streak
+    delay = policy.delay_for(streak)
+    of = f" of {svc.restart_limit}" if svc.restart_limit is not None else ""
+    svc = dataclasses.replace(svc, state=State.PENDING, restarts=svc.restarts + 1,
+                              streak=streak + 1, failures=failures, next_start=now + delay,
+                              due=mono + delay if delay > 0 else None)
+    log = Log(event, f"{who} {why}; restarting ({svc.restarts}{of})"
+                     + (f" in {delay:g} s" if delay > 0 else ""), 4 if kind != "success" else 6)
+    return svc, [log, ArmTimer(mono + delay) if delay > 0 else Spawn()]
+
+
+def _when(svc: Service) -> str:
+    return "not scheduled" if svc.next_start is None else f"at {svc.next_start:.3f}"
 
 
 def exited_while_stopping(svc, ev, now, mono):
@@ -257,9 +337,7 @@ def reaped(svc, ev, now, mono):
 
 
 def remove(svc, ev, now, mono):
-    effects: list = []
-    if svc.state is State.PENDING:
-        effects.append(CancelTimer())
+    effects: list = [CancelTimer()]
     if svc.alive and not svc.opened:
         effects.append(Signal(signal.SIGKILL))
         note = " (its process was killed)"
@@ -280,9 +358,9 @@ def terminate(svc, ev, now, mono):
     on it); opened ones are released untouched; the rest are forgotten."""
     if svc.alive and not svc.opened and svc.state is not State.KILLED:
         svc = dataclasses.replace(svc, state=State.STOPPING)
-        return svc, [Signal(signal.SIGTERM), Signal(signal.SIGCONT),
+        return svc, [CancelTimer(), Signal(signal.SIGTERM), Signal(signal.SIGCONT),
                      Log("stopping", f"{svc.name} sent SIGTERM on shutdown")]
-    effects: list = [CancelTimer()] if svc.state is State.PENDING else []
+    effects: list = [CancelTimer()]
     what = "released" if svc.alive else "forgotten"
     return svc, [*effects, Forget(), Log("removed", f"{svc.name} {what} on shutdown")]
 
@@ -309,6 +387,7 @@ TABLE: dict[tuple[State, Ev], Handler] = {
     (S.PENDING, E.STOPPED_SEEN): ignore,
     (S.PENDING, E.CONTINUED_SEEN): ignore,
     (S.PENDING, E.GRACE_EXPIRED): ignore,
+    (S.PENDING, E.CLOCK_CHANGED): clock_changed,
     (S.PENDING, E.SUSPEND): refuse,
     (S.PENDING, E.RESUME): refuse,
     (S.PENDING, E.KILL): refuse,
@@ -318,30 +397,32 @@ TABLE: dict[tuple[State, Ev], Handler] = {
     # RUNNING
     (S.RUNNING, E.SPAWNED): ignore,
     (S.RUNNING, E.SPAWN_FAILED): ignore,
-    (S.RUNNING, E.DUE): ignore,
+    (S.RUNNING, E.DUE): due_while_running,
     (S.RUNNING, E.EXITED): exited,
     (S.RUNNING, E.STOPPED_SEEN): seen_stopped,
     (S.RUNNING, E.CONTINUED_SEEN): ignore,
     (S.RUNNING, E.GRACE_EXPIRED): ignore,
+    (S.RUNNING, E.CLOCK_CHANGED): clock_changed,
     (S.RUNNING, E.SUSPEND): suspend,
     (S.RUNNING, E.RESUME): refuse,
     (S.RUNNING, E.KILL): kill,
     (S.RUNNING, E.REMOVE): remove,
-    (S.RUNNING, E.CANCEL): refuse,
+    (S.RUNNING, E.CANCEL): cancel_schedule,
     (S.RUNNING, E.TERMINATE): terminate,
     # STOPPED
     (S.STOPPED, E.SPAWNED): ignore,
     (S.STOPPED, E.SPAWN_FAILED): ignore,
-    (S.STOPPED, E.DUE): ignore,
+    (S.STOPPED, E.DUE): due_while_running,
     (S.STOPPED, E.EXITED): exited,
     (S.STOPPED, E.STOPPED_SEEN): ignore,
     (S.STOPPED, E.CONTINUED_SEEN): seen_continued,
     (S.STOPPED, E.GRACE_EXPIRED): ignore,
+    (S.STOPPED, E.CLOCK_CHANGED): clock_changed,
     (S.STOPPED, E.SUSPEND): refuse,
     (S.STOPPED, E.RESUME): resume,
     (S.STOPPED, E.KILL): kill,
     (S.STOPPED, E.REMOVE): remove,
-    (S.STOPPED, E.CANCEL): refuse,
+    (S.STOPPED, E.CANCEL): cancel_schedule,
     (S.STOPPED, E.TERMINATE): terminate,
     # STOPPING: SIGTERM sent on shutdown.
     (S.STOPPING, E.SPAWNED): ignore,
@@ -350,6 +431,7 @@ TABLE: dict[tuple[State, Ev], Handler] = {
     (S.STOPPING, E.EXITED): exited_while_stopping,
     (S.STOPPING, E.STOPPED_SEEN): ignore,
     (S.STOPPING, E.CONTINUED_SEEN): ignore,
+    (S.STOPPING, E.CLOCK_CHANGED): ignore,
     (S.STOPPING, E.GRACE_EXPIRED): grace_expired,
     (S.STOPPING, E.SUSPEND): refuse,
     (S.STOPPING, E.RESUME): refuse,
@@ -364,6 +446,7 @@ TABLE: dict[tuple[State, Ev], Handler] = {
     (S.KILLED, E.EXITED): reaped,
     (S.KILLED, E.STOPPED_SEEN): ignore,
     (S.KILLED, E.CONTINUED_SEEN): ignore,
+    (S.KILLED, E.CLOCK_CHANGED): ignore,
     (S.KILLED, E.GRACE_EXPIRED): ignore,
     (S.KILLED, E.SUSPEND): refuse,
     (S.KILLED, E.RESUME): refuse,
@@ -378,6 +461,7 @@ TABLE: dict[tuple[State, Ev], Handler] = {
     (S.CRASHED, E.EXITED): ignore,
     (S.CRASHED, E.STOPPED_SEEN): ignore,
     (S.CRASHED, E.CONTINUED_SEEN): ignore,
+    (S.CRASHED, E.CLOCK_CHANGED): ignore,
     (S.CRASHED, E.GRACE_EXPIRED): ignore,
     (S.CRASHED, E.SUSPEND): refuse,
     (S.CRASHED, E.RESUME): refuse,
@@ -392,6 +476,7 @@ TABLE: dict[tuple[State, Ev], Handler] = {
     (S.EXITED, E.EXITED): ignore,
     (S.EXITED, E.STOPPED_SEEN): ignore,
     (S.EXITED, E.CONTINUED_SEEN): ignore,
+    (S.EXITED, E.CLOCK_CHANGED): ignore,
     (S.EXITED, E.GRACE_EXPIRED): ignore,
     (S.EXITED, E.SUSPEND): refuse,
     (S.EXITED, E.RESUME): refuse,
@@ -411,12 +496,29 @@ def step(svc: Service, event: Event, now: float, mono: float) -> tuple[Service, 
     return TABLE[(svc.state, event.kind)](svc, event, now, mono)
 
 
-def new_created(name: str, command: tuple[str, ...], *, restart_limit: int = 0,
+def new_created(name: str, command: tuple[str, ...], *, restart_limit: int | None = 0,
                 create_stopped: bool = False, delay: float = 0.0, cwd: str = "/",
-                output: str = "journal", now: float, mono: float) -> tuple[Service, list]:
-    """A service to be started by us: PENDING, with its first start either now or later."""
+                output: str = "journal", schedule: Schedule | None = None,
+                restart_mode: str = "on-failure", restart_delay: float = 0.0,
+                restart_max_delay: float = 60.0, start_limit: StartLimit | None = None,
+                now: float, mono: float) -> tuple[Service, list]:
+    """A service to be started by us: PENDING, with its first start now, after ``delay``
+    (CLOCK_BOOTTIME), or when its ``schedule`` says."""
     svc = Service(name=name, command=command, restart_limit=restart_limit,
-                  create_stopped=create_stopped, cwd=cwd, output=output)
+                  create_stopped=create_stopped, cwd=cwd, output=output, schedule=schedule,
+                  restart_mode=restart_mode, restart_delay=restart_delay,
+                  restart_max_delay=restart_max_delay, start_limit=start_limit)
+    if schedule is not None:
+        clock_now = now if schedule.wall else mono
+        due = schedule.first_due(clock_now)
+        if due <= clock_now and schedule.repeats:  # first start now; the next is armed
+            svc, effects = _arm_next(dataclasses.replace(svc, next_start=now), now, mono)
+            return svc, [Spawn(stopped=create_stopped), *effects]
+        wall_due = due if schedule.wall else now + (due - mono)
+        svc = dataclasses.replace(svc, due=due, next_start=wall_due)
+        return svc, [ArmTimer(due, wall=schedule.wall),
+                     Log("scheduled", f"{name} scheduled ({schedule.describe()}), first "
+                                      f"start at {wall_due:.3f}")]
     if delay > 0:
         svc = dataclasses.replace(svc, due=mono + delay, next_start=now + delay)
         return svc, [ArmTimer(mono + delay),

@@ -15,12 +15,17 @@ import json
 import os
 
 from supervisor.machine import Service, State
+from supervisor.schedule import Schedule, StartLimit
 
 VERSION = 1
 
 
 def service_to_dict(svc: Service) -> dict:
-    out = dataclasses.asdict(svc)
+    out = {f.name: getattr(svc, f.name) for f in dataclasses.fields(Service)}
+    out["schedule"] = svc.schedule.to_dict() if svc.schedule else None
+    out["start_limit"] = ([svc.start_limit.burst, svc.start_limit.interval]
+                          if svc.start_limit else None)
+    out["failures"] = list(svc.failures)
     out["state"] = svc.state.value
     out["command"] = list(svc.command)
     out["pids"] = list(svc.pids)
@@ -34,6 +39,11 @@ def service_from_dict(data: dict) -> Service:
     kw["state"] = State(kw["state"])
     kw["command"] = tuple(kw["command"])
     kw["pids"] = tuple(kw.get("pids", ()))
+    kw["failures"] = tuple(kw.get("failures", ()))
+    if kw.get("schedule"):
+        kw["schedule"] = Schedule.from_dict(kw["schedule"])
+    if kw.get("start_limit"):
+        kw["start_limit"] = StartLimit(*kw["start_limit"])
     return Service(**kw)
 
 
