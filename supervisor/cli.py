@@ -144,7 +144,9 @@ def _schedule_opts(opts: dict) -> dict:
         if opts["--cron"] is not None:
             out["cron"] = schedule.Cron(opts["--cron"]).expr
         if opts["--restart"] is not None:
-            schedule.RestartPolicy.from_options(opts["--restart"], None)
+            times = opts["--restart-times"]
+            schedule.RestartPolicy.from_options(
+                opts["--restart"], int(times) if times and times.isdigit() else None)
             out["restart"] = opts["--restart"]
         if opts["--start-limit"] is not None:
             schedule.StartLimit.parse(opts["--start-limit"])

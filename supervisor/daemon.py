@@ -797,13 +797,17 @@ class Daemon:
         return {**service_object(svc), "removed": True}
 
     def cmd_cancel(self, args) -> dict:
+        """A PENDING service is cancelled and removed; a recurring one that runs loses its
+        schedule (the run goes on); anything else is refused."""
         name = self._resolve(args.get("service"))
         svc = self.services[name]
-        if svc.state is not State.PENDING:
+        if svc.state is not State.PENDING and (svc.schedule is None
+                                               or not svc.schedule.repeats):
             raise CommandError("bad-state", f"service {name} is {svc.status}, not PENDING: "
-                               "only a pending service can be cancelled")
-        self.command(name, Ev.CANCEL)
-        return {**service_object(svc), "removed": True}
+                               "only a pending or scheduled service can be cancelled")
+        after = self.command(name, Ev.CANCEL)
+        removed = name not in self.services
+        return {**service_object(svc if removed else after), "removed": removed}
 
     def cmd_status(self, args) -> dict:
         return service_object(self._refresh(self._resolve(args.get("service"))))

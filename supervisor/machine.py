@@ -218,9 +218,11 @@ def cancel_schedule(svc, ev, now, mono):
 def spawned(svc, ev, now, mono):
     state = State.STOPPED if ev.stopped else State.RUNNING
     first = not svc.pids
+    recurring = svc.schedule is not None and svc.schedule.repeats  # its next start is armed
     svc = dataclasses.replace(
         svc, state=state, pid=ev.pid, pids=(*svc.pids, ev.pid), alive=True, started_at=now,
-        next_start=None, due=None, exit_code=None, signal=None, error=None,
+        next_start=svc.next_start if recurring else None, due=svc.due if recurring else None,
+        exit_code=None, signal=None, error=None,
     )
     what = "started" if first else "restarted"
     extra = " (stopped before exec)" if ev.stopped else ""

@@ -1,0 +1,182 @@
+"""Schedules (--at, --every, --cron) and restart policies (--restart, --restart-delay,
+--start-limit) with real timers and real processes."""
+
+from __future__ import annotations
+
+import datetime
+import math
+import os
+import signal
+import time
+import uuid
+
+import pytest
+from conftest import fd_count, wait_until
+from journald import journal_mark, wait_for_entry
+from timeouts import TIMEOUT
+
+STAMP = "date +%s.%N >> {file}"  # each start writes its wall-clock start time
+
+
+def _starts(path) -> list[float]:
+    return [float(x) for x in path.read_text().split()] if path.exists() else []
+
+
+def test_every_fires_on_time_without_drift(sup, tmp_path):
+    log = tmp_path / "starts"
+    interval, firings = 0.25, 12
+    svc = sup.json("create-service", "--every", "250ms", "-o", "null", "-n", "tick",
+                   "/bin/sh", "--", "-c", STAMP.format(file=log))
+    assert svc["next_start"] is not None
+    wait_until(lambda: len(_starts(log)) >= firings, timeout=TIMEOUT + firings * interval,
+               what=f"{firings} firings")
+    starts = _starts(log)[:firings]
+    base = min(s - k * interval for k, s in enumerate(starts))  # the grid, as best seen
+    lateness = [s - (base + k * interval) for k, s in enumerate(starts)]
+    print(f"\n--every 250ms: lateness per firing vs the first (ms): "
+          f"{[round(x * 1000, 1) for x in lateness]}")
+    # anchored firings: none early, no drift (the late ones are the toy's own start-up, on
+    # a machine that runs other tests at the same time)
+    assert sum(lateness) / len(lateness) < 0.010 and max(lateness) < 0.030, lateness
+    between = sup.status("tick")
+    assert between["status"] in ("PENDING", "EXITED", "RUNNING")
+    assert between["next_start"] > time.time() - 0.05
+
+
+def test_a_start_due_while_the_last_run_runs_is_skipped(sup, tmp_path):
+    mark = journal_mark()
+    log = tmp_path / "starts"
+    name = f"slow-{uuid.uuid4().hex[:6]}"
+    sup.ok("create-service", "--every", "200ms", "-o", "null", "-n", name, "/bin/sh", "--",
+           "-c", f"{STAMP.format(file=log)}; sleep 0.5")
+    wait_until(lambda: len(_starts(log)) >= 3, what="three runs")
+    skipped = wait_for_entry(None, TIMEOUT, since=mark, SERVICE_NAME=name,
+                             SUPERVISOR_EVENT="skipped")
+    assert "still runs" in skipped["MESSAGE"]
+    starts = _starts(log)
+    assert all(b - a >= 0.5 for a, b in zip(starts, starts[1:], strict=False))
+    cancelled = sup.json("supervisor-cancel", name)  # ends the schedule
+    assert cancelled["removed"] is (cancelled["status"] == "PENDING")
+    if not cancelled["removed"]:  # it was running: that run ends, no other starts
+        count = len(_starts(log))
+        svc = sup.wait_status(name, "EXITED")
+        assert svc["next_start"] is None
+        assert len(_starts(log)) == count
+
+
+def test_at_fires_at_the_right_wall_clock_second(sup, tmp_path):
+    log = tmp_path / "starts"
+    target = math.ceil(time.time()) + 2
+    when = datetime.datetime.fromtimestamp(target).strftime("%H:%M:%S")
+    svc = sup.json("create-service", "--at", when, "-o", "null", "/bin/sh", "--", "-c",
+                   STAMP.format(file=log))
+    assert svc["status"] == "PENDING" and svc["next_start"] == target
+    wait_until(lambda: _starts(log), what="the start")
+    started = _starts(log)[0]
+    print(f"\n--at {when}: started {1000 * (started - target):.1f} ms after the second")
+    assert target <= started < target + 0.1
+
+
+@pytest.mark.slow
+def test_cron_fires_at_the_right_wall_clock_second(sup, tmp_path):
+    log = tmp_path / "starts"
+    svc = sup.json("create-service", "--cron", "* * * * *", "-o", "null", "/bin/sh", "--",
+                   "-c", STAMP.format(file=log))
+    assert svc["status"] == "PENDING"
+    due = svc["next_start"]
+    assert due % 60 == 0 and 0 < due - time.time() <= 60
+    wait_until(lambda: _starts(log), timeout=TIMEOUT + 60, what="the cron firing")
+    started = _starts(log)[0]
+    print(f"\n--cron '* * * * *': started {1000 * (started - due):.1f} ms after the minute")
+    assert due <= started < due + 0.1
+    assert sup.status(svc["name"])["next_start"] == due + 60
+
+
+def test_start_limit_stops_a_crash_loop(sup):
+    mark = journal_mark()
+    name = f"loop-{uuid.uuid4().hex[:6]}"
+    sup.ok("create-service", "--restart", "always", "--start-limit", "3/10s", "-o", "null",
+           "-n", name, "/bin/sh", "--", "-c", "exit 1")
+    svc = sup.wait_status(name, "CRASHED")
+    assert svc["restarts"] == 3  # the 4th failure within 10 s is one too many
+    entry = wait_for_entry(None, TIMEOUT, since=mark, SERVICE_NAME=name,
+                           SUPERVISOR_EVENT="crashed", PRIORITY=3)
+    assert "start limit" in entry["MESSAGE"]
+
+
+def test_unlimited_restarts_get_the_default_start_limit(sup):
+    sup.ok("create-service", "--restart", "on-failure", "-o", "null", "-n", "loop",
+           "/bin/sh", "--", "-c", "exit 2")
+    svc = sup.wait_status("loop", "CRASHED")
+    assert svc["restarts"] == 5  # DEFAULT_START_LIMIT: 5 failures in 10 s
+
+
+def test_restart_back_off_grows(sup, tmp_path):
+    log = tmp_path / "starts"
+    sup.ok("create-service", "-r", "4", "--restart-delay", "0.1", "-o", "null", "-n", "b",
+           "/bin/sh", "--", "-c", f"{STAMP.format(file=log)}; exit 1")
+    svc = sup.wait_status("b", "CRASHED")
+    assert svc["restarts"] == 4
+    starts = _starts(log)
+    gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
+    print(f"\nback-off gaps (s): {[round(g, 3) for g in gaps]}")
+    for gap, expected in zip(gaps, (0.1, 0.2, 0.4, 0.8), strict=True):
+        assert expected <= gap < expected + 0.1
+
+
+def test_restart_always_restarts_after_success_and_pending_shows_next_start(sup):
+    svc = sup.json("create-service", "--restart", "always", "-r", "2", "--restart-delay",
+                   "0.5", "-o", "null", "/bin/true")
+    pending = sup.wait_status(svc["name"], "PENDING")
+    assert pending["next_start"] > time.time() - 0.1
+    done = sup.wait_status(svc["name"], "EXITED")
+    assert done["restarts"] == 2
+
+
+def test_bad_schedule_options_are_usage_errors(sup):
+    for args, needle in ((["--every", "0s"], "interval"), (["--every", "5x"], "interval"),
+                         (["--cron", "61 * * * *"], "cron"),
+                         (["--at", "2001-01-01T00:00:00"], "past"),
+                         (["--at", "25:00"], "25:00"),
+                         (["--restart", "sometimes"], "restart"),
+                         (["--start-limit", "x/y"], "start limit"),
+                         (["--every", "1s", "--cron", "@daily"], "one of"),
+                         (["--restart", "never", "-r", "3"], "never")):
+        r = sup.run("create-service", *args, "/bin/true")
+        assert r.rc == 2, (args, r)
+        assert needle in r.err.lower(), (args, r)
+        assert r.err.count("\n") == 1
+    assert sup.json("list-supervisor")["services"] == []
+
+
+def test_10000_pending_schedules_cost_no_fds_and_no_wakeups(sup):
+    daemon = sup.pid
+    with sup.client() as c:
+        c.ping()
+        before = fd_count(daemon)
+        far = time.time() + 3600
+        answers = c.pipeline([("create-service", {"path": "/bin/true", "at": far + i,
+                                                  "output": "null", "name": f"s{i}"})
+                              for i in range(10_000)])
+        assert all(a["status"] == "PENDING" for a in answers)
+    # one timerfd per clock, made at start; the client's connection is gone once closed
+    wait_until(lambda: fd_count(daemon) <= before - 1, what="no per-schedule fd")
+    with open(f"/proc/{daemon}/status") as f:
+        switches = lambda text: sum(int(line.split()[1]) for line in text.splitlines()  # noqa: E731
+                                    if "ctxt_switches" in line)
+        first = switches(f.read())
+    time.sleep(2.0)  # a measurement window: nothing is due, nobody talks to the daemon
+    with open(f"/proc/{daemon}/status") as f:
+        assert switches(f.read()) - first == 0
+
+
+def test_schedules_survive_a_daemon_crash(sup, tmp_path):
+    log = tmp_path / "starts"
+    sup.ok("create-service", "--every", "300ms", "-o", "null", "-n", "tick", "/bin/sh", "--",
+           "-c", STAMP.format(file=log))
+    wait_until(lambda: len(_starts(log)) >= 2, what="two firings")
+    os.kill(sup.pid, signal.SIGKILL)
+    sup.ok("init", "-i", "0")
+    count = len(_starts(log))
+    wait_until(lambda: len(_starts(log)) >= count + 2, what="firings after recovery")
+    assert sup.status("tick")["next_start"] is not None
