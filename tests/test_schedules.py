@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import datetime
+import itertools
 import math
 import os
 import signal
@@ -54,7 +55,7 @@ def test_a_start_due_while_the_last_run_runs_is_skipped(sup, tmp_path):
                              SUPERVISOR_EVENT="skipped")
     assert "still runs" in skipped["MESSAGE"]
     starts = _starts(log)
-    assert all(b - a >= 0.5 for a, b in zip(starts, starts[1:], strict=False))
+    assert all(b - a >= 0.5 for a, b in itertools.pairwise(starts))
     cancelled = sup.json("supervisor-cancel", name)  # ends the schedule
     assert cancelled["removed"] is (cancelled["status"] == "PENDING")
     if not cancelled["removed"]:  # it was running: that run ends, no other starts
@@ -118,7 +119,7 @@ def test_restart_back_off_grows(sup, tmp_path):
     svc = sup.wait_status("b", "CRASHED")
     assert svc["restarts"] == 4
     starts = _starts(log)
-    gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
     print(f"\nback-off gaps (s): {[round(g, 3) for g in gaps]}")
     for gap, expected in zip(gaps, (0.1, 0.2, 0.4, 0.8), strict=True):
         assert expected <= gap < expected + 0.1
