@@ -1,5 +1,5 @@
 """Drift of `--every 1s` over a minute: each firing's start time (recorded by the toy with
-`date +%s.%N`) against the grid anchored at the first firing.
+`date +%s.%N`) against the 1 s grid that fits the firings best.
 
     .venv/bin/python bench/every_drift.py [--seconds 60]
 """
