@@ -35,5 +35,36 @@ install-units: install
 	install -m 644 systemd/supervisor@.socket $(UNITDIR)/supervisor@.socket
 	-systemctl daemon-reload 2>/dev/null
 
+# Coverage-guided fuzzing of the protocol and the daemon's request path (fuzz/README.md):
+# a bounded run that prints how many inputs it tried and every kind of finding; it fails
+# when there is one. FUZZ_SECONDS=600 make fuzz for a longer run.
+FUZZ_SECONDS ?= 60
+.PHONY: fuzz
+fuzz: install
+	$(BIN)/python -c 'import atheris' 2>/dev/null || $(BIN)/python -m pip install -q atheris
+	FUZZ_KEEP_GOING=1 $(BIN)/python fuzz/fuzz_protocol.py -max_total_time=$(FUZZ_SECONDS) \
+	    -print_final_stats=1 2>&1 | grep -v -E '^#[0-9]+[[:space:]]+(NEW|REDUCE|pulse)' \
+	    | tee $(VENV)/fuzz.log
+	! grep -q -E '^  FINDING|ERROR: libFuzzer' $(VENV)/fuzz.log
+
 clean:
 	rm -rf $(VENV) build *.egg-info supervisor/_native.* .pytest_cache .ruff_cache
+
+# Benchmarks against supervisord and circus (docs/benchmarks.md; bench/run.py --help).
+# The peers and matplotlib go into their own venv, built from the same interpreter as ours.
+PEERS_STAMP := bench/.peers/venv/.installed
+$(PEERS_STAMP): bench/requirements-peers.txt | $(STAMP)
+	$(BIN)/python -m venv bench/.peers/venv
+	bench/.peers/venv/bin/python -m pip install -q --upgrade pip
+	bench/.peers/venv/bin/python -m pip install -q -r bench/requirements-peers.txt
+	touch $@
+
+.PHONY: bench bench-smoke
+bench: install $(PEERS_STAMP)
+	@command -v hyperfine >/dev/null 2>&1 || { [ "$$(id -u)" -eq 0 ] && \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq hyperfine \
+	    >/dev/null; } || echo "bench: no hyperfine, the harness times the CLI itself"
+	$(BIN)/python bench/run.py --out docs/benchmarks.md
+
+bench-smoke: install $(PEERS_STAMP)
+	$(BIN)/python bench/run.py --smoke --out bench/results/smoke.md

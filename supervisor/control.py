@@ -105,16 +105,20 @@ class Connection:
     def _serve_lines(self) -> None:
         start = 0
         handle = self.server.handle
-        while len(self.wbuf) <= _MAX_PENDING_OUT:
-            end = self.rbuf.find(b"\n", start)
-            if end < 0:
-                break
-            line = bytes(self.rbuf[start:end])
-            start = end + 1
-            if line.strip():
-                self.wbuf += handle(line, self)
-        del self.rbuf[:start]
-        if len(self.rbuf) > MAX_REQUEST:
+        try:
+            while len(self.wbuf) <= _MAX_PENDING_OUT:
+                end = self.rbuf.find(b"\n", start)
+                if end < 0:
+                    break
+                line = bytes(self.rbuf[start:end])
+                start = end + 1  # consumed, whatever handling it does
+                if line.strip():
+                    self.wbuf += handle(line, self)
+        finally:
+            del self.rbuf[:start]
+        # only the unterminated tail is one request; whole lines held back by
+        # backpressure are many small ones
+        if len(self.rbuf) - (self.rbuf.rfind(b"\n") + 1) > MAX_REQUEST:
             self.wbuf += self.server.too_large(len(self.rbuf))
             self.rbuf.clear()
             self.closing = True

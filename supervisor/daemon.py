@@ -45,7 +45,7 @@ from supervisor.sdnotify import Notifier, activated_listener
 from supervisor.timers import Timers
 
 HANDLED_SIGNALS = (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
-_NAME_RE = re.compile(r"^[A-Za-z0-9_.@:+-]{1,128}$")
+_NAME_RE = re.compile(r"[A-Za-z0-9_.@:+-]{1,128}")
 
 
 class CommandError(Exception):
@@ -205,9 +205,11 @@ class Daemon:
         ended = []
         old_tree = doc.get("cgroups")
         if old_tree and os.path.isdir(old_tree):  # the services' cgroups are still there
-            if self.cgroups:
-                self.cgroups.close()
-            self.cgroups = process.Cgroups(old_tree)
+            with contextlib.suppress(OSError):
+                tree = process.Cgroups(old_tree)
+                if self.cgroups:
+                    self.cgroups.close()
+                self.cgroups = tree
         for entry in doc.get("services", []):
             try:
                 svc = state.service_from_dict(entry)
@@ -596,9 +598,10 @@ class Daemon:
                                    f"instance {self.instance} is shutting down")
             result = self._handlers[req.cmd](req.args)
         except CommandError as exc:
-            named = self.services.get(str(req.args.get("service")))
-            if named is None and str(req.args.get("service")).isdigit():
-                named = self.services.get(self.by_pid.get(int(req.args["service"]), ""))
+            ref = req.args.get("service")
+            named = self.services.get(str(ref))
+            if named is None and _as_pid(ref) is not None:
+                named = self.services.get(self.by_pid.get(_as_pid(ref), ""))
             fields = ({"SERVICE_NAME": named.name, "SERVICE_PID": named.pid,
                        "SERVICE_STATUS": named.status} if named else {})
             self._log_command(req, peer, exc.message, 4, ERROR_CODE=exc.code, **fields)
@@ -630,8 +633,9 @@ class Daemon:
         text = str(ref)
         if text in self.services:
             return text
-        if text.isdigit() and int(text) in self.by_pid:
-            return self.by_pid[int(text)]
+        pid = _as_pid(ref)
+        if pid is not None and pid in self.by_pid:
+            return self.by_pid[pid]
         raise CommandError("no-such-service",
                            f"no service {text!r} in instance {self.instance}")
 
@@ -691,7 +695,11 @@ class Daemon:
             restart_mode=policy.mode, restart_delay=policy.delay,
             restart_max_delay=policy.max_delay, start_limit=limit, now=time.time(),
             mono=self.timers.now())
-        self._commit(svc, effects)
+        try:
+            self._commit(svc, effects)
+        except Exception:
+            self._forget(self.services.get(name, svc))  # leave nothing half-made behind
+            raise
         svc = self.services[name]
         if svc.state is State.CRASHED and not svc.pids:
             # it never ran: leave nothing half-made behind
@@ -701,7 +709,7 @@ class Daemon:
 
     def _schedule_and_policy(self, args: dict, restart: int | None, delay: float):
         """The schedule, restart policy and start limit a create-service asks for."""
-        at = _number_arg(args, "at", None)
+        at = _number_arg(args, "at", None, most=time.time() + MAX_SECONDS)
         every = _number_arg(args, "every", None)
         cron = _arg(args, "cron", str, None)
         if sum(x is not None for x in (at, every, cron)) + (delay > 0) > 1:
@@ -856,18 +864,39 @@ def _arg(args: dict, key: str, types, default=...):
     return value
 
 
-def _number_arg(args: dict, key: str, default):
+MAX_SECONDS = 100 * 365 * 86400  # no delay, interval or time is further away than this
+
+
+def _number_arg(args: dict, key: str, default, *, most: float = MAX_SECONDS):
     value = _arg(args, key, (int, float), default)
-    if value is not default and (not math.isfinite(value) or value < 0):
-        raise CommandError("invalid-argument", f"{key} must be a number >= 0, not {value}")
-    return value
+    if value is default:
+        return value
+    try:
+        ok = math.isfinite(value) and 0 <= value <= most
+    except OverflowError:
+        ok = False
+    if not ok:
+        raise CommandError("invalid-argument",
+                           f"{key} must be a number from 0 to {most:g}, not {value!r:.40}")
+    return float(value)
+
+
+def _as_pid(ref) -> int | None:
+    """A pid from a service reference: ASCII digits only (no superscript or fullwidth)."""
+    if isinstance(ref, bool):
+        return None
+    if isinstance(ref, int):
+        return ref if 0 < ref < 1 << 31 else None
+    if isinstance(ref, str) and ref.isascii() and ref.isdigit() and len(ref) < 11:
+        return int(ref)
+    return None
 
 
 def _check_name(name: str) -> None:
-    if not _NAME_RE.match(name):
+    if not _NAME_RE.fullmatch(name):
         raise CommandError("invalid-argument",
                            f"service name {name!r}: use 1-128 letters, digits and _.@:+-")
-    if name.isdigit():
+    if name.isascii() and name.isdigit():
         raise CommandError("invalid-argument",
                            f"service name {name!r} is all digits: it would read as a pid")
 

@@ -29,12 +29,12 @@ def check(spec: str) -> str | None:
     """Why ``spec`` is no valid output, or None."""
     if spec in KEYWORDS:
         return None
-    if not os.path.isabs(spec):
+    if not os.path.isabs(spec) or "\0" in spec:
         return f"output must be journal, null, inherit or an absolute path, not {spec!r}"
     try:
         os.close(os.open(spec, _FILE_FLAGS, 0o640))
-    except OSError as exc:
-        return f"cannot write output file {spec}: {exc.strerror}"
+    except (OSError, ValueError) as exc:
+        return f"cannot write output file {spec}: {getattr(exc, 'strerror', None) or exc}"
     return None
 
 

@@ -325,6 +325,9 @@ class Cgroups:
     def __init__(self, base: str, home: str | None = None) -> None:
         self.base = base
         self.home = home or os.path.dirname(base)  # the daemon's own cgroup
+        # kept open: stepping back home must not need a new fd (it could be the last one)
+        self._home_fd = os.open(os.path.join(self.home, "cgroup.procs"),
+                                os.O_WRONLY | os.O_CLOEXEC)
 
     @classmethod
     def create(cls, instance: int) -> Cgroups | None:
@@ -341,9 +344,9 @@ class Cgroups:
         base = os.path.join(mount + own.rstrip("/"), f"supervisor.{instance}.{os.getpid()}")
         try:
             os.makedirs(base, exist_ok=True)
+            return cls(base, mount + own.rstrip("/"))
         except OSError:
             return None
-        return cls(base, mount + own.rstrip("/"))
 
     def path(self, name: str) -> str:
         return os.path.join(self.base, f"svc-{name}")  # never "cgroup.*": those are files
@@ -362,8 +365,7 @@ class Cgroups:
         try:
             yield True
         finally:
-            with contextlib.suppress(OSError):
-                _write(os.path.join(self.home, "cgroup.procs"), "0")
+            os.write(self._home_fd, b"0")
 
     def pids(self, name: str) -> list[int]:
         try:
@@ -393,6 +395,9 @@ class Cgroups:
 
     def close(self) -> None:
         """Remove the tree (the cgroups of services still running stay, and so does it)."""
+        if self._home_fd >= 0:
+            os.close(self._home_fd)
+            self._home_fd = -1
         try:
             entries = os.listdir(self.base)
         except OSError:

@@ -1,8 +1,10 @@
 """An instance's state on disk (``<runtime dir>/<N>.state.json``), for crash recovery and
 for live re-exec.
 
-The file is rewritten atomically (a temporary file, fsync, rename) whenever services
-changed, at most once per turn of the loop. Besides each service it records, for every
+The file is rewritten atomically (a temporary file, then rename) whenever services
+changed, at most once per turn of the loop. It guards against the daemon's death, not the
+machine's: the runtime directory is a tmpfs (/run) that a reboot empties anyway, so there
+is no fsync. Besides each service it records, for every
 living process, its start time from ``/proc/<pid>/stat`` (clock ticks since boot), so that
 after a restart a reused pid is never taken for ours.
 """
@@ -66,7 +68,6 @@ def dump(path: str, doc: dict) -> None:
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view):]
-        os.fsync(fd)
     finally:
         os.close(fd)
     os.rename(tmp, path)
