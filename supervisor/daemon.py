@@ -101,6 +101,7 @@ class Daemon:
         self.procs: dict[str, process.Proc] = {}  # the watched process of each service
         self.children: dict[int, process.Proc] = {}  # live children by pid (stop/continue)
         self.timer_of: dict[str, object] = {}
+        self._suffix: dict[str, int] = {}  # the last -N given to a default name
         self.env = process.child_env()
         self.outputs = Outputs(instance, rundir, self.sel, self.env, self._log_relay)
         self.cgroups = process.Cgroups.create(instance)
@@ -108,7 +109,7 @@ class Daemon:
         self._feeding = False
         self.stopping = False
         self.done = False
-        self.counts: collections.Counter[str] = collections.Counter()
+        self.counts: collections.Counter[State] = collections.Counter()  # services by state
         self._counts_changed = False
         self.state_path = paths.state_path(instance, rundir)
         self._dirty = False  # services changed since the state file was written
@@ -172,8 +173,11 @@ class Daemon:
         """The STATUS= text for the service manager: counts by status."""
         if self.stopping:
             return "closing"
-        parts = [f"{n} {status}" for status, n in sorted(self.counts.items()) if n]
-        total = sum(self.counts.values())
+        by_status = collections.Counter()
+        for st, n in self.counts.items():
+            by_status[st.status] += n
+        parts = [f"{n} {status}" for status, n in sorted(by_status.items()) if n]
+        total = sum(by_status.values())
         return f"{total} services" + (f": {', '.join(parts)}" if parts else "")
 
     # ---- state on disk --------------------------------------------------------------------
@@ -220,7 +224,7 @@ class Daemon:
             for pid in svc.pids:
                 self.by_pid[pid] = svc.name
             self.services[svc.name] = svc
-            self.counts[svc.status] += 1
+            self.counts[svc.state] += 1
             if svc.state is State.PENDING:
                 self.services[svc.name] = self._rearm(svc)
             elif svc.alive:
@@ -313,7 +317,7 @@ class Daemon:
                 self.procs[svc.name] = proc
             self.services[svc.name] = svc
             svc = self.services[svc.name] = self._rearm(svc)
-            self.counts[svc.status] += 1
+            self.counts[svc.state] += 1
         for orphan in doc.get("orphans", []):
             os.set_inheritable(orphan["fd"], False)
             proc = process.Proc(orphan["pid"], orphan["fd"], True)
@@ -389,10 +393,10 @@ class Daemon:
 
     def _commit(self, svc: machine.Service, effects: list) -> None:
         old = self.services.get(svc.name)
-        if old is None or old.status != svc.status:
+        if old is None or old.state is not svc.state:
             if old is not None:
-                self.counts[old.status] -= 1
-            self.counts[svc.status] += 1
+                self.counts[old.state] -= 1
+            self.counts[svc.state] += 1
             self._counts_changed = True
         self.services[svc.name] = svc
         self._dirty = True
@@ -497,7 +501,7 @@ class Daemon:
     def _forget(self, svc: machine.Service) -> None:
         stored = self.services.pop(svc.name, None)
         if stored is not None:
-            self.counts[stored.status] -= 1
+            self.counts[stored.state] -= 1
             self._counts_changed = True
             self._dirty = True
         self._cancel_timer(svc.name)
@@ -553,11 +557,11 @@ class Daemon:
             self.notifier.stopping()
             for name in list(self.services):
                 self.command(name, Ev.TERMINATE)
-            if any(s.state is State.STOPPING for s in self.services.values()):
+            if self.counts[State.STOPPING]:
                 self._grace_timer = self.timers.call_at(self.timers.now() + self.grace,
                                                         self._grace_expired)
         self._maybe_finish()
-        return sum(s.state is State.STOPPING for s in self.services.values())
+        return self.counts[State.STOPPING]
 
     def _grace_expired(self) -> None:
         self._grace_timer = None
@@ -565,7 +569,7 @@ class Daemon:
             self.feed(name, Event(Ev.GRACE_EXPIRED))
 
     def _maybe_finish(self) -> None:
-        if any(s.state is State.STOPPING for s in self.services.values()):
+        if self.counts[State.STOPPING]:
             return
         if self.children:  # killed or removed ones not reaped yet
             return
@@ -741,14 +745,20 @@ class Daemon:
         return sched, policy, limit
 
     def _unique_name(self, base: str) -> str:
+        """``base``, or ``base-2``, ``base-3``... (the next suffix is remembered, so naming
+        the 10,000th service of one program costs what naming the first did)."""
         base = re.sub(r"[^A-Za-z0-9_.@:+-]", "_", base)[:100] or "service"
-        if base.isdigit():
+        if base.isascii() and base.isdigit():
             base = f"svc{base}"
-        name, n = base, 1
-        while name in self.services:
+        if base not in self.services:
+            return base
+        n = self._suffix.get(base, 1)
+        while True:
             n += 1
             name = f"{base}-{n}"
-        return name
+            if name not in self.services:
+                self._suffix[base] = n
+                return name
 
     def cmd_open(self, args) -> dict:
         pid = _arg(args, "pid", int)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import signal
 import struct
+import warnings
 
 from supervisor._native import ffi, lib
 
@@ -58,8 +59,6 @@ class _Fd:
 
     def __del__(self) -> None:
         if getattr(self, "_fd", -1) >= 0:
-            import warnings
-
             warnings.warn(f"unclosed {type(self).__name__} fd {self._fd}", ResourceWarning,
                           stacklevel=2)
             self.close()
