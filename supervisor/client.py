@@ -15,15 +15,15 @@ Errors raise :class:`SupervisorError` subclasses whose ``exit_code`` is the CLI'
 from __future__ import annotations
 
 import contextlib
-import glob
 import os
-import selectors
-import signal
 import socket
 import time
-from typing import Any
 
 from supervisor import paths, protocol
+
+TYPE_CHECKING = False  # typing is not imported at run time: the CLI must start fast
+if TYPE_CHECKING:
+    from typing import Any
 
 DEFAULT_TIMEOUT = 30.0
 START_TIMEOUT = 10.0
@@ -218,6 +218,8 @@ class Client:
 
 def list_supervisors(runtime_dir: str | None = None) -> list[dict]:
     """Every running instance: its ``info`` answer, by instance number."""
+    import glob
+
     base = runtime_dir or paths.runtime_dir()
     found = []
     for sock_path in glob.glob(os.path.join(glob.escape(base), "*.sock")):
@@ -282,6 +284,8 @@ def start_daemon(instance: int, *, runtime_dir: str | None = None,
     """Start the daemon of ``instance`` detached (its own session, stdin on /dev/null,
     output appended to ``<runtime dir>/<N>.log``) and wait until it reports READY=1 on a
     notify socket of ours. Returns its pid."""
+    import selectors
+    import signal
     import sys
 
     from supervisor import process
@@ -353,6 +357,8 @@ def _log_tail(path: str, start: int) -> str:
 def close_instance(instance: int, *, runtime_dir: str | None = None,
                    timeout: float | None = None) -> dict:
     """Shut ``instance`` down and wait until its daemon has exited."""
+    import selectors
+
     from supervisor import process
 
     with Client(instance, runtime_dir=runtime_dir) as c:

@@ -11,8 +11,10 @@ most :data:`MAX_REQUEST` bytes.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
-from typing import Any
+
+TYPE_CHECKING = False  # typing is not imported at run time: the CLI must start fast
+if TYPE_CHECKING:  # the CLI imports this module: keep typing and dataclasses out of its start
+    from typing import Any
 
 VERSION = 1
 MAX_REQUEST = 1 << 20  # 1 MiB, newline included
@@ -54,11 +56,22 @@ class ProtocolError(Exception):
         self.req_id = req_id
 
 
-@dataclass(frozen=True, slots=True)
 class Request:
-    id: Any
-    cmd: str
-    args: dict = field(default_factory=dict)
+    """One decoded request."""
+
+    __slots__ = ("args", "cmd", "id")
+
+    def __init__(self, req_id: Any, cmd: str, args: dict | None = None) -> None:
+        self.id = req_id
+        self.cmd = cmd
+        self.args = {} if args is None else args
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Request) and (self.id, self.cmd, self.args) == (
+            other.id, other.cmd, other.args)
+
+    def __repr__(self) -> str:
+        return f"Request(id={self.id!r}, cmd={self.cmd!r}, args={self.args!r})"
 
 
 def _dumps(obj: Any) -> bytes:
