@@ -46,7 +46,7 @@ def use_peer_packages() -> None:
     import supervisor.client
     import supervisor.paths
     import supervisor.process
-    import supervisor.protocol  # noqa: F401
+    import supervisor.protocol
 
     if os.path.abspath(supervisor.__file__).startswith(PEERS_VENV):
         raise SystemExit(f"bench: `supervisor` resolves to {supervisor.__file__}: run the "
@@ -279,6 +279,38 @@ def stop_popen(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float
 # ---- the machine ------------------------------------------------------------------------
 
 
+def hide_journald() -> str:
+    """Give the harness (and so every daemon it starts) a private mount namespace in which
+    /run/systemd/journal is an empty tmpfs: our daemon then logs to its stderr log file,
+    as supervisord and circus log to theirs, whether or not a journald happens to run on
+    the machine (the test suite starts one). Nothing changes outside the harness's own
+    processes. Returns what was done."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    CLONE_NEWNS, MS_REC, MS_PRIVATE = 0x00020000, 0x4000, 1 << 18
+    path = "/run/systemd/journal"
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as exc:
+        return f"kept as is (cannot create {path}: {exc.strerror})"
+    if libc.unshare(CLONE_NEWNS) != 0:
+        return f"kept as is (unshare: {os.strerror(ctypes.get_errno())})"
+    if libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None) != 0:
+        return f"kept as is (mount --make-rprivate /: {os.strerror(ctypes.get_errno())})"
+    if libc.mount(b"tmpfs", path.encode(), b"tmpfs", 0, b"size=64k,mode=755") != 0:
+        return f"kept as is (mount tmpfs: {os.strerror(ctypes.get_errno())})"
+    return "hidden (private mount namespace, empty /run/systemd/journal): stderr log file"
+
+
+def loadavg() -> list[str]:
+    with open("/proc/loadavg") as f:
+        return f.read().split()[:3]
+
+
+def journald_present() -> bool:
+    """What our daemon checks at start: log to journald, or to stderr (its log file)."""
+    return os.path.exists("/run/systemd/journal/socket")
+
+
 def machine() -> dict:
     cpu = "?"
     for line in (_read("/proc/cpuinfo") or "").splitlines():
@@ -305,5 +337,5 @@ def machine() -> dict:
                   f"({sys.executable})",
         "memory_gib": round(mem_kb / 1024 / 1024, 1),
         "nofile": f"{soft}/{hard}",
-        "journald": os.path.exists("/run/systemd/journal/socket"),
+        "journald": journald_present(),
     }

@@ -27,7 +27,8 @@ def _hyperfine(cmd: list[str], runs: int, warmup: int, env: dict) -> list[float]
                         "--runs", str(runs), "--export-json", out.name,
                         " ".join(cmd)], env=env, check=True, stdout=subprocess.DEVNULL,
                        stderr=subprocess.DEVNULL, timeout=600)
-        data = json.load(open(out.name))
+        with open(out.name) as f:
+            data = json.load(f)
     return [t * 1000 for t in data["results"][0]["times"]]
 
 
@@ -47,7 +48,10 @@ def run(cfg) -> dict:
     timer = _hyperfine if hyperfine else _own_timing
     results: dict = {"tool": "hyperfine -N" if hyperfine else "harness (posix_spawn + wait)",
                      "runs": cfg.cli_runs, "commands": {}}
-    env = dict(os.environ)
+    # Bytecode caches as any normal installation has them: this machine sets
+    # PYTHONDONTWRITEBYTECODE, and a module whose cache is missing or stale would be
+    # compiled on every run. The check run before timing each command writes them.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
     floor = [os.path.join(OUR_BIN, "python"), "-c", "pass"]
 
     def measure(label: str, cmd: list[str], env: dict) -> None:
@@ -61,7 +65,9 @@ def run(cfg) -> dict:
     with Ours() as d:
         d.client.create_service(*SLEEP[:1], SLEEP[1:], name="q1", cwd="/")
         measure("ours: supervisor service-status q1",
-                [os.path.join(OUR_BIN, "supervisor"), "service-status", "q1", "-i", "0"], d.env)
+                [os.path.join(OUR_BIN, "supervisor"), "service-status", "q1", "-i", "0"],
+                {**env, "SUPERVISOR_RUNTIME_DIR": d.dir})
+        results["journald"] = d.journald
     with Supervisord([("q1", SLEEP)]) as d:
         wait_until(lambda: d.all_running(["q1"]), 10)
         measure("supervisorctl status q1", [*d.ctl, "status", "q1"], env)

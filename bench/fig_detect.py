@@ -42,7 +42,7 @@ def _timed(pid: int, signo: int, pred, bound: float) -> float:
     return (time.perf_counter() - start) * 1000
 
 
-def ours(rounds: int, bound: float) -> dict[str, list[float]]:
+def ours(rounds: int, bound: float) -> tuple[dict[str, list[float]], bool]:
     out: dict[str, list[float]] = {}
     with Ours() as d:
         c = d.client
@@ -66,7 +66,7 @@ def ours(rounds: int, bound: float) -> dict[str, list[float]]:
                 stranger.kill()
                 stranger.wait(5)
             c.supervisor_freelist([f"c{r}", f"o{r}"])
-    return out
+    return out, d.journald
 
 
 def peer(kind: str, opts: dict, rounds_stop: int, rounds_exit: int, bound_stop: float,
@@ -99,7 +99,8 @@ def run(cfg) -> dict:
     results: dict = {"bound_stop_s": cfg.detect_bound_stop, "bound_exit_s": cfg.detect_bound_exit,
                      "daemons": {}}
     log(f"detect: ours, {cfg.detect_rounds} rounds")
-    results["daemons"]["ours"] = ours(cfg.detect_rounds, cfg.detect_bound_exit)
+    results["daemons"]["ours"], results["ours_journald"] = ours(cfg.detect_rounds,
+                                                                cfg.detect_bound_exit)
     for kind, opts in peer_kinds(cfg.smoke):
         log(f"detect: {kind} {opts or ''}")
         label, res = peer(kind, opts, cfg.detect_peer_stop_rounds, cfg.detect_peer_rounds,

@@ -79,7 +79,7 @@ def ours(k: int, workdir: str, cap_s: float) -> dict:
         done = wait_until(lambda: d.status("toy")["status"] == "CRASHED", cap_s, 0.02)
         restarts = d.status("toy")["restarts"]
     lat = latencies_ms(records(rec))
-    return {"latency_ms": lat, "note": "" if done else
+    return {"latency_ms": lat, "journald": d.journald, "note": "" if done else
             f"stopped after {cap_s:g} s with {restarts} of {k} restarts"}
 
 

@@ -20,8 +20,18 @@ from __future__ import annotations
 
 import time
 
-from common import (CLK_TCK, count_children, cpu_ns, cpu_ticks, ctx_switches, log, rss_kb,
-                    summary, threads, wait_until)
+from common import (
+    CLK_TCK,
+    count_children,
+    cpu_ns,
+    cpu_ticks,
+    ctx_switches,
+    log,
+    rss_kb,
+    summary,
+    threads,
+    wait_until,
+)
 from daemons import Ours, make_peer, peer_kinds
 
 SLEEP = ["/bin/sleep", "100000"]
@@ -56,7 +66,7 @@ def ours(n: int, cfg) -> dict:
         if not d.all_running(names):
             raise RuntimeError("ours: list-supervisor does not show all services RUNNING")
         res = {"n": n, "cold_start_s": total, "daemon_start_s": t_daemon, "pipeline_s": t_pipe,
-               "children": count_children(d.pid)}
+               "children": count_children(d.pid), "journald": d.journald}
         d.disconnect()
         time.sleep(cfg.settle)
         res["idle"] = idle_window(d.pid, cfg.idle_window)

@@ -36,4 +36,5 @@ def run(cfg) -> dict:
             t = time.perf_counter()
             c.service_status("q1")
             rtt.append((time.perf_counter() - t) * 1e6)
-    return {"requests": cfg.tput_requests, "per_s": rates, "round_trip_us": rtt}
+    return {"requests": cfg.tput_requests, "per_s": rates, "round_trip_us": rtt,
+            "journald": d.journald}

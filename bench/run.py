@@ -25,8 +25,8 @@ import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import common  # noqa: E402
-from common import BENCH, REPO, log  # noqa: E402
+import common
+from common import BENCH, REPO, log
 
 FIGURES = ("restart", "detect", "scale", "cli", "throughput")
 
@@ -45,9 +45,9 @@ def settings(smoke: bool) -> argparse.Namespace:
         restart_bare=10, restart_ours=10, restart_peers=10, restart_cap=1.5,
         detect_rounds=3, detect_peer_rounds=3, detect_peer_stop_rounds=1,
         detect_bound_stop=0.3, detect_bound_exit=1.5,
-        ns_ours=[5, 50], ns_peers=[5, 50], settle=0.2,
+        ns_ours=[5, 20], ns_peers=[5, 20], settle=0.2,
         idle_window=1.0, cold_cap=20.0, list_reps=3,
-        cli_runs=5, cli_warmup=1,
+        cli_runs=3, cli_warmup=1,
         tput_requests=2000, tput_reps=2, tput_rtt=200,
     )
     return argparse.Namespace(smoke=smoke, **(quick if smoke else full))
@@ -65,6 +65,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="the markdown report; PNGs go beside it (default docs/benchmarks.md)")
     ap.add_argument("--only", default=",".join(FIGURES),
                     help=f"comma-separated subset of {','.join(FIGURES)}")
+    ap.add_argument("--journald", choices=["hide", "as-is"], default="hide",
+                    help="hide (default): our daemon logs to its stderr log file like the "
+                         "peers log to theirs, whether or not a journald runs; as-is: it "
+                         "logs to journald when one answers")
     ap.add_argument("--from-json", metavar="FILE",
                     help="do not measure: rewrite the report and plots from saved results")
     args = ap.parse_args(argv)
@@ -82,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         with open(args.from_json) as f:
             results = json.load(f)  # Infinity (never) and NaN load as floats
     else:
-        results = measure(settings(args.smoke), only)
+        results = measure(settings(args.smoke), only, args.journald)
         os.makedirs(os.path.dirname(raw_path), exist_ok=True)
         with open(raw_path, "w") as f:
             json.dump(results, f, indent=1)
@@ -103,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def measure(cfg: argparse.Namespace, only: list[str]) -> dict:
+def measure(cfg: argparse.Namespace, only: list[str], journald: str) -> dict:
     import fig_cli
     import fig_detect
     import fig_restart
@@ -112,17 +116,21 @@ def measure(cfg: argparse.Namespace, only: list[str]) -> dict:
 
     modules = {"restart": fig_restart, "detect": fig_detect, "scale": fig_scale,
                "cli": fig_cli, "throughput": fig_throughput}
+    journal_mode = common.hide_journald() if journald == "hide" else "as is"
+    log(f"journald: {journal_mode}")
     common.become_subreaper()
     signal.signal(signal.SIGTERM, _on_signal)
     results: dict = {"settings": vars(cfg), "machine": common.machine(),
                      "versions": common.peer_versions(), "errors": {}, "seconds": {},
                      "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-                     "loadavg_before": open("/proc/loadavg").read().split()[:3]}
+                     "loadavg_before": common.loadavg(), "loadavg": {},
+                     "journald_mode": journal_mode}
     results["versions"]["ours"] = _our_version()
     t_all = time.perf_counter()
     try:
         for name in only:
             t = time.perf_counter()
+            load_before = common.loadavg()
             try:
                 results[name] = modules[name].run(cfg)
             except KeyboardInterrupt:
@@ -135,13 +143,14 @@ def measure(cfg: argparse.Namespace, only: list[str]) -> dict:
                 if left:
                     log(f"{name}: killed {left} leftover process(es)")
             results["seconds"][name] = time.perf_counter() - t
+            results["loadavg"][name] = [load_before, common.loadavg()]
             log(f"{name}: {results['seconds'][name]:.1f} s")
     finally:
         left = common.sweep()
         if left:
             log(f"killed {left} leftover process(es)")
     results["seconds"]["total"] = time.perf_counter() - t_all
-    results["loadavg_after"] = open("/proc/loadavg").read().split()[:3]
+    results["loadavg_after"] = common.loadavg()
     return results
 
 

@@ -1,0 +1,413 @@
+"""docs/benchmarks.md from the results of one run (every number in it comes from that run)."""
+
+from __future__ import annotations
+
+import math
+
+from common import summary
+
+OURS = "ours"
+SD = "supervisord"
+C5 = "circus (check_delay=5)"
+C01 = "circus (check_delay=0.1)"
+PEERS = (SD, C5, C01)
+COLUMNS = (OURS, *PEERS)
+
+
+def fmt(x, unit: str = "") -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "—"
+    if math.isinf(x):
+        return "never"
+    ax = abs(x)
+    if ax >= 1000:
+        s = f"{x:,.0f}"
+    elif ax >= 100:
+        s = f"{x:.0f}"
+    elif ax >= 10:
+        s = f"{x:.1f}"
+    elif ax >= 1:
+        s = f"{x:.2f}"
+    elif ax == 0:
+        s = "0"
+    else:
+        s = f"{x:.3f}"
+    return s + unit
+
+
+def med_p95(values) -> str:
+    if not values:
+        return "—"
+    s = summary(values)
+    if math.isinf(s["median"]):
+        return "never"
+    return f"{fmt(s['median'])} / {fmt(s['p95'])}"
+
+
+def ratio(ours, peer) -> str:
+    if ours is None or peer is None or (isinstance(peer, float) and math.isnan(peer)):
+        return ""
+    if isinstance(ours, float) and math.isnan(ours):
+        return ""
+    if math.isinf(peer):
+        return "0 (peer never)" if math.isfinite(ours) else ""
+    if peer == 0:
+        return "—" if ours == 0 else "∞"
+    r = ours / peer
+    return f"{r:.3g}×"
+
+
+class Table:
+    def __init__(self) -> None:
+        self.rows: list[list[str]] = []
+        self.misses: list[str] = []
+
+    def add(self, metric: str, cells: dict[str, str], medians: dict[str, float | None],
+            target: str = "", met: bool | None = None) -> None:
+        row = [metric] + [cells.get(c, "—") for c in COLUMNS]
+        row += [ratio(medians.get(OURS), medians.get(p)) for p in PEERS]
+        row += [target, "" if met is None else ("yes" if met else "**NO**")]
+        self.rows.append(row)
+        if met is False:
+            self.misses.append(f"{metric}: ours {cells.get(OURS)} (target {target})")
+
+    def render(self) -> str:
+        head = ["metric", "ours", "supervisord", "circus (5)", "circus (0.1)",
+                "ours ÷ supervisord", "ours ÷ circus (5)", "ours ÷ circus (0.1)",
+                "target (ours)", "met"]
+        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        lines += ["| " + " | ".join(r) + " |" for r in self.rows]
+        return "\n".join(lines)
+
+
+def _median(values):
+    return summary(values)["median"] if values else None
+
+
+def summary_table(r: dict) -> Table:
+    t = Table()
+    if "restart" in r:
+        d = r["restart"]["daemons"]
+        t.add("restart latency, crash → next start (ms, median / p95)",
+              {k: med_p95(v["latency_ms"]) for k, v in d.items()},
+              {k: _median(v["latency_ms"]) for k, v in d.items()})
+        share = d.get(OURS, {}).get("share_ms", [])
+        s = summary(share)
+        t.add("restart share = latency − toy's bare start-up (ms, median / p95)",
+              {k: med_p95(v["share_ms"]) for k, v in d.items()},
+              {k: _median(v["share_ms"]) for k, v in d.items()},
+              "≤ 1 / ≤ 3", bool(share) and s["median"] <= 1 and s["p95"] <= 3)
+    if "detect" in r:
+        d = r["detect"]["daemons"]
+        for kind in ("created", "opened"):
+            for change in ("STOP", "CONT", "exit (kill -9)"):
+                key = f"{kind} {change}"
+                values = d.get(OURS, {}).get(key, [])
+                s = summary(values)
+                t.add(f"external {change} of a {kind} process → status (ms, median / p95)",
+                      {k: med_p95(v.get(key, [])) for k, v in d.items()},
+                      {k: _median(v.get(key, [])) for k, v in d.items()},
+                      "≤ 5 (p95)", bool(values) and s["p95"] <= 5)
+    if "scale" in r:
+        d = r["scale"]["daemons"]
+        ns = sorted({int(n) for per in d.values() for n in per})
+        for n in ns:
+            key = str(n)
+            cells, meds = {}, {}
+            for k, per in d.items():
+                if key in per:
+                    idle = per[key]["idle"]
+                    cells[k] = f"{fmt(idle['cpu_exact_ms_per_s'])} ({idle['cpu_ms_per_s']:.1f})"
+                    meds[k] = idle["cpu_exact_ms_per_s"]
+            met = None
+            if n == 1000 and key in d.get(OURS, {}):
+                idle = d[OURS][key]["idle"]
+                met = idle["cpu_exact_ms_per_s"] < 0.05 and round(idle["cpu_ms_per_s"], 1) == 0
+            t.add(f"idle CPU, N={n:,} (ms/s: schedstat (stat ticks))", cells, meds,
+                  "0.0 at N=1,000" if n == 1000 else "", met)
+        for n in ns:
+            key = str(n)
+            cells, meds = {}, {}
+            for k, per in d.items():
+                if key in per:
+                    idle = per[key]["idle"]
+                    cells[k] = f"{fmt(idle['wakeups_per_s'])} ({idle['threads']} thr)"
+                    meds[k] = idle["wakeups_per_s"]
+            met = None
+            if n == 1000 and key in d.get(OURS, {}):
+                met = d[OURS][key]["idle"]["ctx_switches"] == 0
+            t.add(f"idle wakeups, N={n:,} (context switches/s, all threads)", cells, meds,
+                  "0 at N=1,000" if n == 1000 else "", met)
+        for n in ns:
+            if n < 100:
+                continue
+            key = str(n)
+            cells, meds = {}, {}
+            for k, per in d.items():
+                if key in per:
+                    v = per[key]
+                    if v.get("cold_start_s") is None:
+                        cells[k] = v.get("note", "never")
+                        meds[k] = math.inf
+                        continue
+                    cells[k] = fmt(v["cold_start_s"])
+                    if k == OURS:
+                        cells[k] += f" (pipeline {fmt(v['pipeline_s'])})"
+                    meds[k] = v["cold_start_s"]
+            met = None
+            if n == 1000 and key in d.get(OURS, {}):
+                met = d[OURS][key]["cold_start_s"] <= 0.5
+            t.add(f"cold start of N={n:,} → all RUNNING (s; ours: daemon start + create "
+                  "pipeline)", cells, meds, "≤ 0.5 s at N=1,000" if n == 1000 else "", met)
+        for n in ns:
+            key = str(n)
+            cells = {k: fmt(per[key]["idle"]["rss_mb"]) for k, per in d.items() if key in per}
+            meds = {k: per[key]["idle"]["rss_mb"] for k, per in d.items() if key in per}
+            target, met = "", None
+            if n in (1000, 10000) and key in d.get(OURS, {}):
+                limit = 30 if n == 1000 else 100
+                target, met = f"≤ {limit} MB", d[OURS][key]["idle"]["rss_mb"] <= limit
+            t.add(f"daemon RSS with N={n:,} (MB)", cells, meds, target, met)
+    if "cli" in r:
+        c = r["cli"]["commands"]
+        floor = c.get("floor: python -c pass", {}).get("ms", [])
+        ours = next((v["ms"] for k, v in c.items() if k.startswith("ours")), [])
+        sd = c.get("supervisorctl status q1", {}).get("ms", [])
+        ci = c.get("circusctl status q1", {}).get("ms", [])
+        cells = {OURS: med_p95(ours), SD: med_p95(sd), C5: med_p95(ci)}
+        meds = {OURS: _median(ours), SD: _median(sd), C5: _median(ci)}
+        met = None
+        if ours and floor:
+            met = _median(ours) <= _median(floor) + 20 and (not sd or _median(ours) < _median(sd))
+        t.add("CLI: one service's status, end to end (ms, median / p95; circus column: "
+              "circusctl)", cells, meds,
+              f"≤ floor + 20 = {fmt(_median(floor) + 20) if floor else '?'}, < supervisorctl",
+              met)
+        t.add("CLI floor: `python -c pass`, same interpreter (ms, median / p95)",
+              {OURS: med_p95(floor), SD: med_p95(floor), C5: med_p95(floor)}, {})
+    if "throughput" in r:
+        tp = r["throughput"]
+        med = _median(tp["per_s"])
+        t.add("pipelined service-status through the Python client (requests/s, median)",
+              {OURS: fmt(med)}, {}, "≥ 20,000", med >= 20000)
+        t.add("service-status one at a time, round trip (µs, median / p95)",
+              {OURS: med_p95(tp["round_trip_us"])}, {})
+    if "scale" in r:
+        for n, v in r["scale"]["daemons"].get(OURS, {}).items():
+            if "list_supervisor_ms" in v:
+                s = summary(v["list_supervisor_ms"])
+                target, met = ("≤ 250 ms", s["median"] <= 250) if int(n) >= 10000 else ("", None)
+                t.add(f"list-supervisor with {int(n):,} services, client call (ms, median / p95)",
+                      {OURS: med_p95(v["list_supervisor_ms"])}, {}, target, met)
+    return t
+
+
+def _detail(rows: list[tuple[str, list]], unit: str) -> str:
+    lines = [f"| series | n | median {unit} | p95 {unit} | min {unit} | max {unit} |",
+             "|---|---|---|---|---|---|"]
+    for label, values in rows:
+        s = summary(values)
+        lines.append(f"| {label} | {s['n']} | {fmt(s['median'])} | {fmt(s['p95'])} | "
+                     f"{fmt(s['min'])} | {fmt(s['max'])} |")
+    return "\n".join(lines)
+
+
+def _journald_line(r: dict) -> str:
+    mode = r.get("journald_mode", "as is")
+    seen = []
+    for fig in ("restart", "detect", "scale", "cli", "throughput"):
+        x = r.get(fig)
+        if not isinstance(x, dict):
+            continue
+        flags = [x.get("journald"), x.get("ours_journald"),
+                 x.get("daemons", {}).get(OURS, {}).get("journald")]
+        flags += [v.get("journald") for v in x.get("daemons", {}).get(OURS, {}).values()
+                  if isinstance(v, dict)] if fig == "scale" else []
+        if any(flags):
+            seen.append(fig)
+    text = f"{mode}; our daemon logged every command and event to "
+    text += (f"journald in: {', '.join(seen)}" if seen else "its stderr log file throughout")
+    return text
+
+
+def render(r: dict, images: dict[str, str]) -> str:
+    cfg = r["settings"]
+    m = r["machine"]
+    v = r["versions"]
+    out = []
+    w = out.append
+    w("# Benchmarks: Supervisor vs supervisord and circus\n")
+    w("Generated by `make bench` (`bench/run.py`"
+      + (" --smoke: SMOKE RUN, small N and short windows, not representative" if cfg["smoke"]
+         else "") + f") on {r['started']}. Every figure below comes from that one run: the "
+      "three supervisors measured one after the other on the same machine, with the same "
+      "toy programs. Raw samples: `bench/results/*.json` (not committed).\n")
+    w("## Machine\n")
+    w("| | |\n|---|---|")
+    w(f"| CPUs (nproc) | {m['nproc']} |")
+    w(f"| CPU model | {m['cpu']} |")
+    w(f"| kernel | {m['kernel']} |")
+    w(f"| OS | {m['distro']} |")
+    w(f"| memory | {m['memory_gib']} GiB |")
+    w(f"| python | {m['python']} |")
+    w(f"| RLIMIT_NOFILE (soft/hard) | {m['nofile']} |")
+    w(f"| journald | {_journald_line(r)} |")
+    w(f"| load average before / after | {' '.join(r['loadavg_before'])} / "
+      f"{' '.join(r.get('loadavg_after', ['?']))} |")
+    w(f"| ours | pidfd-supervisor {v.get('ours', '?')} |")
+    w(f"| peers | supervisor (supervisord) {v.get('supervisor', '?')}, circus "
+      f"{v.get('circus', '?')} (pyzmq {v.get('pyzmq', '?')}, tornado {v.get('tornado', '?')},"
+      f" psutil {v.get('psutil', '?')}); plots: matplotlib {v.get('matplotlib', '?')} |\n")
+
+    t = summary_table(r)
+    w("## Summary\n")
+    w("Cells are median / p95 unless said otherwise. Ratios are ours ÷ peer on the median "
+      "(below 1: ours takes less time, CPU, memory); \"0 (peer never)\" where the peer "
+      "never reports the change. \"met\" judges ours against the project's targets.\n")
+    w(t.render() + "\n")
+    if t.misses:
+        w("**Targets missed in this run:**\n")
+        for miss in t.misses:
+            w(f"- {miss}")
+        w("")
+    if r.get("errors"):
+        w("**Figures that failed in this run** (see the raw results for the traceback): "
+          + ", ".join(r["errors"]) + "\n")
+
+    if "restart" in r:
+        rs = r["restart"]
+        w("## 1. Crash → restart latency\n")
+        if "restart" in images:
+            w(f"![restart latency]({images['restart']})\n")
+        w("The toy `bench/toys/crash_toy` is a `/bin/sh` script: `date +%s%N` to its record "
+          "file when it starts, again right before `kill -SEGV $$`. Restart latency = next "
+          "start record − crash record. Bare start-up = the same toy run straight from the "
+          "harness (posix_spawn; start record − spawn time); *share* = latency − median bare "
+          "start-up. The toy's crash tail (crash record → the harness sees it dead on a "
+          "pidfd) is in every supervisor's latency as well; it is not subtracted from the "
+          "share and is shown for reference.\n")
+        w("Configuration: ours `create-service -r K`; supervisord `startsecs=0`, "
+          "`autorestart=true`, `startretries=1000000`; circus `respawn = True`, "
+          "`check_flapping = False` (otherwise it stops a crash loop), `check_delay` 5 "
+          "(its default) and 0.1. circus has no SIGCHLD handler: it reaps and respawns "
+          "only on its `check_delay` timer.\n")
+        rows = [("toy's bare start-up", rs["bare_startup_ms"]),
+                ("toy's crash tail", rs["crash_tail_ms"])]
+        for label, dd in rs["daemons"].items():
+            rows.append((f"{label}: latency", dd["latency_ms"]))
+            rows.append((f"{label}: share", dd["share_ms"]))
+        w(_detail(rows, "(ms)") + "\n")
+        notes = [f"- {k}: {dd['note']}" for k, dd in rs["daemons"].items() if dd.get("note")]
+        if notes:
+            w("\n".join(notes) + "\n")
+
+    if "detect" in r:
+        dt = r["detect"]
+        w("## 2. External stop / continue / exit → status\n")
+        if "detect" in images:
+            w(f"![detection latency]({images['detect']})\n")
+        w("A fresh `/bin/sleep 100000` per round is sent `kill -STOP`, `kill -CONT`, then "
+          "`kill -9` from outside; the status API is asked in a tight loop (one request in "
+          "flight) until it shows the change: ours `service-status` through the Python "
+          "client; supervisord `getProcessInfo` over XML-RPC; circus `list <watcher>` (the "
+          "pid has gone) and `status <watcher>` over its ZeroMQ socket. Each time includes up "
+          "to one round trip of the asking client. supervisord and circus have no stopped "
+          f"state: a STOP is waited for {dt['bound_stop_s']:g} s and counted as never, and "
+          "so is the CONT after it (there is nothing to leave). Exits are waited for at most "
+          f"{dt['bound_exit_s']:g} s. \"opened\" = a process the daemon did not start, "
+          "adopted with open-service: only ours can.\n")
+        rows = []
+        for label, dd in dt["daemons"].items():
+            for change, values in dd.items():
+                if values:
+                    rows.append((f"{label}: {change}", values))
+        w(_detail(rows, "(ms)") + "\n")
+
+    if "scale" in r:
+        sc = r["scale"]["daemons"]
+        w("## 3. Idle cost with N quiet services\n")
+        if "idle" in images:
+            w(f"![idle cost]({images['idle']})\n")
+        w(f"N services `/bin/sleep 100000`; after all run and a {cfg['settle']:g} s pause, "
+          f"with no client connected, the daemon is watched for {cfg['idle_window']:g} s: "
+          "CPU = utime + stime from `/proc/<pid>/stat` (10 ms ticks, in brackets) and the "
+          "exact on-CPU time from `/proc/<pid>/task/*/schedstat`; wakeups = voluntary + "
+          "nonvoluntary context switches summed over `/proc/<pid>/task/*/status` (every "
+          "thread).\n")
+        w("| daemon | N | CPU ms/s (schedstat) | CPU ms/s (stat) | wakeups/s | context "
+          "switches | threads | RSS MB | children |")
+        w("|---|---|---|---|---|---|---|---|---|")
+        for label, per in sc.items():
+            for n in sorted(per, key=int):
+                x = per[n]
+                i = x["idle"]
+                w(f"| {label} | {int(n):,} | {fmt(i['cpu_exact_ms_per_s'])} | "
+                  f"{i['cpu_ms_per_s']:.2f} | {fmt(i['wakeups_per_s'])} | {i['ctx_switches']} "
+                  f"| {i['threads']} | {fmt(i['rss_mb'])} | {x.get('children', '?')} |")
+        w("")
+        w("## 4. Cold start of N services, and RSS\n")
+        if "coldstart" in images:
+            w(f"![cold start and RSS]({images['coldstart']})\n")
+        w("Ours: `init` starts the daemon, then one `Client.pipeline` of N create-service "
+          "requests (each answered RUNNING; a list-supervisor confirms). Peers: their config "
+          "file lists N programs; from launching the daemon until their status API reports "
+          "all N running (polled every 20 ms). RSS: VmRSS of the daemon at the end of the "
+          "idle window.\n")
+        w("| daemon | N | launch → all running (s) | of which: daemon start (s) | create "
+          "pipeline (s) | RSS MB | shutdown (s) |")
+        w("|---|---|---|---|---|---|---|")
+        for label, per in sc.items():
+            for n in sorted(per, key=int):
+                x = per[n]
+                cold = x.get("cold_start_s")
+                cold_text = fmt(cold) if cold is not None else x.get("note", "never")
+                w(f"| {label} | {int(n):,} | {cold_text} | "
+                  f"{fmt(x.get('daemon_start_s'))} | {fmt(x.get('pipeline_s'))} | "
+                  f"{fmt(x['idle']['rss_mb'])} | {fmt(x.get('shutdown_s'))} |")
+        w("")
+
+    if "cli" in r:
+        c = r["cli"]
+        w("## 5. CLI latency\n")
+        if "cli" in images:
+            w(f"![CLI latency]({images['cli']})\n")
+        w(f"Each command run {c['runs']} times end to end with {c['tool']}; the floor is the "
+          "interpreter both venvs use, starting and doing nothing. Bytecode caches are "
+          "written as in a normal installation (this machine sets PYTHONDONTWRITEBYTECODE; "
+          "it is dropped for these commands so a first run writes them).\n")
+        rows = [(f"`{k}`", v["ms"]) for k, v in c["commands"].items()]
+        w(_detail(rows, "(ms)") + "\n")
+        w("Commands: " + "; ".join(f"`{v['cmd']}`" for v in c["commands"].values()) + "\n")
+
+    if "throughput" in r or "scale" in r:
+        w("## 6. Request throughput and list-supervisor at scale (ours only)\n")
+        if "throughput" in images:
+            w(f"![throughput]({images['throughput']})\n")
+        if "throughput" in r:
+            tp = r["throughput"]
+            w(f"Batches of {tp['requests']:,} pipelined `service-status` requests through "
+              "`supervisor.client.Client.pipeline`, one client, one service; and the same "
+              "request one at a time.\n")
+            w(_detail([("requests/s per batch", tp["per_s"]),
+                       ("round trip, one at a time (µs)", tp["round_trip_us"])], "") + "\n")
+        for n, x in r.get("scale", {}).get("daemons", {}).get(OURS, {}).items():
+            if "list_supervisor_ms" in x:
+                w(_detail([(f"list-supervisor, {int(n):,} services (client call)",
+                            x["list_supervisor_ms"])], "(ms)") + "\n")
+
+    w("## How long it took\n")
+    w("| part | seconds | load average at start → end |\n|---|---|---|")
+    for k, s in r.get("seconds", {}).items():
+        la = r.get("loadavg", {}).get(k)
+        w(f"| {k} | {s:.0f} | " + (f"{' '.join(la[0])} → {' '.join(la[1])}" if la else "")
+          + " |")
+    w("")
+    w("## Reproduce\n")
+    w("```sh\nmake bench        # ~10-15 min: installs the peers in bench/.peers/, measures, "
+      "writes this page and its PNGs\nmake bench-smoke  # < 1 min: the same harness, small N "
+      "and short windows (bench/results/smoke.md)\n"
+      "# where our time goes: our daemon (or CLI) under cProfile on one workload\n"
+      ".venv/bin/python bench/profile_ours.py {throughput,cold,list,restart,cli} "
+      "[--n N] [--no-journald]\n```\n")
+    w("Settings of this run: " + ", ".join(f"`{k}={v}`" for k, v in cfg.items()) + "\n")
+    return "\n".join(out)
