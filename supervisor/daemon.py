@@ -102,6 +102,7 @@ class Daemon:
         self.children: dict[int, process.Proc] = {}  # live children by pid (stop/continue)
         self.timer_of: dict[str, object] = {}
         self._suffix: dict[str, int] = {}  # the last -N given to a default name
+        self._json_cache: dict[str, tuple] = {}  # name -> (service, ticks, its JSON)
         self.env = process.child_env()
         self.outputs = Outputs(instance, rundir, self.sel, self.env, self._log_relay)
         self.cgroups = process.Cgroups.create(instance)
@@ -165,6 +166,7 @@ class Daemon:
         if self._counts_changed:
             self._counts_changed = False
             self.notifier.status(self.status_line())
+        self.journal.flush()
         if self._reexec_requested:
             self._reexec_requested = False
             self.reexec()
@@ -187,6 +189,8 @@ class Daemon:
         for svc in self.services.values():
             entry = state.service_to_dict(svc)
             proc = self.procs.get(svc.name)
+            if proc is not None and proc.ticks is None:
+                proc.ticks = state.start_ticks(proc.pid)  # after the spawn, off its path
             entry["start_ticks"] = proc.ticks if proc is not None else None
             services.append(entry)
         return {"version": state.VERSION, "instance": self.instance,
@@ -194,9 +198,31 @@ class Daemon:
                 "cgroups": self.cgroups.base if self.cgroups else None}
 
     def save_state(self) -> None:
+        """Write the state file. Each service's JSON is cached until the service changes
+        (services are immutable values), so a turn that touched one service of 10,000
+        encodes one, not 10,000."""
         self._dirty = False
+        cache, fresh = self._json_cache, {}
+        parts = []
+        for name, svc in self.services.items():
+            proc = self.procs.get(name)
+            if proc is not None and proc.ticks is None:
+                proc.ticks = state.start_ticks(proc.pid)
+            ticks = proc.ticks if proc is not None else None
+            hit = cache.get(name)
+            if hit is None or hit[0] is not svc or hit[1] != ticks:
+                entry = state.service_to_dict(svc)
+                entry["start_ticks"] = ticks
+                hit = (svc, ticks, json.dumps(entry, separators=(",", ":")))
+            fresh[name] = hit
+            parts.append(hit[2])
+        self._json_cache = fresh
+        head = json.dumps({"version": state.VERSION, "instance": self.instance,
+                           "started_at": self.started_at,
+                           "cgroups": self.cgroups.base if self.cgroups else None})
+        data = f'{head[:-1]},"services":[{",".join(parts)}]}}'.encode()
         try:
-            state.dump(self.state_path, self.snapshot())
+            state.dump(self.state_path, data)
         except OSError as exc:
             self.journal.send(f"cannot write {self.state_path}: {exc.strerror}", 3,
                               SUPERVISOR_EVENT="state-error")
@@ -287,6 +313,7 @@ class Daemon:
             os.set_inheritable(fd, True)
         self.journal.send(f"re-executing (generation {doc['generation']}, "
                           f"{len(self.services)} services)", 5, SUPERVISOR_EVENT="reexec")
+        self.journal.flush()
         argv = [sys.executable, "-m", "supervisor.daemon", "--instance", str(self.instance),
                 "--grace", repr(self.grace), "--reexec-fd", str(memfd)]
         try:
@@ -471,8 +498,7 @@ class Daemon:
             self.feed(svc.name, Event(Ev.SPAWN_FAILED, error=f"{svc.command[0]}: "
                                       f"{exc.strerror or exc}"))
             return
-        proc.owner = svc.name
-        proc.ticks = state.start_ticks(proc.pid)
+        proc.owner = svc.name  # its start time is read when the state is next saved
         if in_cgroup:
             proc.cgroup = svc.name
         self.procs[svc.name] = proc
@@ -982,6 +1008,7 @@ def serve(instance: int, grace: float = 5.0, reexec_fd: int | None = None) -> in
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(sock_path)
         daemon.journal.send(f"instance {instance} closed", 5, SUPERVISOR_EVENT="daemon-closed")
+        daemon.journal.flush()
         os.close(lock_fd)
     return 0
 

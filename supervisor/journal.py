@@ -25,20 +25,34 @@ class Journal:
     def __init__(self, instance: int) -> None:
         self.instance = instance
         self.to_journal = _journal is not None and os.path.exists(JOURNAL_SOCKET)
+        self._pending: list[str] = []  # stderr fallback lines not written yet
 
     def send(self, message: str, priority: int = 6, **fields) -> None:
         clean = {k: v for k, v in fields.items() if v is not None}
         if self.to_journal:
+            # sendv with our own fields: journal.send() would walk the stack for CODE_*
+            # on every entry, which costs more than the entry itself
             try:
-                _journal.send(message, PRIORITY=priority, SYSLOG_IDENTIFIER=IDENTIFIER,
-                              SUPERVISOR_INSTANCE=self.instance, **clean)
+                _journal.sendv(f"MESSAGE={message}", f"PRIORITY={priority}",
+                               f"SYSLOG_IDENTIFIER={IDENTIFIER}",
+                               f"SUPERVISOR_INSTANCE={self.instance}",
+                               *(f"{k}={v}" for k, v in clean.items()))
                 return
             except OSError:
                 pass  # journald went away: fall back for this entry
         extra = " ".join(f"{k}={v}" for k, v in clean.items())
         line = f"supervisor[{self.instance}] <{priority}> {message}  {extra}".rstrip()
-        with contextlib.suppress(OSError, ValueError):
-            print(line.replace("\n", "\\n"), file=sys.stderr, flush=True)
+        self._pending.append(line.replace("\n", "\\n"))
+        if len(self._pending) >= 256:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the stderr lines gathered this turn of the loop, in one write."""
+        if self._pending:
+            text, self._pending = "\n".join(self._pending) + "\n", []
+            with contextlib.suppress(OSError, ValueError):
+                sys.stderr.write(text)
+                sys.stderr.flush()
 
 
 # ---- reading (supervisor logs) -----------------------------------------------------------

@@ -128,14 +128,16 @@ def spawn(argv: list[str], *, env: dict[str, str], cwd: str = "/", stopped: bool
             actions.append((os.POSIX_SPAWN_DUP2, stdout, 1))
         if stderr != 2:
             actions.append((os.POSIX_SPAWN_DUP2, stderr, 2))
-        # posix_spawn has no chdir in Python 3.11: the daemon is single-threaded, so it
-        # steps into the directory for the spawn and back out.
-        os.chdir(cwd)
+        # posix_spawn has no chdir in Python 3.11: the caller (one thread) steps into the
+        # directory for the spawn and back to where it was.
+        here = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
+            os.chdir(cwd)
             pid = os.posix_spawn(argv[0], argv, env, file_actions=actions, setsid=True,
                                  setsigmask=(), setsigdef=_DEFAULT_SIGNALS)
         finally:
-            os.chdir("/")
+            os.fchdir(here)
+            os.close(here)
     try:
         pidfd = os.pidfd_open(pid)  # the child is unreaped, so the pid is still its own
     except OSError:  # out of fds: never leave a child we cannot watch

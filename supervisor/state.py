@@ -59,10 +59,10 @@ def start_ticks(pid: int) -> int | None:
     return int(data[data.rindex(b")") + 2:].split()[19])
 
 
-def dump(path: str, doc: dict) -> None:
-    """Write ``doc`` as JSON to ``path`` atomically."""
+def dump(path: str, doc: dict | bytes) -> None:
+    """Write ``doc`` (or JSON already encoded) to ``path`` atomically."""
     tmp = f"{path}.tmp"
-    data = json.dumps(doc, separators=(",", ":")).encode()
+    data = doc if isinstance(doc, bytes) else json.dumps(doc, separators=(",", ":")).encode()
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     try:
         view = memoryview(data)

@@ -523,6 +523,8 @@ def test_without_journald_each_entry_is_one_line_on_stderr(no_journald, capsys):
     journal.send("resume-service -> service svc is RUNNING", 4,
                  SUPERVISOR_COMMAND="resume-service", ERROR_CODE="bad-state")
     journal.send("svc crashed", 3, SUPERVISOR_EVENT="crashed", EXIT_SIGNAL="SIGSEGV")
+    assert capsys.readouterr().err == ""  # gathered for one write at the end of the turn
+    journal.flush()
     out, err = capsys.readouterr()
     assert out == ""
     lines = err.splitlines()
@@ -546,6 +548,7 @@ def test_without_journald_a_multi_line_message_is_still_one_line(no_journald, ca
     journal.send("internal error: boom\nTraceback (most recent call last):\n  x", 2,
                  SUPERVISOR_EVENT="internal-error")
     journal.send("next entry", 6)
+    journal.flush()
     lines = capsys.readouterr().err.splitlines()
     assert len(lines) == 2, lines
     assert "internal error: boom" in lines[0] and "Traceback" in lines[0], lines
@@ -560,8 +563,9 @@ def test_when_journald_goes_away_the_entry_falls_back_to_stderr(monkeypatch, cap
     def gone(*args, **kw):
         raise ConnectionRefusedError(111, "Connection refused")
 
-    monkeypatch.setattr(supervisor.journal._journal, "send", gone)
+    monkeypatch.setattr(supervisor.journal._journal, "sendv", gone)
     journal.send("still said", 5, SERVICE_NAME="x")
+    journal.flush()
     lines = capsys.readouterr().err.splitlines()
     assert len(lines) == 1 and "still said" in lines[0] and "SERVICE_NAME=x" in lines[0]
 
