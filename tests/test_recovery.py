@@ -9,7 +9,7 @@ import subprocess
 import threading
 import time
 
-from conftest import Supervisor, alive, children_of, fd_count, state, wait_until
+from conftest import Supervisor, alive, children_of, state, wait_until
 from timeouts import TIMEOUT
 
 from supervisor.client import Client, NotRunning
