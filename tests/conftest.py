@@ -146,6 +146,15 @@ def journald():
 
 
 @pytest.fixture
+def other_user():
+    """A fresh system user (tests/users.py), deleted with its processes afterwards."""
+    from users import make_user
+
+    with make_user() as user:
+        yield user
+
+
+@pytest.fixture
 def rundir():
     # short: a unix socket path must fit in 108 bytes
     path = tempfile.mkdtemp(prefix="sv-", dir="/tmp")

@@ -7,61 +7,22 @@ then removes the user again. Root commanding a root daemon is what every other t
 
 from __future__ import annotations
 
-import contextlib
 import os
 import pwd
-import secrets
 import shutil
-import signal
 import socket
 import subprocess
-import sys
 import tempfile
 
 import pytest
-from conftest import Result, Supervisor, alive, assert_one_line_error, wait_until
+from conftest import Result, Supervisor, alive, assert_one_line_error
 from journald import journal_mark, wait_for_entry
 from timeouts import TIMEOUT
-
-from supervisor.client import SupervisorError
+from users import VENV_PYTHON, start_daemon_as, stop_daemon
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("useradd")
                                 or not shutil.which("setpriv"),
                                 reason="needs root, useradd and setpriv")
-
-VENV_PYTHON = sys.executable  # the venv's python: the package is installed there
-
-
-def _tasks_of(uid: int) -> list[int]:
-    pids = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                if os.stat(f"/proc/{entry}").st_uid == uid:
-                    pids.append(int(entry))
-            except FileNotFoundError:
-                continue
-    return pids
-
-
-@pytest.fixture
-def other_user():
-    """A fresh system user with no home and no shell; every process of it is killed and
-    the user deleted afterwards."""
-    name = f"sv-test-{secrets.token_hex(4)}"
-    subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin",
-                    name], check=True, capture_output=True, timeout=TIMEOUT)
-    try:
-        yield pwd.getpwnam(name)
-    finally:
-        uid = pwd.getpwnam(name).pw_uid
-        for pid in _tasks_of(uid):  # only ever processes this test started as that user
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        wait_until(lambda: not [p for p in _tasks_of(uid) if alive(p)],
-                   what=f"the processes of {name} to end")
-        subprocess.run(["userdel", name], check=True, capture_output=True, timeout=TIMEOUT)
-
 
 def run_as(user: pwd.struct_passwd, rundir: str, *args: str) -> tuple[Result, int]:
     """The real CLI as ``user``: (its result, its pid)."""
@@ -135,44 +96,6 @@ def test_another_user_is_refused_by_the_daemon(sup, other_user, args):
     assert alive(daemon)
     assert _snapshot(sup) == before
     assert sup.status("mine")["status"] == "RUNNING"
-
-
-def start_daemon_as(user: pwd.struct_passwd, rundir: str) -> subprocess.Popen:
-    """``supervisor-daemon -i 0`` in the foreground as ``user``, once it answers.
-
-    Not through ``supervisor init``: that re-executes the interpreter as the user, and on a
-    machine whose Python lives under a 0700 home (pyenv in /root) the user may not.
-    ``setpriv`` itself execs it before it gives up root's search rights."""
-    env = {"PATH": "/usr/bin:/bin", "SUPERVISOR_RUNTIME_DIR": rundir, "LANG": "C.UTF-8",
-           "PYTHONDONTWRITEBYTECODE": "1", "HOME": "/"}
-    daemon = subprocess.Popen(
-        ["setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}", "--clear-groups",
-         "--", VENV_PYTHON, "-m", "supervisor.daemon", "-i", "0"],
-        env=env, cwd="/", stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL, start_new_session=True)
-    root = Supervisor(rundir)
-
-    def answers() -> bool:
-        if daemon.poll() is not None:
-            raise AssertionError(f"the daemon as {user.pw_name} exited: {daemon.returncode}")
-        try:
-            return root.pid == daemon.pid
-        except SupervisorError:
-            return False
-
-    wait_until(answers, what=f"the daemon run by {user.pw_name} to answer")
-    return daemon
-
-
-def stop_daemon(daemon: subprocess.Popen) -> None:
-    if daemon.poll() is None:
-        daemon.send_signal(signal.SIGTERM)
-        try:
-            daemon.wait(timeout=TIMEOUT)
-        except subprocess.TimeoutExpired:
-            daemon.kill()
-            daemon.wait()
-            raise AssertionError("the daemon did not close on SIGTERM") from None
 
 
 def test_the_daemons_own_user_and_root_may_command_it(other_user):

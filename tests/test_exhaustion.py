@@ -26,9 +26,9 @@ import tempfile
 import pytest
 from conftest import Supervisor, alive, assert_one_line_error, wait_until
 from timeouts import TIMEOUT
+from users import start_daemon_as, stop_daemon
 
 from supervisor import protocol
-from supervisor.client import SupervisorError
 
 VENV_PYTHON = sys.executable
 SPARE = 6  # fds above the daemon's highest open one when the limit is lowered
@@ -289,60 +289,17 @@ def _threads_of(uid: int) -> int:
     return total
 
 
-@pytest.fixture
-def other_user():
-    if os.geteuid() != 0 or not shutil.which("useradd") or not shutil.which("setpriv"):
-        pytest.skip("needs root, useradd and setpriv")
-    name = f"sv-test-{secrets.token_hex(4)}"
-    subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin",
-                    name], check=True, capture_output=True, timeout=TIMEOUT)
-    try:
-        yield pwd.getpwnam(name)
-    finally:
-        uid = pwd.getpwnam(name).pw_uid
-        for pid in _tasks_of(uid):  # only ever processes this test started as that user
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        wait_until(lambda: not [p for p in _tasks_of(uid) if alive(p)],
-                   what=f"the processes of {name} to end")
-        subprocess.run(["userdel", name], check=True, capture_output=True, timeout=TIMEOUT)
-
-
 @contextlib.contextmanager
 def _daemon_as(user: pwd.struct_passwd):
-    """``supervisor-daemon -i 0`` in the foreground as ``user`` (setpriv execs it; `init`
-    would re-exec the interpreter as the user, which may not reach a Python kept under a
-    0700 home). Yields a root Supervisor for it and the daemon's Popen; SIGTERM after."""
+    """``supervisor-daemon -i 0`` run as ``user`` in a directory of its own; yields a root
+    Supervisor for it and the daemon's Popen; SIGTERM after."""
     rundir = tempfile.mkdtemp(prefix="sv-x-", dir="/tmp")
     os.chown(rundir, user.pw_uid, user.pw_gid)
-    env = {"PATH": "/usr/bin:/bin", "SUPERVISOR_RUNTIME_DIR": rundir, "LANG": "C.UTF-8",
-           "PYTHONDONTWRITEBYTECODE": "1", "HOME": "/"}
-    daemon = subprocess.Popen(
-        ["setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}", "--clear-groups",
-         "--", VENV_PYTHON, "-m", "supervisor.daemon", "-i", "0"],
-        env=env, cwd="/", stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL, start_new_session=True)
-    root = Supervisor(rundir)
-
-    def answers() -> bool:
-        if daemon.poll() is not None:
-            raise AssertionError(f"the daemon as {user.pw_name} exited: {daemon.returncode}")
-        try:
-            return root.pid == daemon.pid
-        except SupervisorError:
-            return False
-
+    daemon = start_daemon_as(user, rundir)
     try:
-        wait_until(answers, what=f"the daemon run by {user.pw_name} to answer")
-        yield root, daemon
+        yield Supervisor(rundir), daemon
     finally:
-        if daemon.poll() is None:
-            daemon.send_signal(signal.SIGTERM)
-            try:
-                daemon.wait(timeout=TIMEOUT)
-            except subprocess.TimeoutExpired:
-                daemon.kill()
-                daemon.wait()
+        stop_daemon(daemon)
         shutil.rmtree(rundir, ignore_errors=True)
 
 
