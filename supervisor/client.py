@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 DEFAULT_TIMEOUT = 30.0
 START_TIMEOUT = 10.0
-_WINDOW = 1024  # pipelined requests in flight at once
+_WINDOW = 512  # pipelined requests a window; two windows are in flight at once
 
 
 class SupervisorError(Exception):
@@ -111,6 +111,7 @@ class Client:
         Requests go out in windows, so a huge pipeline never fills both directions."""
         self.connect()
         answers: list[Any] = []
+        windows = []  # (first id, size): at most two in flight, so both sides stay busy
         try:
             for start in range(0, len(calls), _WINDOW):
                 window = calls[start:start + _WINDOW]
@@ -118,7 +119,12 @@ class Client:
                 self._next_id += len(window)
                 self._sock.sendall(b"".join(protocol.encode_request(first + i, cmd, args)
                                             for i, (cmd, args) in enumerate(window)))
-                answers += [self._read_answer(first + i) for i in range(len(window))]
+                windows.append((first, len(window)))
+                if len(windows) == 2:
+                    first, size = windows.pop(0)
+                    answers += [self._read_answer(first + i) for i in range(size)]
+            for first, size in windows:
+                answers += [self._read_answer(first + i) for i in range(size)]
         except (BrokenPipeError, ConnectionResetError):
             raise NotRunning(f"instance {self.instance} closed the connection") from None
         except TimeoutError:

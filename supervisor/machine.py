@@ -320,7 +320,7 @@ def exited(svc, ev, now, mono):
                               due=mono + delay if delay > 0 else None)
     log = Log(event, f"{who} {why}; restarting ({svc.restarts}{of})"
                      + (f" in {delay:g} s" if delay > 0 else ""), 4 if kind != "success" else 6)
-    return svc, [log, ArmTimer(mono + delay) if delay > 0 else Spawn()]
+    return svc, [ArmTimer(mono + delay) if delay > 0 else Spawn(), log]  # start first
 
 
 def _when(svc: Service) -> str:
