@@ -27,8 +27,9 @@ TEST_RESTART = str(TOYS / "test_restart")
 
 
 def wait_until(predicate: Callable[[], object], timeout: float = TIMEOUT,
-               what: str = "condition"):
-    """Poll ``predicate`` until it returns something truthy, or fail after ``timeout``."""
+               what: str = "condition", every: float = 0.002):
+    """Poll ``predicate`` every ``every`` s until it returns something truthy, or fail
+    after ``timeout``."""
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
@@ -36,7 +37,7 @@ def wait_until(predicate: Callable[[], object], timeout: float = TIMEOUT,
             return value
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(0.002)
+        time.sleep(every)
 
 
 class Result:

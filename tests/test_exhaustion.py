@@ -26,7 +26,7 @@ import tempfile
 import pytest
 from conftest import Supervisor, alive, assert_one_line_error, wait_until
 from timeouts import TIMEOUT
-from users import start_daemon_as, stop_daemon
+from users import start_daemon_as, stop_daemon, tasks_of
 
 from supervisor import protocol
 
@@ -267,23 +267,10 @@ def test_out_of_fds_create_fails_clearly_and_the_rest_carries_on(sup):
 # ---- processes ----------------------------------------------------------------------------
 
 
-def _tasks_of(uid: int) -> list[int]:
-    """Pids of every process whose owner is ``uid`` (owner = real uid for our purposes)."""
-    pids = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                if os.stat(f"/proc/{entry}").st_uid == uid:
-                    pids.append(int(entry))
-            except FileNotFoundError:
-                continue
-    return pids
-
-
 def _threads_of(uid: int) -> int:
     """What RLIMIT_NPROC counts: every task (thread) of the user."""
     total = 0
-    for pid in _tasks_of(uid):
+    for pid in tasks_of(uid):
         with contextlib.suppress(FileNotFoundError):
             total += len(os.listdir(f"/proc/{pid}/task"))
     return total

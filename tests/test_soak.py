@@ -35,19 +35,6 @@ def _rss_kib(pid: int) -> int:
     raise AssertionError(f"no VmRSS for pid {pid}")
 
 
-def _poll_until(predicate, timeout: float, what: str, every: float = 0.25):
-    """Like wait_until, but asking the daemon only every ``every`` s: the soak measures
-    the daemon, and a client polling it 500 times a second would weigh on the figures."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(every)
-
-
 def _rate(samples: list[tuple[float, int]], low: int, high: int) -> float:
     """Restarts a second between the samples that bracket restarts ``low`` .. ``high``."""
     first = max((s for s in samples if s[1] <= low), default=samples[0])
@@ -80,7 +67,9 @@ def test_10000_crash_restart_cycles_leak_nothing(sup):
             samples.append((time.monotonic(), svc["restarts"]))
             return svc["status"] == "CRASHED" and svc
 
-        svc = _poll_until(done, timeout=TIMEOUT * 30, what=f"{CYCLES} crash/restart cycles")
+        # asked every 0.25 s: a client polling 500 times a second would weigh on the figures
+        svc = wait_until(done, timeout=TIMEOUT * 30, what=f"{CYCLES} crash/restart cycles",
+                         every=0.25)
         took = time.monotonic() - start
         c.ping()
         c.ping()

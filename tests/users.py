@@ -19,7 +19,8 @@ from supervisor.client import SupervisorError
 VENV_PYTHON = sys.executable  # the venv's python: the package is installed there
 
 
-def _tasks_of(uid: int) -> list[int]:
+def tasks_of(uid: int) -> list[int]:
+    """Pids of every process whose owner is ``uid``."""
     pids = []
     for entry in os.listdir("/proc"):
         if entry.isdigit():
@@ -42,10 +43,10 @@ def make_user():
         yield pwd.getpwnam(name)
     finally:
         uid = pwd.getpwnam(name).pw_uid
-        for pid in _tasks_of(uid):  # only ever processes this test started as that user
+        for pid in tasks_of(uid):  # only ever processes this test started as that user
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-        wait_until(lambda: not [p for p in _tasks_of(uid) if alive(p)],
+        wait_until(lambda: not [p for p in tasks_of(uid) if alive(p)],
                    what=f"the processes of {name} to end")
         subprocess.run(["userdel", name], check=True, capture_output=True, timeout=TIMEOUT)
 
