@@ -16,6 +16,7 @@ import os
 import selectors
 import socket
 import sys
+import time
 from collections.abc import Callable
 
 from supervisor import process
@@ -70,6 +71,7 @@ class Outputs:
         self.null = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
         self.relay: process.Proc | None = None
         self.control: socket.socket | None = None
+        self._no_journald_until = 0.0  # time.monotonic() until which not to probe again
 
     def prepare(self, name: str, spec: str) -> Handoff:
         if spec == "inherit":
@@ -103,7 +105,12 @@ class Outputs:
     def _relay_ready(self) -> bool:
         if self.relay is not None:
             return True
+        now = time.monotonic()
+        if now < self._no_journald_until:
+            return False
         if not journald_answers():
+            # probed again at most once a second, not on every start of a busy batch
+            self._no_journald_until = now + 1.0
             return False
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:

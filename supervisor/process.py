@@ -128,16 +128,20 @@ def spawn(argv: list[str], *, env: dict[str, str], cwd: str = "/", stopped: bool
             actions.append((os.POSIX_SPAWN_DUP2, stdout, 1))
         if stderr != 2:
             actions.append((os.POSIX_SPAWN_DUP2, stderr, 2))
-        # posix_spawn has no chdir in Python 3.11: the caller (one thread) steps into the
-        # directory for the spawn and back to where it was.
-        here = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
-            os.chdir(cwd)
+        if cwd == os.getcwd():  # the daemon's own "/": the usual case, nothing to do
             pid = os.posix_spawn(argv[0], argv, env, file_actions=actions, setsid=True,
                                  setsigmask=(), setsigdef=_DEFAULT_SIGNALS)
-        finally:
-            os.fchdir(here)
-            os.close(here)
+        else:
+            # posix_spawn has no chdir in Python 3.11: the caller (one thread) steps into
+            # the directory for the spawn and back to where it was.
+            here = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                os.chdir(cwd)
+                pid = os.posix_spawn(argv[0], argv, env, file_actions=actions, setsid=True,
+                                     setsigmask=(), setsigdef=_DEFAULT_SIGNALS)
+            finally:
+                os.fchdir(here)
+                os.close(here)
     try:
         pidfd = os.pidfd_open(pid)  # the child is unreaped, so the pid is still its own
     except OSError:  # out of fds: never leave a child we cannot watch
@@ -359,8 +363,13 @@ class Cgroups:
         it got there (where it could not, the child is spawned outside any cgroup of ours)."""
         path = self.path(name)
         try:
-            os.makedirs(path, exist_ok=True)
-            _write(os.path.join(path, "cgroup.procs"), "0")  # "0": the writing process
+            try:
+                os.mkdir(path)
+            except FileExistsError:
+                pass
+            except FileNotFoundError:  # our tree was removed under us: make it again
+                os.makedirs(path, exist_ok=True)
+            _write(path + "/cgroup.procs", "0")  # "0": the writing process
         except OSError:
             yield False
             return

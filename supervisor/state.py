@@ -22,8 +22,11 @@ from supervisor.schedule import Schedule, StartLimit
 VERSION = 1
 
 
+_FIELDS = tuple(f.name for f in dataclasses.fields(Service))
+
+
 def service_to_dict(svc: Service) -> dict:
-    out = {f.name: getattr(svc, f.name) for f in dataclasses.fields(Service)}
+    out = {name: getattr(svc, name) for name in _FIELDS}
     out["schedule"] = svc.schedule.to_dict() if svc.schedule else None
     out["start_limit"] = ([svc.start_limit.burst, svc.start_limit.interval]
                           if svc.start_limit else None)
@@ -36,8 +39,7 @@ def service_to_dict(svc: Service) -> dict:
 
 
 def service_from_dict(data: dict) -> Service:
-    fields = {f.name for f in dataclasses.fields(Service)}
-    kw = {k: v for k, v in data.items() if k in fields}
+    kw = {k: v for k, v in data.items() if k in _FIELDS}
     kw["state"] = State(kw["state"])
     kw["command"] = tuple(kw["command"])
     kw["pids"] = tuple(kw.get("pids", ()))
@@ -52,10 +54,15 @@ def service_from_dict(data: dict) -> Service:
 def start_ticks(pid: int) -> int | None:
     """The process's start time in clock ticks since boot (field 22 of /proc/<pid>/stat)."""
     try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
+        fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
         return None
+    try:
+        data = os.read(fd, 4096)  # the whole line: /proc gives it in one read
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
     return int(data[data.rindex(b")") + 2:].split()[19])
 
 
