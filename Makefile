@@ -21,7 +21,7 @@ run: install
 	$(BIN)/supervisor list-supervisor -i 0
 
 lint: install
-	$(BIN)/ruff check supervisor tests native
+	$(BIN)/ruff check .
 
 test: lint
 	$(BIN)/pytest

@@ -51,6 +51,29 @@ def idle_window(pid: int, window: float) -> dict:
             "rss_mb": rss_kb(pid) / 1024}
 
 
+def spawn_floor(n: int, reps: int = 3) -> list[float]:
+    """The floor under any cold start here: N bare ``posix_spawn`` calls of the same toy
+    (new session, as ours does), back to back from this small harness process with no
+    pidfds, cgroups, logging or protocol. Seconds, one sample per repetition."""
+    import os
+    import signal
+
+    samples = []
+    for _ in range(reps):
+        pids = []
+        t = time.perf_counter()
+        try:
+            for _ in range(n):
+                pids.append(os.posix_spawn(SLEEP[0], SLEEP, {}, setsid=True))
+            samples.append(time.perf_counter() - t)
+        finally:
+            for pid in pids:
+                os.kill(pid, signal.SIGKILL)
+            for pid in pids:
+                os.waitpid(pid, 0)
+    return samples
+
+
 def ours(n: int, cfg) -> dict:
     names = [f"q{i}" for i in range(n)]
     t0 = time.perf_counter()
@@ -102,7 +125,12 @@ def peer(kind: str, opts: dict, n: int, cfg) -> tuple[str, dict]:
 
 
 def run(cfg) -> dict:
-    results: dict = {"daemons": {}}
+    results: dict = {"daemons": {}, "spawn_floor_s": {}}
+    for n in cfg.ns_peers:
+        if n >= 100 or cfg.smoke:
+            results["spawn_floor_s"][str(n)] = spawn_floor(n)
+            log(f"scale: spawn floor N={n}: "
+                f"{summary(results['spawn_floor_s'][str(n)])['median']:.3f} s")
     for n in cfg.ns_ours:
         log(f"scale: ours N={n}")
         res = ours(n, cfg)

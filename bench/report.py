@@ -159,6 +159,10 @@ def summary_table(r: dict) -> Table:
                 met = d[OURS][key]["cold_start_s"] <= 0.5
             t.add(f"cold start of N={n:,} → all RUNNING (s; ours: daemon start + create "
                   "pipeline)", cells, meds, "≤ 0.5 s at N=1,000" if n == 1000 else "", met)
+            floor = r["scale"].get("spawn_floor_s", {}).get(key)
+            if floor:
+                t.add(f"spawn floor, N={n:,}: bare posix_spawn calls from the harness (s, "
+                      "median)", {OURS: fmt(_median(floor))}, {})
         for n in ns:
             key = str(n)
             cells = {k: fmt(per[key]["idle"]["rss_mb"]) for k, per in d.items() if key in per}
@@ -353,6 +357,16 @@ def render(r: dict, images: dict[str, str]) -> str:
           "file lists N programs; from launching the daemon until their status API reports "
           "all N running (polled every 20 ms). RSS: VmRSS of the daemon at the end of the "
           "idle window.\n")
+        floors = r["scale"].get("spawn_floor_s", {})
+        if floors:
+            w("The spawn floor: the same N toys started by N back-to-back `posix_spawn` "
+              "calls (new session each, as ours) from the small harness process, with no "
+              "pidfd, cgroup, log entry or protocol: the floor, on this machine, for a "
+              "supervisor that starts its services one at a time with posix_spawn: "
+              + "; ".join(f"N={int(n):,}: {fmt(_median(v))} s (median of {len(v)})"
+                          for n, v in sorted(floors.items(), key=lambda kv: int(kv[0])))
+              + ". Most of a spawn is the caller waiting for the child's `exec` "
+              "(vfork semantics).\n")
         w("| daemon | N | launch → all running (s) | of which: daemon start (s) | create "
           "pipeline (s) | RSS MB | shutdown (s) |")
         w("|---|---|---|---|---|---|---|")
