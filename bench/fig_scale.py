@@ -18,6 +18,7 @@ For each daemon and N, one fresh daemon is populated with N services ``/bin/slee
 
 from __future__ import annotations
 
+import functools
 import time
 
 from common import (
@@ -51,14 +52,17 @@ def idle_window(pid: int, window: float) -> dict:
             "rss_mb": rss_kb(pid) / 1024}
 
 
-def spawn_floor(n: int, reps: int = 3) -> list[float]:
+def spawn_floor(n: int, reps: int = 3) -> dict:
     """The floor under any cold start here: N bare ``posix_spawn`` calls of the same toy
     (new session, as ours does), back to back from this small harness process with no
-    pidfds, cgroups, logging or protocol. Seconds, one sample per repetition."""
+    pidfds, cgroups, logging or protocol (seconds, one sample per repetition); and the CPU
+    the N toys themselves burn to get started (exec, dynamic loading; summed from each
+    one's /proc/<pid>/schedstat once they sleep), which any supervisor's cold start shares
+    the machine's CPUs with."""
     import os
     import signal
 
-    samples = []
+    samples, toys_cpu = [], []
     for _ in range(reps):
         pids = []
         t = time.perf_counter()
@@ -66,12 +70,27 @@ def spawn_floor(n: int, reps: int = 3) -> list[float]:
             for _ in range(n):
                 pids.append(os.posix_spawn(SLEEP[0], SLEEP, {}, setsid=True))
             samples.append(time.perf_counter() - t)
+            wait_until(functools.partial(_all_sleeping, pids), 30)
+            toys_cpu.append(sum(_cpu_s(pid) for pid in pids))
         finally:
             for pid in pids:
                 os.kill(pid, signal.SIGKILL)
             for pid in pids:
                 os.waitpid(pid, 0)
-    return samples
+    return {"wall_s": samples, "toys_cpu_s": toys_cpu, "cpus": os.cpu_count()}
+
+
+def _all_sleeping(pids: list[int]) -> bool:
+    for pid in pids:
+        with open(f"/proc/{pid}/stat") as f:
+            if f.read().rsplit(")", 1)[1].split()[0] != "S":
+                return False
+    return True
+
+
+def _cpu_s(pid: int) -> float:
+    with open(f"/proc/{pid}/schedstat") as f:
+        return int(f.read().split()[0]) / 1e9
 
 
 def ours(n: int, cfg) -> dict:
@@ -125,12 +144,12 @@ def peer(kind: str, opts: dict, n: int, cfg) -> tuple[str, dict]:
 
 
 def run(cfg) -> dict:
-    results: dict = {"daemons": {}, "spawn_floor_s": {}}
+    results: dict = {"daemons": {}, "spawn_floor": {}}
     for n in cfg.ns_peers:
         if n >= 100 or cfg.smoke:
-            results["spawn_floor_s"][str(n)] = spawn_floor(n)
-            log(f"scale: spawn floor N={n}: "
-                f"{summary(results['spawn_floor_s'][str(n)])['median']:.3f} s")
+            floor = results["spawn_floor"][str(n)] = spawn_floor(n)
+            log(f"scale: spawn floor N={n}: {summary(floor['wall_s'])['median']:.3f} s, "
+                f"the toys' own start-up CPU {summary(floor['toys_cpu_s'])['median']:.3f} s")
     for n in cfg.ns_ours:
         log(f"scale: ours N={n}")
         res = ours(n, cfg)

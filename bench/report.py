@@ -159,10 +159,12 @@ def summary_table(r: dict) -> Table:
                 met = d[OURS][key]["cold_start_s"] <= 0.5
             t.add(f"cold start of N={n:,} → all RUNNING (s; ours: daemon start + create "
                   "pipeline)", cells, meds, "≤ 0.5 s at N=1,000" if n == 1000 else "", met)
-            floor = r["scale"].get("spawn_floor_s", {}).get(key)
+            floor = r["scale"].get("spawn_floor", {}).get(key)
             if floor:
                 t.add(f"spawn floor, N={n:,}: bare posix_spawn calls from the harness (s, "
-                      "median)", {OURS: fmt(_median(floor))}, {})
+                      "median); the toys' own start-up CPU (s)",
+                      {OURS: f"{fmt(_median(floor['wall_s']))}; "
+                             f"{fmt(_median(floor['toys_cpu_s']))} CPU"}, {})
         for n in ns:
             key = str(n)
             cells = {k: fmt(per[key]["idle"]["rss_mb"]) for k, per in d.items() if key in per}
@@ -357,16 +359,24 @@ def render(r: dict, images: dict[str, str]) -> str:
           "file lists N programs; from launching the daemon until their status API reports "
           "all N running (polled every 20 ms). RSS: VmRSS of the daemon at the end of the "
           "idle window.\n")
-        floors = r["scale"].get("spawn_floor_s", {})
+        floors = r["scale"].get("spawn_floor", {})
         if floors:
             w("The spawn floor: the same N toys started by N back-to-back `posix_spawn` "
               "calls (new session each, as ours) from the small harness process, with no "
               "pidfd, cgroup, log entry or protocol: the floor, on this machine, for a "
-              "supervisor that starts its services one at a time with posix_spawn: "
-              + "; ".join(f"N={int(n):,}: {fmt(_median(v))} s (median of {len(v)})"
-                          for n, v in sorted(floors.items(), key=lambda kv: int(kv[0])))
-              + ". Most of a spawn is the caller waiting for the child's `exec` "
-              "(vfork semantics).\n")
+              "supervisor that starts its services one at a time with posix_spawn. Most "
+              "of a spawn is the caller waiting for the child's `exec` (vfork semantics). "
+              "Beside it, the CPU the N toys burn to get started (exec, dynamic loading; "
+              "from their /proc/<pid>/schedstat): any cold start shares the "
+              f"{next(iter(floors.values()))['cpus']} CPUs with that work.\n")
+            w("| N | N bare posix_spawn calls (s, median) | the toys' own start-up CPU "
+              "(s, median) | that CPU spread over all CPUs (s) |")
+            w("|---|---|---|---|")
+            for n, v in sorted(floors.items(), key=lambda kv: int(kv[0])):
+                cpu = _median(v["toys_cpu_s"])
+                w(f"| {int(n):,} | {fmt(_median(v['wall_s']))} | {fmt(cpu)} | "
+                  f"{fmt(cpu / v['cpus'])} |")
+            w("")
         w("| daemon | N | launch → all running (s) | of which: daemon start (s) | create "
           "pipeline (s) | RSS MB | shutdown (s) |")
         w("|---|---|---|---|---|---|---|")
