@@ -11,7 +11,9 @@ import os
 import sys
 
 try:
-    from systemd import journal as _journal
+    # the C half of systemd.journal (its sendv): the Python half imports logging, uuid and
+    # more, a third of the daemon's start-up; it is imported only to read (service_log)
+    from systemd import _journal
 except ImportError:  # pragma: no cover - systemd-python is a dependency
     _journal = None
 
@@ -89,12 +91,14 @@ def service_log(instance: int, name: str, *, lines: int = 10, follow: bool = Fal
     (``SUPERVISOR_INSTANCE``, ``SERVICE_NAME``), commands about the service left out."""
     if _journal is None:  # pragma: no cover - systemd-python is a dependency
         return
+    from systemd import journal as reading
+
     render = _as_json if as_json else _format
 
     def wanted(entry: dict) -> bool:
         return "SUPERVISOR_COMMAND" not in entry
 
-    with _journal.Reader() as reader:
+    with reading.Reader() as reader:
         reader.add_match(SUPERVISOR_INSTANCE=str(instance), SERVICE_NAME=name)
         reader.seek_tail()
         last: list[dict] = []
@@ -115,7 +119,7 @@ def service_log(instance: int, name: str, *, lines: int = 10, follow: bool = Fal
                 cursor = entry.get("__CURSOR", cursor)
                 if wanted(entry):
                     yield render(entry)
-            if reader.wait(0.5) == _journal.NOP and not got and cursor:
+            if reader.wait(0.5) == reading.NOP and not got and cursor:
                 # A filtered reader may miss entries written in a burst (libsystemd 252);
                 # seeking again makes it look afresh.
                 reader.seek_cursor(cursor)

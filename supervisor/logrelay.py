@@ -26,19 +26,21 @@ import selectors
 import socket
 import sys
 
-from systemd import journal
+from systemd._journal import sendv  # systemd.journal.sendv, without its Python half
 
 LINE_MAX = 48 * 1024  # journald's default LineMax
 
 
 class Stream:
-    __slots__ = ("buf", "fd", "name", "pid")
+    __slots__ = ("buf", "fd", "fields", "name", "pid")
 
-    def __init__(self, fd: int, name: str, pid: int) -> None:
+    def __init__(self, fd: int, name: str, pid: int, instance: int) -> None:
         self.fd = fd
         self.name = name
         self.pid = pid
         self.buf = b""
+        self.fields = (f"SYSLOG_IDENTIFIER={name}", f"SUPERVISOR_INSTANCE={instance}",
+                       f"SERVICE_NAME={name}", f"SERVICE_PID={pid}")
 
 
 class Relay:
@@ -75,8 +77,9 @@ class Relay:
             return
         for fd in fds:
             os.set_blocking(fd, False)
+            stream = Stream(fd, name, pid, self.instance)
             self.sel.register(fd, selectors.EVENT_READ,
-                              functools.partial(self._on_output, Stream(fd, name, pid)))
+                              functools.partial(self._on_output, stream))
             self.streams += 1
 
     def _on_output(self, stream: Stream) -> None:
@@ -104,9 +107,9 @@ class Relay:
 
     def _emit(self, stream: Stream, line: bytes) -> None:
         try:
-            journal.send(line.decode(errors="replace"), PRIORITY=6,
-                         SYSLOG_IDENTIFIER=stream.name, SUPERVISOR_INSTANCE=self.instance,
-                         SERVICE_NAME=stream.name, SERVICE_PID=stream.pid)
+            # sendv with the fields given: journal.send() would walk the stack for CODE_*
+            # on every line, which costs more than the line itself
+            sendv("MESSAGE=" + line.decode(errors="replace"), "PRIORITY=6", *stream.fields)
         except OSError:
             pass  # journald is gone: the line is lost, the service is not hurt
 

@@ -26,11 +26,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, tzinfo
 from datetime import time as time_of_day
-from decimal import Decimal
 from typing import Any
-from zoneinfo import ZoneInfo
-
-from cronsim import CronSim, CronSimError
 
 __all__ = [
     "DEFAULT_START_LIMIT",
@@ -144,6 +140,8 @@ def format_interval(seconds: float) -> str:
             if count:
                 out.append(f"{count}{unit}")
         return "".join(out)
+    from decimal import Decimal  # imported when needed: the daemon starts faster
+
     exact = Decimal(repr(float(seconds)))  # the shortest decimal that reads back as it
     if seconds < 1:
         text = f"{_plain(exact * 1000)}ms"
@@ -152,7 +150,7 @@ def format_interval(seconds: float) -> str:
     return f"{_plain(exact)}s"
 
 
-def _plain(number: Decimal) -> str:
+def _plain(number) -> str:  # a Decimal
     """Positional notation, no exponent, no trailing zeros: what :func:`parse_interval` reads."""
     text = format(number, "f")
     return text.rstrip("0").rstrip(".") if "." in text else text
@@ -252,6 +250,8 @@ class Cron:
         if count != 5:
             raise ValueError(f"invalid cron expression {self.expr!r}: it has {count} "
                              f"field{'s' * (count != 1)}; {_CRON_HINT}")
+        from cronsim import CronSim, CronSimError  # only cron needs it: imported then
+
         try:
             next(CronSim(fields, datetime(2000, 1, 1, tzinfo=UTC)))
         except CronSimError as e:
@@ -266,6 +266,8 @@ class Cron:
     def next_after(self, now: float) -> float:
         """Epoch seconds of the first firing strictly after ``now`` (epoch seconds)."""
         zone = _zone(self.tz)
+        from cronsim import CronSim
+
         start = math.floor(now)
         it = CronSim(self.fields, datetime.fromtimestamp(start, zone))
         try:
@@ -408,10 +410,12 @@ class Schedule:
                 name = None
             elif tz is UTC:
                 name = "UTC"
-            elif isinstance(tz, ZoneInfo):
-                name = tz.key
             else:
-                raise ValueError(f"cannot name the time zone {tz!r}")
+                from zoneinfo import ZoneInfo  # imported only where a zone is named
+
+                if not isinstance(tz, ZoneInfo):
+                    raise ValueError(f"cannot name the time zone {tz!r}")
+                name = tz.key
             out["cron"], out["tz"] = self.calendar.expr, name
         return out
 
@@ -424,7 +428,12 @@ class Schedule:
             return cls.every(data["interval"], data["anchor"], wall=data.get("wall", True))
         if kind == "cron":
             name = data.get("tz")
-            tz = None if name is None else UTC if name == "UTC" else ZoneInfo(name)
+            if name is None or name == "UTC":
+                tz = None if name is None else UTC
+            else:
+                from zoneinfo import ZoneInfo
+
+                tz = ZoneInfo(name)
             return cls.cron(data["cron"], tz)
         raise ValueError(f"unknown schedule kind {kind!r} (once, every or cron)")
 

@@ -125,6 +125,18 @@ def children_of(pid: int) -> list[tuple[int, str]]:
     return out
 
 
+def fd_targets(pid: int) -> list[str]:
+    """What each open fd of ``pid`` points at; fds closed while we look are left out (a
+    daemon opens and closes some of its own every turn)."""
+    out = []
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            out.append(os.readlink(f"/proc/{pid}/fd/{fd}"))
+        except FileNotFoundError:
+            pass
+    return out
+
+
 def fd_count(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 

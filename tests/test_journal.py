@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+import systemd.journal
 from conftest import TEST_RESTART, Supervisor, alive, wait_until
 from journald import journal_mark, read_entries, wait_for_entry
 from timeouts import TIMEOUT
@@ -100,8 +101,7 @@ def settled(inst: Supervisor, since: str | None, **match: Any) -> list[dict]:
     daemon's answers sits behind them in journald's one socket queue, so once it is
     readable, so are they."""
     tag = uuid.uuid4().hex
-    supervisor.journal._journal.send("sentinel", SYSLOG_IDENTIFIER="supervisor-tests",
-                                     TEST_SENTINEL=tag)
+    systemd.journal.send("sentinel", SYSLOG_IDENTIFIER="supervisor-tests", TEST_SENTINEL=tag)
     wait_entry(since=since, SYSLOG_IDENTIFIER="supervisor-tests", TEST_SENTINEL=tag)
     return read_entries(0, count=0, since=since, SYSLOG_IDENTIFIER=IDENT,
                         SUPERVISOR_INSTANCE=inst.instance, _PID=inst.daemon_pid, **match)

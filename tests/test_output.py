@@ -12,7 +12,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, children_of, wait_until
+from conftest import ROOT, children_of, fd_targets, wait_until
 from journald import journal_mark, wait_for_entry
 from timeouts import TIMEOUT
 
@@ -53,8 +53,7 @@ def test_output_lines_are_journal_entries_with_fields(sup, tmp_path):
                            capture_output=True, text=True, timeout=30).stdout.splitlines()
     assert {json.loads(line)["MESSAGE"] for line in shown} >= {"to stderr"}
     # the daemon keeps no end of the pipe: only the service and the relay hold it
-    daemon_fds = {os.readlink(f"/proc/{sup.pid}/fd/{fd}")
-                  for fd in os.listdir(f"/proc/{sup.pid}/fd")}
+    daemon_fds = set(fd_targets(sup.pid))
     assert os.readlink(f"/proc/{svc['pid']}/fd/1") not in daemon_fds
 
 

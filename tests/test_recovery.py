@@ -9,7 +9,7 @@ import subprocess
 import threading
 import time
 
-from conftest import Supervisor, alive, children_of, state, wait_until
+from conftest import Supervisor, alive, children_of, fd_targets, state, wait_until
 from timeouts import TIMEOUT
 
 from supervisor.client import Client, NotRunning
@@ -122,9 +122,7 @@ def test_reload_keeps_pid_services_and_children(sup):
     assert sup.wait_status("later", "RUNNING")["restarts"] == 0
     def fds():
         """The daemon's fds but client connections (sockets come and go with clients)."""
-        links = (os.readlink(f"/proc/{daemon}/fd/{fd}") for fd in os.listdir(
-            f"/proc/{daemon}/fd"))
-        return sorted(link.split(":")[0] for link in links)
+        return sorted(link.split(":")[0] for link in fd_targets(daemon))
 
     before = fds()
     sup.ok("reload", "-i", "0")
