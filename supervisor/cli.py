@@ -238,15 +238,16 @@ def _print(result, as_json: bool, text: str) -> None:
 
 
 def run(opts: dict) -> int:
+    """Carry out the command; ``opts`` holds the keys of its usage line (see _parse)."""
     from supervisor import client, paths
 
     try:
-        instance = paths.parse_instance(opts["--instance"])
+        instance = paths.parse_instance(opts.get("--instance"))
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     as_json = opts["--json"]
 
-    if opts["list-supervisors"]:
+    if opts.get("list-supervisors"):
         import time
 
         found = client.list_supervisors()
@@ -257,27 +258,27 @@ def run(opts: dict) -> int:
         _print({"supervisors": found}, as_json,
                _table(rows) if found else "no supervisor instance is running")
         return EXIT_OK
-    if opts["init"]:
+    if opts.get("init"):
         info, started = client.init(instance)
         verb = "started" if started else "already running"
         _print({**info, "started": started}, as_json,
                f"instance {instance} {verb} (pid {info['pid']}, socket {info['socket']})")
         return EXIT_OK
-    if opts["logs"]:
+    if opts.get("logs"):
         return _logs(instance, opts, as_json)
-    if opts["reload"]:
+    if opts.get("reload"):
         with client.Client(instance) as c:
             info = c.reload()
         _print(info, as_json, f"instance {instance} re-executed (pid {info['pid']}, "
                               f"generation {info['generation']}, {info['services']} services)")
         return EXIT_OK
-    if opts["close"]:
+    if opts.get("close"):
         answer = client.close_instance(instance)
         _print(answer, as_json, f"instance {instance} closed (pid {answer['pid']})")
         return EXIT_OK
 
     with client.Client(instance) as c:
-        if opts["create-service"]:
+        if opts.get("create-service"):
             restarts = (int(_number(opts["--restart-times"], "restart times", integer=True))
                         if opts["--restart-times"] is not None else None)
             delay = _number(opts["--delay"], "delay", integer=False)
@@ -292,17 +293,17 @@ def run(opts: dict) -> int:
             else:
                 text = f"{svc['name']} {svc['pid']}"
             _print(svc, as_json, text)
-        elif opts["open-service"]:
+        elif opts.get("open-service"):
             ref = opts["<pid>"]
             if not ref.isdigit() or int(ref) == 0:
                 raise UsageError(f"<pid> must be a positive number, not {ref!r}")
             svc = c.open_service(int(ref), name=opts["--name"])
             _print(svc, as_json, f"{svc['name']} {svc['pid']}")
-        elif opts["list-supervisor"]:
+        elif opts.get("list-supervisor"):
             listing = c.list_supervisor()
             _print(listing, as_json, _service_rows(listing["services"]) if listing["services"]
                    else f"instance {instance} has no services")
-        elif opts["supervisor-freelist"]:
+        elif opts.get("supervisor-freelist"):
             answer = c.supervisor_freelist([_svc(s) for s in opts["<svc>"]])
             _print(answer, as_json, "\n".join(f"removed {s['name']}" for s in answer["removed"]))
         else:
@@ -311,7 +312,7 @@ def run(opts: dict) -> int:
                               ("close-service", "killed"), ("remove-service", "removed"),
                               ("supervisor-cancel", "cancelled"),
                               ("service-status", None)):
-                if opts[cmd]:
+                if opts.get(cmd):
                     svc = c.call(cmd, service=ref)
                     text = (_service_rows([svc]) if verb is None
                             else f"{verb} {svc['name']} ({_status_text(svc)})")
@@ -356,14 +357,51 @@ def _logs(instance: int, opts: dict, as_json: bool) -> int:
                              f"no journal entries for service {ref!r} of instance {instance}")
 
 
-def main(argv: list[str] | None = None) -> int:
+def _command_doc(argv: list[str]) -> str | None:
+    """The usage text cut down to the usage line of argv's command and the whole Options
+    section, or None when argv does not start with a command."""
+    if not argv or argv[0].startswith("-"):
+        return None
+    usage = __doc__.split("Usage:\n", 1)[1].split("\n\n", 1)[0]
+    lines = [ln for ln in usage.splitlines() if ln.split()[1] == argv[0]]
+    if not lines:
+        return None
+    options = __doc__[__doc__.index("\nOptions:\n"):].split("\n\n", 1)[0]
+    return "Usage:\n" + "\n".join(lines) + "\n" + options + "\n"
+
+
+def _parse(argv: list[str]) -> dict:
+    """docopt on the usage line of argv's command alone, the git-style pattern: matching
+    argv against all the usage lines costs ~8 ms, against one ~0.7 ms. The Options section
+    is whole, so options (abbreviations, arguments, defaults) are read as with the whole
+    text; what the short text does not accept (help, version, a usage error, options before
+    the command) is parsed again with the whole text, which prints and raises as before.
+    The dict holds the keys of that command's usage line only; an argument that another
+    command repeats (<svc>...) is a list, as the whole text makes it."""
     from docopt import DocoptExit, docopt
 
+    doc = _command_doc(argv)
+    if doc is not None:
+        try:
+            opts = docopt(doc, argv=argv, default_help=False)
+        except DocoptExit:
+            pass
+        else:
+            for key, value in opts.items():
+                if isinstance(value, str) and f"{key}..." in __doc__:
+                    opts[key] = [value]
+            return opts
     from supervisor import __version__
+
+    return docopt(__doc__, argv=argv, version=f"supervisor {__version__}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    from docopt import DocoptExit
 
     argv = sys.argv[1:] if argv is None else argv
     try:
-        opts = docopt(__doc__, argv=argv, version=f"supervisor {__version__}")
+        opts = _parse(argv)
     except DocoptExit:
         print(f"supervisor: usage: {_usage_line(argv)}  (see supervisor --help)",
               file=sys.stderr)

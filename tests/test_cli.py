@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 from conftest import (
     PARROT,
     TEST_RESTART,
@@ -299,3 +300,57 @@ def test_python_dash_m_and_console_script(sup):
                 "service-status", "list-supervisor", "supervisor-freelist",
                 "supervisor-cancel"):
         assert f"supervisor {cmd}" in help_text
+
+
+# ---- parsing: one command's usage line, as the whole usage text would --------------------
+
+WELL_FORMED = [
+    ["init"], ["init", "-i", "7", "--json"], ["list-supervisors", "--json"],
+    ["close", "--inst", "3"], ["reload", "-i5"],
+    ["create-service", "-n", "x", "-r", "2", "-c", "-d", "1.5", "--every", "5m", "--restart",
+     "always", "--restart-delay", "2", "--start-limit", "3/5", "-o", "null", "--json", "/bin/x",
+     "--", "-a", "b"],
+    ["create-service", "/bin/x", "a", "b"],
+    ["create-service", "--at=12:00", "--cro", "@daily", "x"],
+    ["open-service", "123", "-n", "x"], ["suspend-service", "s"], ["resume-service", "12"],
+    ["close-service", "s", "--json"], ["remove-service", "-i", "1", "s"],
+    ["service-status", "s1", "-i", "7"], ["service-status", "--js", "s1"], ["list-supervisor"],
+    ["supervisor-freelist", "a", "b", "3"], ["supervisor-cancel", "a"],
+    ["logs", "s", "-n", "5", "-f"], ["logs", "s"],
+]
+
+
+@pytest.mark.parametrize("argv", WELL_FORMED, ids=" ".join)
+def test_a_commands_usage_line_parses_as_the_whole_text(argv):
+    from docopt import docopt
+
+    from supervisor import cli
+
+    whole = docopt(cli.__doc__, argv=argv)
+    short = cli._parse(argv)
+    assert short[argv[0]] is True
+    assert len(short) < len(whole)  # the short text was used
+    assert {key: whole[key] for key in short} == short
+
+
+@pytest.mark.parametrize("argv", [["service-status", "s1", "-h"], ["logs", "--he", "s"],
+                                  ["create-service", "-ch", "x"]])
+def test_help_after_a_command_prints_the_whole_text(argv, capsys):
+    from supervisor import cli
+
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(argv)
+    assert exit_.value.code is None
+    assert capsys.readouterr().out == cli.__doc__.strip("\n") + "\n"
+
+
+@pytest.mark.parametrize("argv", [["service-status", "s1", "--at", "5"], ["service-status"],
+                                  ["logs", "s", "--re"], ["service-status", "a", "b"]])
+def test_a_usage_error_after_a_command_is_one_line_and_exit_2(argv, capsys):
+    from supervisor import cli
+
+    assert cli.main(argv) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err == f"supervisor: usage: {cli._usage_line(argv)}  (see supervisor --help)\n"
+    assert argv[0] in err
