@@ -363,13 +363,14 @@ class Cgroups:
         it got there (where it could not, the child is spawned outside any cgroup of ours)."""
         path = self.path(name)
         try:
-            try:
-                os.mkdir(path)
-            except FileExistsError:
-                pass
-            except FileNotFoundError:  # our tree was removed under us: make it again
-                os.makedirs(path, exist_ok=True)
-            _write(path + "/cgroup.procs", "0")  # "0": the writing process
+            try:  # a restart: the cgroup is there already
+                _write(path + "/cgroup.procs", "0")  # "0": the writing process
+            except FileNotFoundError:  # a first start
+                try:
+                    os.mkdir(path)
+                except FileNotFoundError:  # our tree was removed under us: make it again
+                    os.makedirs(path, exist_ok=True)
+                _write(path + "/cgroup.procs", "0")
         except OSError:
             yield False
             return
