@@ -128,18 +128,18 @@ def spawn(argv: list[str], *, env: dict[str, str], cwd: str = "/", stopped: bool
             actions.append((os.POSIX_SPAWN_DUP2, stdout, 1))
         if stderr != 2:
             actions.append((os.POSIX_SPAWN_DUP2, stderr, 2))
-        if cwd == os.getcwd():  # the daemon's own "/": the usual case, nothing to do
+        # posix_spawn has no chdir in Python 3.11: the caller (one thread) steps into the
+        # directory for the spawn and back to where it was (unless it is there already:
+        # the daemon's own "/", the usual case).
+        here = (None if cwd == os.getcwd()
+                else os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC))
+        try:
+            if here is not None:
+                os.chdir(cwd)
             pid = os.posix_spawn(argv[0], argv, env, file_actions=actions, setsid=True,
                                  setsigmask=(), setsigdef=_DEFAULT_SIGNALS)
-        else:
-            # posix_spawn has no chdir in Python 3.11: the caller (one thread) steps into
-            # the directory for the spawn and back to where it was.
-            here = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-            try:
-                os.chdir(cwd)
-                pid = os.posix_spawn(argv[0], argv, env, file_actions=actions, setsid=True,
-                                     setsigmask=(), setsigdef=_DEFAULT_SIGNALS)
-            finally:
+        finally:
+            if here is not None:
                 os.fchdir(here)
                 os.close(here)
     try:

@@ -157,3 +157,11 @@ def test_close_instance_ends_every_tree(rundir, tmp_path):
     s.ok("close", "-i", "12")
     grandchildren = [int(p) for p in pids.read_text().split()]
     wait_until(lambda: not any(alive(p) for p in grandchildren), what="no orphan left")
+
+
+@pytest.mark.parametrize("where", ["/", "tmp"])
+def test_a_service_runs_in_the_directory_it_was_created_from(sup, tmp_path, where):
+    cwd = "/" if where == "/" else str(tmp_path)
+    svc = sup.create("/bin/sleep", ["60"], cwd=cwd)
+    assert os.readlink(f"/proc/{svc['pid']}/cwd") == cwd
+    assert os.readlink(f"/proc/{sup.pid}/cwd") == "/"  # the daemon stepped back
