@@ -279,6 +279,22 @@ def stop_popen(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float
 # ---- the machine ------------------------------------------------------------------------
 
 
+# The one environment of a run: the harness sets it on itself, so every daemon it starts,
+# every toy those start (circus with copy_env) and the bare toy of the restart figure run
+# with the same variables. The toy's start-up depends on them (a UTF-8 LANG makes `date`
+# load locale files), so the bare start-up is only subtracted fairly this way. LANG is
+# set because a Python daemon started without one sets LC_CTYPE=C.UTF-8 for its children
+# (PEP 538): with it, all start alike.
+BENCH_ENV = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
+
+
+def use_bench_env() -> dict[str, str]:
+    """Replace the harness's environment with :data:`BENCH_ENV`; returns it."""
+    os.environ.clear()
+    os.environ.update(BENCH_ENV)
+    return dict(BENCH_ENV)
+
+
 def hide_journald() -> str:
     """Give the harness (and so every daemon it starts) a private mount namespace in which
     /run/systemd/journal is an empty tmpfs: our daemon then logs to its stderr log file,

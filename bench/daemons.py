@@ -260,6 +260,7 @@ class Circus:
             lines += [f"[watcher:{name}]", f"cmd = {argv[0]}",
                       f"args = {' '.join(argv[1:])}", "numprocesses = 1",
                       "check_flapping = False", f"respawn = {respawn}",
+                      "copy_env = True",  # the run's environment, as the others pass on
                       "graceful_timeout = 2", ""]
         with open(self.conf, "w") as f:
             f.write("\n".join(lines))

@@ -6,10 +6,12 @@ restart latency = the next ``s`` minus the previous ``c``.
 
 That latency includes the toy's own start-up (sh + one ``date``). The bare start-up is
 measured by running the same toy straight from the harness (posix_spawn, wall clock taken
-just before): bare start-up = its ``s`` minus the spawn time. "Share" = restart latency
-minus the median bare start-up: the supervisor's own part. The toy's crash tail (from its
-``c`` record until the harness sees it dead on a pidfd) is measured too and reported, since
-it is in every supervisor's latency and is not the supervisor's doing either.
+just before), in the environment every supervisor passes its toy (the run's one
+environment, common.BENCH_ENV): bare start-up = its ``s`` minus the spawn time. "Share" =
+restart latency minus the median bare start-up: the supervisor's own part. The toy's
+crash tail (from its ``c`` record until the harness sees it dead on a pidfd) is measured
+too and reported, since it is in every supervisor's latency and is not the supervisor's
+doing either.
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ def _starts(path: str) -> int:
 def bare(n: int, workdir: str) -> tuple[list[float], list[float]]:
     """Run the toy directly ``n`` times: (start-up ms, crash tail ms)."""
     startup, tail = [], []
-    env = {"PATH": "/usr/bin:/bin"}
+    env = dict(os.environ)  # the run's one environment, as each supervisor gives its toy
     for i in range(n):
         rec = os.path.join(workdir, f"bare-{i}")
         t0 = time.time_ns()

@@ -63,12 +63,13 @@ def spawn_floor(n: int, reps: int = 3) -> dict:
     import signal
 
     samples, toys_cpu = [], []
+    env = dict(os.environ)  # the run's one environment, which the supervisors pass on too
     for _ in range(reps):
         pids = []
         t = time.perf_counter()
         try:
             for _ in range(n):
-                pids.append(os.posix_spawn(SLEEP[0], SLEEP, {}, setsid=True))
+                pids.append(os.posix_spawn(SLEEP[0], SLEEP, env, setsid=True))
             samples.append(time.perf_counter() - t)
             wait_until(functools.partial(_all_sleeping, pids), 30)
             toys_cpu.append(sum(_cpu_s(pid) for pid in pids))

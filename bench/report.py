@@ -258,6 +258,9 @@ def render(r: dict, images: dict[str, str]) -> str:
     w(f"| python | {m['python']} |")
     w(f"| RLIMIT_NOFILE (soft/hard) | {m['nofile']} |")
     w(f"| journald | {_journald_line(r)} |")
+    if r.get("environment"):
+        w("| environment (harness, every daemon, every toy) | "
+          + " ".join(f"`{k}={v}`" for k, v in r["environment"].items()) + " |")
     w(f"| load average before / after | {' '.join(r['loadavg_before'])} / "
       f"{' '.join(r.get('loadavg_after', ['?']))} |")
     w(f"| ours | pidfd-supervisor {v.get('ours', '?')} |")
@@ -288,13 +291,16 @@ def render(r: dict, images: dict[str, str]) -> str:
         w("The toy `bench/toys/crash_toy` is a `/bin/sh` script: `date +%s%N` to its record "
           "file when it starts, again right before `kill -SEGV $$`. Restart latency = next "
           "start record − crash record. Bare start-up = the same toy run straight from the "
-          "harness (posix_spawn; start record − spawn time); *share* = latency − median bare "
-          "start-up. The toy's crash tail (crash record → the harness sees it dead on a "
-          "pidfd) is in every supervisor's latency as well; it is not subtracted from the "
-          "share and is shown for reference.\n")
+          "harness (posix_spawn; start record − spawn time), in the run's one environment "
+          "(see Machine), which every supervisor passes on to its toy as well: the toy's "
+          "start-up depends on it (a UTF-8 `LANG` makes `date` load locale files); *share* "
+          "= latency − median bare start-up. The toy's crash tail (crash record → the "
+          "harness sees it dead on a pidfd) is in every supervisor's latency as well; it is "
+          "not subtracted from the share and is shown for reference.\n")
         w("Configuration: ours `create-service -r K`; supervisord `startsecs=0`, "
           "`autorestart=true`, `startretries=1000000`; circus `respawn = True`, "
-          "`check_flapping = False` (otherwise it stops a crash loop), `check_delay` 5 "
+          "`check_flapping = False` (otherwise it stops a crash loop), `copy_env = True` "
+          "(the run's environment, as the others pass on), `check_delay` 5 "
           "(its default) and 0.1. circus has no SIGCHLD handler: it reaps and respawns "
           "only on its `check_delay` timer.\n")
         rows = [("toy's bare start-up", rs["bare_startup_ms"]),

@@ -118,13 +118,14 @@ def measure(cfg: argparse.Namespace, only: list[str], journald: str) -> dict:
                "cli": fig_cli, "throughput": fig_throughput}
     journal_mode = common.hide_journald() if journald == "hide" else "as is"
     log(f"journald: {journal_mode}")
+    environment = common.use_bench_env()
     common.become_subreaper()
     signal.signal(signal.SIGTERM, _on_signal)
     results: dict = {"settings": vars(cfg), "machine": common.machine(),
                      "versions": common.peer_versions(), "errors": {}, "seconds": {},
                      "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
                      "loadavg_before": common.loadavg(), "loadavg": {},
-                     "journald_mode": journal_mode}
+                     "journald_mode": journal_mode, "environment": environment}
     results["versions"]["ours"] = _our_version()
     t_all = time.perf_counter()
     try:
