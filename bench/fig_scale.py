@@ -19,6 +19,8 @@ For each daemon and N, one fresh daemon is populated with N services ``/bin/slee
 from __future__ import annotations
 
 import functools
+import os
+import signal
 import time
 
 from common import (
@@ -59,9 +61,6 @@ def spawn_floor(n: int, reps: int = 3) -> dict:
     the N toys themselves burn to get started (exec, dynamic loading; summed from each
     one's /proc/<pid>/schedstat once they sleep), which any supervisor's cold start shares
     the machine's CPUs with."""
-    import os
-    import signal
-
     samples, toys_cpu = [], []
     env = dict(os.environ)  # the run's one environment, which the supervisors pass on too
     for _ in range(reps):
@@ -72,7 +71,7 @@ def spawn_floor(n: int, reps: int = 3) -> dict:
                 pids.append(os.posix_spawn(SLEEP[0], SLEEP, env, setsid=True))
             samples.append(time.perf_counter() - t)
             wait_until(functools.partial(_all_sleeping, pids), 30)
-            toys_cpu.append(sum(_cpu_s(pid) for pid in pids))
+            toys_cpu.append(sum(cpu_ns(pid) for pid in pids) / 1e9)
         finally:
             for pid in pids:
                 os.kill(pid, signal.SIGKILL)
@@ -87,11 +86,6 @@ def _all_sleeping(pids: list[int]) -> bool:
             if f.read().rsplit(")", 1)[1].split()[0] != "S":
                 return False
     return True
-
-
-def _cpu_s(pid: int) -> float:
-    with open(f"/proc/{pid}/schedstat") as f:
-        return int(f.read().split()[0]) / 1e9
 
 
 def ours(n: int, cfg) -> dict:
