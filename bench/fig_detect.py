@@ -25,14 +25,6 @@ from daemons import Ours, make_peer, peer_kinds
 SLEEP = ["/bin/sleep", "100000"]
 
 
-def _until(pred, bound: float) -> float:
-    start = time.perf_counter()
-    while not pred():
-        if time.perf_counter() - start > bound:
-            return NEVER
-    return (time.perf_counter() - start) * 1000
-
-
 def _timed(pid: int, signo: int, pred, bound: float) -> float:
     start = time.perf_counter()
     os.kill(pid, signo)

@@ -80,6 +80,13 @@ class Table:
         return "\n".join(lines)
 
 
+def _per_daemon(d: dict, key: str, cell, value) -> tuple[dict, dict]:
+    """(cells, medians) over the daemons measured at N=``key``: ``cell(entry)`` is the text
+    shown, ``value(entry)`` the number the ratios are taken of."""
+    hits = {k: per[key] for k, per in d.items() if key in per}
+    return {k: cell(x) for k, x in hits.items()}, {k: value(x) for k, x in hits.items()}
+
+
 def _median(values):
     return summary(values)["median"] if values else None
 
@@ -113,12 +120,10 @@ def summary_table(r: dict) -> Table:
         ns = sorted({int(n) for per in d.values() for n in per})
         for n in ns:
             key = str(n)
-            cells, meds = {}, {}
-            for k, per in d.items():
-                if key in per:
-                    idle = per[key]["idle"]
-                    cells[k] = f"{fmt(idle['cpu_exact_ms_per_s'])} ({idle['cpu_ms_per_s']:.1f})"
-                    meds[k] = idle["cpu_exact_ms_per_s"]
+            cells, meds = _per_daemon(
+                d, key, lambda x: f"{fmt(x['idle']['cpu_exact_ms_per_s'])} "
+                                  f"({x['idle']['cpu_ms_per_s']:.1f})",
+                lambda x: x["idle"]["cpu_exact_ms_per_s"])
             met = None
             if n == 1000 and key in d.get(OURS, {}):
                 idle = d[OURS][key]["idle"]
@@ -127,12 +132,9 @@ def summary_table(r: dict) -> Table:
                   "0.0 at N=1,000" if n == 1000 else "", met)
         for n in ns:
             key = str(n)
-            cells, meds = {}, {}
-            for k, per in d.items():
-                if key in per:
-                    idle = per[key]["idle"]
-                    cells[k] = f"{fmt(idle['wakeups_per_s'])} ({idle['threads']} thr)"
-                    meds[k] = idle["wakeups_per_s"]
+            cells, meds = _per_daemon(
+                d, key, lambda x: f"{fmt(x['idle']['wakeups_per_s'])} ({x['idle']['threads']} thr)",
+                lambda x: x["idle"]["wakeups_per_s"])
             met = None
             if n == 1000 and key in d.get(OURS, {}):
                 met = d[OURS][key]["idle"]["ctx_switches"] == 0
@@ -167,8 +169,8 @@ def summary_table(r: dict) -> Table:
                              f"{fmt(_median(floor['toys_cpu_s']))} CPU"}, {})
         for n in ns:
             key = str(n)
-            cells = {k: fmt(per[key]["idle"]["rss_mb"]) for k, per in d.items() if key in per}
-            meds = {k: per[key]["idle"]["rss_mb"] for k, per in d.items() if key in per}
+            cells, meds = _per_daemon(d, key, lambda x: fmt(x["idle"]["rss_mb"]),
+                                      lambda x: x["idle"]["rss_mb"])
             target, met = "", None
             if n in (1000, 10000) and key in d.get(OURS, {}):
                 limit = 30 if n == 1000 else 100

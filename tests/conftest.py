@@ -137,6 +137,15 @@ def fd_targets(pid: int) -> list[str]:
     return out
 
 
+def rss_kib(pid: int) -> int:
+    """VmRSS of ``pid`` in KiB."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError(f"no VmRSS for pid {pid}")
+
+
 def fd_count(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 

@@ -67,6 +67,18 @@ def _cgroup(pid: int) -> str:
         return "".join(line for line in f if line.startswith("0::")).strip()
 
 
+def _fill_until_refused(sup, most: int, limit: str):
+    """Create sleeping services until one is refused: (the names created, the refusal)."""
+    created = []
+    for i in range(most):
+        result = sup.run("create-service", "-n", f"filler{i}", "-o", "null",
+                         "/bin/sleep", "3600")
+        if result.rc != 0:
+            return created, result
+        created.append(f"filler{i}")
+    raise AssertionError(f"{most} services created under {limit}")
+
+
 def _statuses(sup) -> dict[str, str]:
     return {s["name"]: s["status"] for s in sup.json("list-supervisor")["services"]}
 
@@ -300,15 +312,7 @@ def test_out_of_processes_rlimit_nproc(other_user):
         soft, hard = _limits(daemon.pid, "Max processes")
         _prlimit(daemon.pid, other_user, nproc=f"{limit}:{hard}")
         assert _limits(daemon.pid, "Max processes") == (str(limit), hard)
-        created = []
-        for i in range(limit + 10):
-            result = sup.run("create-service", "-n", f"filler{i}", "-o", "null",
-                             "/bin/sleep", "3600")
-            if result.rc != 0:
-                break
-            created.append(f"filler{i}")
-        else:
-            raise AssertionError(f"{limit + 10} services created under RLIMIT_NPROC {limit}")
+        created, result = _fill_until_refused(sup, limit + 10, f"RLIMIT_NPROC {limit}")
         print(f"\nRLIMIT_NPROC {limit}: {len(created)} more services, then: {result.err!r}")
         assert_one_line_error(result, 1, "Resource temporarily unavailable")
         # created stopped: fork() instead of posix_spawn(), the same clear refusal
@@ -358,15 +362,7 @@ def test_out_of_processes_pids_controller(rundir):
             current = int(f.read())
         with open(os.path.join(cg, "pids.max"), "w") as f:
             f.write(str(current + 2))
-        created = []
-        for i in range(10):
-            result = sup.run("create-service", "-n", f"filler{i}", "-o", "null",
-                             "/bin/sleep", "3600")
-            if result.rc != 0:
-                break
-            created.append(f"filler{i}")
-        else:
-            raise AssertionError(f"10 services created under pids.max {current + 2}")
+        created, result = _fill_until_refused(sup, 10, f"pids.max {current + 2}")
         print(f"\npids.max {current + 2}: {len(created)} more services, then: {result.err!r}")
         assert_one_line_error(result, 1, "Resource temporarily unavailable")
         assert alive(daemon)

@@ -29,7 +29,7 @@ import tempfile
 import time
 
 import pytest
-from conftest import Supervisor, alive, fd_count, wait_until
+from conftest import Supervisor, alive, fd_count, rss_kib, wait_until
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from timeouts import TIMEOUT
@@ -91,14 +91,6 @@ def _check_answer(answer: object, sent_id: object = None) -> None:
     assert error["code"] in protocol.ERRORS, answer
     assert isinstance(error.get("message"), str) and error["message"], answer
     assert error["code"] != "internal", f"the daemon failed inside: {answer}"
-
-
-def _rss_kib(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise AssertionError(f"no VmRSS for pid {pid}")
 
 
 @contextlib.contextmanager
@@ -557,12 +549,12 @@ def test_a_client_that_never_reads_holds_nobody_up(sup):
     requests = _big_service(sup)
     with _connect(path) as probe:
         baseline_fds = _settled_fds(daemon, probe)
-        rss_before = _rss_kib(daemon)
+        rss_before = rss_kib(daemon)
         hog = _connect(path)
         try:
             hog.setblocking(False)
             sent, stalled = _send_until_stalled(sup, hog, memoryview(requests))
-            rss_during = _rss_kib(daemon)
+            rss_during = rss_kib(daemon)
             print(f"\nnon-reading client: {sent} of {len(requests)} bytes of {PIPELINED} "
                   f"pipelined requests taken before the daemon stopped reading it; daemon "
                   f"RSS {rss_before} -> {rss_during} KiB")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from conftest import children_of, fd_count, wait_until
+from conftest import children_of, fd_count, rss_kib, wait_until
 from timeouts import TIMEOUT
 
 CYCLES = 10_000
@@ -25,14 +25,6 @@ CRASH = ["-c", "kill -SEGV $$"]
 # back). 5 MB is about three times that; a leak of ~350 bytes or more a cycle exceeds it.
 RSS_BOUND_KIB = 5 * 1024
 SLOWDOWN_BOUND = 3
-
-
-def _rss_kib(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise AssertionError(f"no VmRSS for pid {pid}")
 
 
 def _rate(samples: list[tuple[float, int]], low: int, high: int) -> float:
@@ -55,7 +47,7 @@ def test_10000_crash_restart_cycles_leak_nothing(sup):
         c.ping()
         c.ping()  # two turns of the loop: every close before them is done
         fds_before = fd_count(daemon)
-        rss_before = _rss_kib(daemon)
+        rss_before = rss_kib(daemon)
         others_before = children_of(daemon)
 
         start = time.monotonic()
@@ -74,13 +66,13 @@ def test_10000_crash_restart_cycles_leak_nothing(sup):
         c.ping()
         c.ping()
         fds_after = fd_count(daemon)
-        rss_after = _rss_kib(daemon)
+        rss_after = rss_kib(daemon)
         children = children_of(daemon)
 
         c.remove_service("soak")
         c.ping()
         c.ping()
-        rss_removed = _rss_kib(daemon)
+        rss_removed = rss_kib(daemon)
         fds_removed = fd_count(daemon)
 
     print(f"\nsoak: {svc['restarts']} restarts ({svc['restarts'] + 1} runs) in {took:.1f} s "
