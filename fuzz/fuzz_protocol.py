@@ -59,7 +59,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 with atheris.instrument_imports(include=["supervisor"]):
-    from supervisor import control, daemon, protocol
+    from supervisor import control, daemon, protocol, state
 
 KEEP_GOING = os.environ.get("FUZZ_KEEP_GOING") == "1"
 CGROUPS = os.environ.get("FUZZ_CGROUPS") == "1"
@@ -99,13 +99,14 @@ class State:
     def new_daemon(self) -> None:
         if self.daemon is not None:
             self.daemon.close()
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.sock_path)
+        for stale in (self.sock_path, os.path.join(self.tmp, "0.state.json")):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(stale)  # a new daemon here starts empty (nothing to recover)
         listener = control.bind_listener(self.sock_path)
         d = daemon.Daemon(0, listener, socket_path=self.sock_path, rundir=self.tmp)
-        if d.cgroups is not None and not CGROUPS:
-            d.cgroups.close()
-            d.cgroups = None
+        if d.shell.cgroups is not None and not CGROUPS:
+            d.shell.cgroups.close()
+            d.shell.cgroups = None
         d.journal.send = self._journal
         self.daemon = d
 
@@ -137,23 +138,37 @@ class State:
     # -- keeping the daemon small between inputs ------------------------------------------
 
     def pump(self, timeout: float = 0) -> None:
-        for key, mask in self.daemon.sel.select(timeout):
-            key.data(mask)
-        self.daemon.server.flush_pending()
+        """One turn of the daemon's own loop (``run_once``): what is ready is handled, the
+        state saved, and only then the answers sent; then the file on disk must hold
+        exactly the services the daemon has (what a client was told is on disk)."""
+        d = self.daemon
+        d.reexec_requested = False  # reload is only ever a flag here
+        d.run_once(timeout)
+        if d.done:
+            return
+        try:
+            with open(d.state_path, "rb") as f:
+                _head, saved = state.decode(f.read())
+        except FileNotFoundError:
+            saved = []
+        on_disk = {svc.name for svc, _ in saved}
+        if on_disk != set(d.shell.records):
+            finding("not-on-disk", f"state file {sorted(on_disk)[:10]} but services "
+                                   f"{sorted(d.shell.records)[:10]} after a turn")
 
     def reset(self) -> None:
         """Forget every service (the daemon's own way: removal kills created ones) and reap
         every child, so each input starts from an empty daemon and nothing accumulates."""
         d = self.daemon
-        d._reexec_requested = False
-        if d.services:
-            d._handlers["supervisor-freelist"]({"services": list(d.services)})
+        d.reexec_requested = False
+        if d.shell.records:
+            d.commands.table["supervisor-freelist"]({"services": list(d.shell.records)})
         deadline = time.monotonic() + 10
-        while d.children:
+        while d.shell.live_children():
             if time.monotonic() > deadline:
-                raise Finding(f"children not reaped 10 s after removal: {d.children}")
+                raise Finding(f"children not reaped 10 s after removal: {d.shell.orphans}")
             self.pump(0.05)
-        if d.stopping or d.done or d.services:
+        if d.stopping or d.done or d.shell.records:
             self.new_daemon()
 
 
@@ -266,11 +281,11 @@ def check_answer(raw: bytes, sent: bytes, before: set[str] | None) -> None:
             cause = error["message"].split("inside the daemon: ", 1)[-1]
             finding(f"internal: {re.sub(r'[0-9]+', 'N', cause)[:120]}",
                     f"{raw[:300]!r} for {sent[:300]!r}")
-        if before is not None and set(st.daemon.services) != before:
+        if before is not None and set(st.daemon.shell.records) != before:
             finding(f"refused-but-changed ({code})",
-                    f"services {sorted(before)} -> {sorted(st.daemon.services)} "
+                    f"services {sorted(before)} -> {sorted(st.daemon.shell.records)} "
                     f"for {sent[:300]!r}")
-    bad = [n for n in st.daemon.services if not NAME_RE.match(n)]
+    bad = [n for n in st.daemon.shell.records if not NAME_RE.match(n)]
     if bad:
         finding("bad-name", f"{bad!r} accepted for {sent[:300]!r}")
 
@@ -285,7 +300,7 @@ def handle(line: bytes) -> None:
     except Exception as exc:
         finding(f"decode-raised {type(exc).__name__}", f"{exc!r} for {line[:300]!r}")
     line = sanitize(line, st)
-    before = set(st.daemon.services)
+    before = set(st.daemon.shell.records)
     st.requests += 1
     try:
         raw = st.daemon._handle_line(line, _PEER)
@@ -293,6 +308,7 @@ def handle(line: bytes) -> None:
         finding(f"handle-raised {type(exc).__name__}", f"{exc!r} for {line[:300]!r}")
         return
     check_answer(raw, line, before)
+    st.pump()  # the end of the turn: state saved (and checked on disk), answers out
 
 
 class _Conn:
@@ -342,8 +358,8 @@ def structured_request(fdp: atheris.FuzzedDataProvider) -> bytes:
     args = {}
     for _ in range(fdp.ConsumeIntInRange(0, 6)):
         key = fdp.PickValueInList(ARG_KEYS)
-        if key == "service" and st.daemon.services and fdp.ConsumeBool():
-            names = sorted(st.daemon.services)
+        if key == "service" and st.daemon.shell.records and fdp.ConsumeBool():
+            names = sorted(st.daemon.shell.records)
             args[key] = names[fdp.ConsumeIntInRange(0, len(names) - 1)]
         elif key == "path" and fdp.ConsumeBool():
             args[key] = "/bin/true"
@@ -428,8 +444,6 @@ def TestOneInput(data: bytes) -> None:  # the name libFuzzer looks for
     elif kind == 1:
         for _ in range(fdp.ConsumeIntInRange(1, 4)):
             handle(structured_request(fdp))
-            if fdp.ConsumeBool():
-                st.pump()
     else:
         chunks = [fdp.ConsumeIntInRange(1, 64) for _ in range(fdp.ConsumeIntInRange(0, 3))]
         framing(fdp.ConsumeBytes(fdp.remaining_bytes()), chunks)

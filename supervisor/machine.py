@@ -5,6 +5,12 @@
 (state, event) pair has an explicit entry (s6-supervise keeps an action table the same
 way); ``tests/test_machine.py`` checks that the table is complete.
 
+A service is born in ``NEW`` and enters the table through a command like any other:
+``CREATE`` (its first start, now or when it is due) or ``OPEN`` (an adopted process). A
+first start that cannot spawn is refused here (``Reject``: the create fails and nothing is
+left), not undone by the shell afterwards. The meanings of the statuses users see are in
+``docs/reference.md``.
+
 This module imports neither ``os`` nor ``time``: ``now`` (wall-clock seconds, for display)
 and ``mono`` (CLOCK_BOOTTIME seconds, for deadlines) are passed in.
 """
@@ -13,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import re
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,8 +28,10 @@ from supervisor.schedule import RestartPolicy, Schedule, StartLimit
 
 
 class State(enum.Enum):
-    """Where a service is in its life. ``STOPPING`` shows to users as RUNNING."""
+    """Where a service is in its life. ``STOPPING`` shows to users as RUNNING, ``NEW`` as
+    PENDING."""
 
+    NEW = "NEW"  # being created or opened: exists only within the command that makes it
     PENDING = "PENDING"  # no process yet: waiting for its due time or being started
     RUNNING = "RUNNING"
     STOPPED = "STOPPED"  # suspended (SIGSTOP from us or from outside)
@@ -33,7 +42,10 @@ class State(enum.Enum):
 
     @property
     def status(self) -> str:
-        return "RUNNING" if self is State.STOPPING else self.value
+        return _SHOWN.get(self, self.value)
+
+
+_SHOWN = {State.STOPPING: "RUNNING", State.NEW: "PENDING"}
 
 
 class Ev(enum.Enum):
@@ -49,6 +61,8 @@ class Ev(enum.Enum):
     GRACE_EXPIRED = "grace-expired"  # a STOPPING service outlived the shutdown grace
     CLOCK_CHANGED = "clock-changed"  # the wall clock was set: calendar firings move
     # commands
+    CREATE = "create"  # create-service: the first start, now or when due
+    OPEN = "open"  # open-service: pid, stopped
     SUSPEND = "suspend"
     RESUME = "resume"
     KILL = "close"  # close-service: SIGKILL
@@ -95,19 +109,34 @@ class Forget:
 
 
 @dataclass(frozen=True, slots=True)
+class Reject:
+    """The command being answered fails with this error (``code`` from the protocol's
+    error codes). Effects before it have been carried out; a ``Forget`` with it means
+    nothing is left of the service."""
+
+    code: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
 class Log:
     event: str  # started, stopped, continued, crashed, restarted, killed, exited, removed...
     message: str
     priority: int = 6  # syslog: 6 info, 5 notice, 4 warning, 3 err
 
 
-Effect = Spawn | Signal | ArmTimer | CancelTimer | Forget | Log
+Effect = Spawn | Signal | ArmTimer | CancelTimer | Forget | Reject | Log
 
 
 class Refused(Exception):
-    """A command that the service's state does not allow (the daemon answers ``bad-state``)."""
+    """A command that the service's state does not allow (the daemon answers ``bad-state``),
+    or one that failed as a :class:`Reject` effect said (``code``)."""
 
     code = "bad-state"
+
+    def __init__(self, message: str, code: str = "bad-state") -> None:
+        super().__init__(message)
+        self.code = code
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +144,7 @@ class Service:
     name: str
     command: tuple[str, ...]
     opened: bool = False
-    state: State = State.PENDING
+    state: State = State.NEW
     pid: int | None = None
     pids: tuple[int, ...] = ()  # every pid it has had, oldest first
     alive: bool = False  # a process exists (not yet reaped or seen gone)
@@ -134,6 +163,7 @@ class Service:
     next_start: float | None = None  # wall clock, while PENDING
     due: float | None = None  # CLOCK_BOOTTIME, while PENDING
     create_stopped: bool = False
+    delay: float = 0.0  # the first start waits this long (CLOCK_BOOTTIME seconds)
     cwd: str = "/"
     output: str = "journal"  # journal, null, inherit or an absolute path
     error: str | None = field(default=None, compare=False)
@@ -141,6 +171,18 @@ class Service:
     @property
     def status(self) -> str:
         return self.state.status
+
+
+_NAME_RE = re.compile(r"[A-Za-z0-9_.@:+-]{1,128}")
+
+
+def name_problem(name: str) -> str | None:
+    """Why ``name`` cannot name a service (one sentence), or None when it can."""
+    if not _NAME_RE.fullmatch(name):
+        return f"service name {name!r}: use 1-128 letters, digits and _.@:+-"
+    if name.isascii() and name.isdigit():
+        return f"service name {name!r} is all digits: it would read as a pid"
+    return None
 
 
 # Signals after which a process counts as KILLED rather than failed (never restarted).
@@ -229,10 +271,71 @@ def spawned(svc, ev, now, mono):
     return svc, [Log(what, f"{svc.name} {what} with pid {ev.pid}{extra}")]
 
 
+def create(svc, ev, now, mono):
+    """create-service: the first start now, after ``delay`` (CLOCK_BOOTTIME), or when the
+    schedule says. An immediate start stays NEW until the spawn's outcome is known."""
+    schedule = svc.schedule
+    if schedule is not None:
+        clock_now = now if schedule.wall else mono
+        due = schedule.first_due(clock_now)
+        if due <= clock_now and schedule.repeats:  # first start now; the next is armed
+            svc, effects = _arm_next(dataclasses.replace(svc, next_start=now), now, mono)
+            return svc, [Spawn(stopped=svc.create_stopped), *effects]
+        wall_due = due if schedule.wall else now + (due - mono)
+        svc = dataclasses.replace(svc, state=State.PENDING, due=due, next_start=wall_due)
+        return svc, [ArmTimer(due, wall=schedule.wall),
+                     Log("scheduled", f"{svc.name} scheduled ({schedule.describe()}), first "
+                                      f"start at {wall_due:.3f}")]
+    if svc.delay > 0:
+        svc = dataclasses.replace(svc, state=State.PENDING, due=mono + svc.delay,
+                                  next_start=now + svc.delay)
+        return svc, [ArmTimer(mono + svc.delay),
+                     Log("scheduled", f"{svc.name} scheduled to start in {svc.delay:g} s")]
+    return dataclasses.replace(svc, next_start=now), [Spawn(stopped=svc.create_stopped)]
+
+
+def open_(svc, ev, now, mono):
+    """open-service: adopt the running (or stopped) process ``ev.pid``."""
+    svc = dataclasses.replace(svc, opened=True,
+                              state=State.STOPPED if ev.stopped else State.RUNNING,
+                              pid=ev.pid, pids=(ev.pid,), alive=True)
+    return svc, [Log("opened", f"{svc.name} (pid {ev.pid}) opened")]
+
+
+def create_failed(svc, ev, now, mono):
+    """The first start of a new service could not spawn: the create fails, nothing stays."""
+    return svc, [CancelTimer(), Forget(), Reject("spawn-failed", f"cannot start {ev.error}")]
+
+
+SPAWN_RETRY = 1.0  # seconds before retrying a start that could not spawn; doubled, to 60 s
+
+
 def spawn_failed(svc, ev, now, mono):
-    svc = dataclasses.replace(svc, state=State.CRASHED, alive=False, due=None, next_start=None,
-                              error=ev.error)
-    return svc, [Log("crashed", f"{svc.name} could not be started: {ev.error}", 3)]
+    """A start (a restart, a due one) could not spawn: EAGAIN, ENOMEM, a missing file.
+    Whatever the policy, it is retried with back-off, as s6's ``trystart`` does: the cause
+    is often passing. A recurring schedule's next firing is its retry. It counts as a
+    failure for the start limit."""
+    base = dict(alive=False, error=ev.error)
+    if svc.schedule is not None and svc.schedule.repeats and svc.due is not None:
+        svc = dataclasses.replace(svc, **base)
+        return svc, [Log("crashed", f"{svc.name} could not be started: {ev.error}; next "
+                                    f"start {_when(svc)}", 4)]
+    failures = svc.failures
+    if svc.start_limit is not None:
+        ok, failures = svc.start_limit.allows((*svc.failures, now), now)
+        if not ok:
+            svc = dataclasses.replace(svc, state=State.CRASHED, failures=failures, due=None,
+                                      next_start=None, **base)
+            return svc, [Log("crashed", f"{svc.name} could not be started: {ev.error}; start "
+                                        f"limit hit: {svc.start_limit.reason()}", 3)]
+    cap = max(svc.restart_max_delay, SPAWN_RETRY)
+    delay = min(max(svc.restart_delay, SPAWN_RETRY) * 2.0 ** min(svc.streak, 16), cap)
+    svc = dataclasses.replace(svc, state=State.PENDING, failures=failures,
+                              streak=svc.streak + 1, due=mono + delay,
+                              next_start=now + delay, **base)
+    return svc, [ArmTimer(mono + delay),
+                 Log("crashed", f"{svc.name} could not be started: {ev.error}; retrying in "
+                                f"{delay:g} s", 4)]
 
 
 def suspend(svc, ev, now, mono):
@@ -381,6 +484,23 @@ def grace_expired(svc, ev, now, mono):
 S, E = State, Ev
 
 TABLE: dict[tuple[State, Ev], Handler] = {
+    # NEW: being made by create-service or open-service, within that one command.
+    (S.NEW, E.SPAWNED): spawned,
+    (S.NEW, E.SPAWN_FAILED): create_failed,
+    (S.NEW, E.DUE): ignore,
+    (S.NEW, E.EXITED): ignore,
+    (S.NEW, E.STOPPED_SEEN): ignore,
+    (S.NEW, E.CONTINUED_SEEN): ignore,
+    (S.NEW, E.GRACE_EXPIRED): ignore,
+    (S.NEW, E.CLOCK_CHANGED): ignore,
+    (S.NEW, E.CREATE): create,
+    (S.NEW, E.OPEN): open_,
+    (S.NEW, E.SUSPEND): refuse,
+    (S.NEW, E.RESUME): refuse,
+    (S.NEW, E.KILL): refuse,
+    (S.NEW, E.REMOVE): remove,
+    (S.NEW, E.CANCEL): refuse,
+    (S.NEW, E.TERMINATE): terminate,
     # PENDING: no process yet.
     (S.PENDING, E.SPAWNED): spawned,
     (S.PENDING, E.SPAWN_FAILED): spawn_failed,
@@ -390,6 +510,8 @@ TABLE: dict[tuple[State, Ev], Handler] = {
     (S.PENDING, E.CONTINUED_SEEN): ignore,
     (S.PENDING, E.GRACE_EXPIRED): ignore,
     (S.PENDING, E.CLOCK_CHANGED): clock_changed,
+    (S.PENDING, E.CREATE): refuse,
+    (S.PENDING, E.OPEN): refuse,
     (S.PENDING, E.SUSPEND): refuse,
     (S.PENDING, E.RESUME): refuse,
     (S.PENDING, E.KILL): refuse,
@@ -405,6 +527,8 @@ TABLE: dict[tuple[State, Ev], Handler] = {
     (S.RUNNING, E.CONTINUED_SEEN): ignore,
     (S.RUNNING, E.GRACE_EXPIRED): ignore,
     (S.RUNNING, E.CLOCK_CHANGED): clock_changed,
+    (S.RUNNING, E.CREATE): refuse,
+    (S.RUNNING, E.OPEN): refuse,
     (S.RUNNING, E.SUSPEND): suspend,
     (S.RUNNING, E.RESUME): refuse,
     (S.RUNNING, E.KILL): kill,
@@ -420,6 +544,8 @@ TABLE: dict[tuple[State, Ev], Handler] = {
     (S.STOPPED, E.CONTINUED_SEEN): seen_continued,
     (S.STOPPED, E.GRACE_EXPIRED): ignore,
     (S.STOPPED, E.CLOCK_CHANGED): clock_changed,
+    (S.STOPPED, E.CREATE): refuse,
+    (S.STOPPED, E.OPEN): refuse,
     (S.STOPPED, E.SUSPEND): refuse,
     (S.STOPPED, E.RESUME): resume,
     (S.STOPPED, E.KILL): kill,
@@ -435,6 +561,8 @@ TABLE: dict[tuple[State, Ev], Handler] = {
     (S.STOPPING, E.CONTINUED_SEEN): ignore,
     (S.STOPPING, E.CLOCK_CHANGED): ignore,
     (S.STOPPING, E.GRACE_EXPIRED): grace_expired,
+    (S.STOPPING, E.CREATE): refuse,
+    (S.STOPPING, E.OPEN): refuse,
     (S.STOPPING, E.SUSPEND): refuse,
     (S.STOPPING, E.RESUME): refuse,
     (S.STOPPING, E.KILL): kill,
@@ -450,6 +578,8 @@ TABLE: dict[tuple[State, Ev], Handler] = {
     (S.KILLED, E.CONTINUED_SEEN): ignore,
     (S.KILLED, E.CLOCK_CHANGED): ignore,
     (S.KILLED, E.GRACE_EXPIRED): ignore,
+    (S.KILLED, E.CREATE): refuse,
+    (S.KILLED, E.OPEN): refuse,
     (S.KILLED, E.SUSPEND): refuse,
     (S.KILLED, E.RESUME): refuse,
     (S.KILLED, E.KILL): refuse,
@@ -465,6 +595,8 @@ TABLE: dict[tuple[State, Ev], Handler] = {
     (S.CRASHED, E.CONTINUED_SEEN): ignore,
     (S.CRASHED, E.CLOCK_CHANGED): ignore,
     (S.CRASHED, E.GRACE_EXPIRED): ignore,
+    (S.CRASHED, E.CREATE): refuse,
+    (S.CRASHED, E.OPEN): refuse,
     (S.CRASHED, E.SUSPEND): refuse,
     (S.CRASHED, E.RESUME): refuse,
     (S.CRASHED, E.KILL): refuse,
@@ -480,6 +612,8 @@ TABLE: dict[tuple[State, Ev], Handler] = {
     (S.EXITED, E.CONTINUED_SEEN): ignore,
     (S.EXITED, E.CLOCK_CHANGED): ignore,
     (S.EXITED, E.GRACE_EXPIRED): ignore,
+    (S.EXITED, E.CREATE): refuse,
+    (S.EXITED, E.OPEN): refuse,
     (S.EXITED, E.SUSPEND): refuse,
     (S.EXITED, E.RESUME): refuse,
     (S.EXITED, E.KILL): refuse,
@@ -498,40 +632,18 @@ def step(svc: Service, event: Event, now: float, mono: float) -> tuple[Service, 
     return TABLE[(svc.state, event.kind)](svc, event, now, mono)
 
 
-def new_created(name: str, command: tuple[str, ...], *, restart_limit: int | None = 0,
-                create_stopped: bool = False, delay: float = 0.0, cwd: str = "/",
-                output: str = "journal", schedule: Schedule | None = None,
-                restart_mode: str = "on-failure", restart_delay: float = 0.0,
-                restart_max_delay: float = 60.0, start_limit: StartLimit | None = None,
-                now: float, mono: float) -> tuple[Service, list]:
-    """A service to be started by us: PENDING, with its first start now, after ``delay``
-    (CLOCK_BOOTTIME), or when its ``schedule`` says."""
-    svc = Service(name=name, command=command, restart_limit=restart_limit,
-                  create_stopped=create_stopped, cwd=cwd, output=output, schedule=schedule,
-                  restart_mode=restart_mode, restart_delay=restart_delay,
-                  restart_max_delay=restart_max_delay, start_limit=start_limit)
-    if schedule is not None:
-        clock_now = now if schedule.wall else mono
-        due = schedule.first_due(clock_now)
-        if due <= clock_now and schedule.repeats:  # first start now; the next is armed
-            svc, effects = _arm_next(dataclasses.replace(svc, next_start=now), now, mono)
-            return svc, [Spawn(stopped=create_stopped), *effects]
-        wall_due = due if schedule.wall else now + (due - mono)
-        svc = dataclasses.replace(svc, due=due, next_start=wall_due)
-        return svc, [ArmTimer(due, wall=schedule.wall),
-                     Log("scheduled", f"{name} scheduled ({schedule.describe()}), first "
-                                      f"start at {wall_due:.3f}")]
-    if delay > 0:
-        svc = dataclasses.replace(svc, due=mono + delay, next_start=now + delay)
-        return svc, [ArmTimer(mono + delay),
-                     Log("scheduled", f"{name} scheduled to start in {delay:g} s")]
-    return dataclasses.replace(svc, next_start=now), [Spawn(stopped=create_stopped)]
+def new_created(name: str, command: tuple[str, ...], *, now: float, mono: float,
+                **definition) -> tuple[Service, list]:
+    """A service to be started by us (``definition``: the other fields of
+    :class:`Service`, such as ``restart_limit``, ``delay``, ``schedule``), after its
+    ``CREATE``: PENDING, with its first start now, after ``delay`` or when its schedule
+    says."""
+    return step(Service(name=name, command=command, **definition), Event(Ev.CREATE), now, mono)
 
 
 def new_opened(name: str, command: tuple[str, ...], pid: int, *, stopped: bool,
                started_at: float) -> tuple[Service, list]:
-    """A running process that we adopt (``started_at``: when that process started)."""
-    svc = Service(name=name, command=command, opened=True,
-                  state=State.STOPPED if stopped else State.RUNNING, pid=pid, pids=(pid,),
-                  alive=True, started_at=started_at)
-    return svc, [Log("opened", f"{name} (pid {pid}) opened")]
+    """A running process that we adopt (``started_at``: when that process started), after
+    its ``OPEN``."""
+    svc = Service(name=name, command=command, started_at=started_at)
+    return step(svc, Event(Ev.OPEN, pid=pid, stopped=stopped), started_at, 0.0)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import selectors
 import socket
 import sys
 import time
@@ -61,11 +60,11 @@ class Handoff:
 
 
 class Outputs:
-    def __init__(self, instance: int, rundir: str, sel: selectors.BaseSelector,
-                 env: dict[str, str], log: Callable[[str, int], None]) -> None:
+    def __init__(self, instance: int, rundir: str, watcher, env: dict[str, str],
+                 log: Callable[[str, int], None]) -> None:
         self.instance = instance
         self.rundir = rundir
-        self.sel = sel
+        self.watcher = watcher  # supervisor.watcher.PidfdWatcher
         self.env = env
         self.log = log
         self.null = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
@@ -125,15 +124,12 @@ class Outputs:
         finally:
             theirs.close()
         self.control = ours
-        self.sel.register(self.relay, selectors.EVENT_READ, self._relay_exited)
+        self.watcher.watch(self.relay, self._relay_exited)
         self.log(f"log relay started with pid {self.relay.pid}", 6)
         return True
 
-    def _relay_exited(self, mask: int) -> None:
-        relay, self.relay = self.relay, None
-        self.sel.unregister(relay)
-        code, signo = process.reap(relay)
-        relay.close()
+    def _relay_exited(self, relay: process.Proc, code: int | None, signo: int | None) -> None:
+        self.relay = None
         if self.control is not None:
             self.control.close()
             self.control = None
@@ -154,7 +150,7 @@ class Outputs:
             os.set_inheritable(fd, False)
         self.relay = process.Proc(carried["pid"], carried["pidfd"], child=True)
         self.control = socket.socket(fileno=carried["control"])
-        self.sel.register(self.relay, selectors.EVENT_READ, self._relay_exited)
+        self.watcher.watch(self.relay, self._relay_exited)
 
     def close(self) -> None:
         """Hang up on the relay: it drains the pipes it has and exits by itself."""
@@ -162,7 +158,7 @@ class Outputs:
             self.control.close()
             self.control = None
         if self.relay is not None:
-            self.sel.unregister(self.relay)
-            self.relay.close()  # not reaped here: it outlives us briefly, then init reaps it
+            # not reaped here: it outlives us briefly, then init reaps it
+            self.watcher.release(self.relay)
             self.relay = None
         os.close(self.null)

@@ -1,12 +1,19 @@
-"""An instance's state on disk (``<runtime dir>/<N>.state.json``), for crash recovery and
-for live re-exec.
+"""An instance's state document: what it holds, how it is written and read back.
 
-The file is rewritten atomically (a temporary file, then rename) whenever services
-changed, at most once per turn of the loop. It guards against the daemon's death, not the
-machine's: the runtime directory is a tmpfs (/run) that a reboot empties anyway, so there
-is no fsync. Besides each service it records, for every
-living process, its start time from ``/proc/<pid>/stat`` (clock ticks since boot), so that
-after a restart a reused pid is never taken for ours.
+The same document serves crash recovery (``<runtime dir>/<N>.state.json``, rewritten
+whenever services changed, at most once per turn of the loop and before the answers of
+that turn go out) and live re-exec (a memfd handed to the new program, with the fds it
+carries). Its shape::
+
+    {"version": 1, "instance": N, "started_at": <epoch>, "cgroups": <path or null>,
+     ...,                                  (re-exec: the fds carried; see daemon.reexec)
+     "services": [{<every field of machine.Service>, "start_ticks": <int or null>}]}
+
+``start_ticks`` is the process's start time (clock ticks since boot, from
+``/proc/<pid>/stat``), so that after a restart a reused pid is not taken for ours.
+
+Nothing read back is trusted: :func:`decode` checks the document field by field and
+raises :class:`StateError` naming the first thing wrong.
 """
 
 from __future__ import annotations
@@ -14,18 +21,27 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import math
 import os
 
-from supervisor.machine import Service, State
-from supervisor.schedule import Schedule, StartLimit
+from supervisor.machine import Service, State, name_problem
+from supervisor.schedule import RESTART_MODES, Schedule, StartLimit
 
 VERSION = 1
-
 
 _FIELDS = tuple(f.name for f in dataclasses.fields(Service))
 
 
-def service_to_dict(svc: Service) -> dict:
+class StateError(ValueError):
+    """The document is not one this daemon wrote: the message says what is wrong."""
+
+
+# ---- encoding --------------------------------------------------------------------------------
+
+
+def encode_service(svc: Service, ticks: int | None) -> str:
+    """One service's entry, as JSON text (callers cache it while the service is unchanged:
+    services are immutable values)."""
     out = {name: getattr(svc, name) for name in _FIELDS}
     out["schedule"] = svc.schedule.to_dict() if svc.schedule else None
     out["start_limit"] = ([svc.start_limit.burst, svc.start_limit.interval]
@@ -35,20 +51,126 @@ def service_to_dict(svc: Service) -> dict:
     out["command"] = list(svc.command)
     out["pids"] = list(svc.pids)
     out.pop("due", None)  # a CLOCK_BOOTTIME deadline means nothing to another boot; next_start
-    return out
+    out["start_ticks"] = ticks
+    return json.dumps(out, separators=(",", ":"))
 
 
-def service_from_dict(data: dict) -> Service:
-    kw = {k: v for k, v in data.items() if k in _FIELDS}
-    kw["state"] = State(kw["state"])
-    kw["command"] = tuple(kw["command"])
-    kw["pids"] = tuple(kw.get("pids", ()))
-    kw["failures"] = tuple(kw.get("failures", ()))
-    if kw.get("schedule"):
-        kw["schedule"] = Schedule.from_dict(kw["schedule"])
-    if kw.get("start_limit"):
-        kw["start_limit"] = StartLimit(*kw["start_limit"])
-    return Service(**kw)
+def encode(head: dict, services: list[str]) -> bytes:
+    """The whole document: ``head`` (instance, started_at, cgroups, and what a re-exec
+    carries) and the entries from :func:`encode_service`."""
+    text = json.dumps({"version": VERSION, **head}, separators=(",", ":"))
+    return f'{text[:-1]},"services":[{",".join(services)}]}}'.encode()
+
+
+# ---- decoding --------------------------------------------------------------------------------
+
+
+def decode(data: bytes) -> tuple[dict, list[tuple[Service, int | None]]]:
+    """(head, [(service, start ticks)]) from a document; :class:`StateError` when it is
+    not valid JSON, not of this version, or any field has the wrong type or value."""
+    try:
+        doc = json.loads(data)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise StateError(f"not valid JSON ({exc})") from None
+    if not isinstance(doc, dict):
+        raise StateError("not a JSON object")
+    if doc.get("version") != VERSION or isinstance(doc.get("version"), bool):
+        raise StateError(f"version {doc.get('version')!r}, not {VERSION}")
+    _check(doc, "instance", int, lambda v: 0 <= v <= 99)
+    _check(doc, "started_at", float)
+    if doc.get("cgroups") is not None:
+        _check(doc, "cgroups", str, os.path.isabs)
+    entries = doc.pop("services", None)
+    if not isinstance(entries, list):
+        raise StateError("'services' is not a list")
+    services, names = [], set()
+    for i, entry in enumerate(entries):
+        try:
+            svc, ticks = _service(entry)
+        except StateError as exc:
+            raise StateError(f"service #{i + 1}: {exc}") from None
+        if svc.name in names:
+            raise StateError(f"service #{i + 1}: name {svc.name!r} given twice")
+        names.add(svc.name)
+        services.append((svc, ticks))
+    return doc, services
+
+
+def _check(obj: dict, key: str, kind: type, ok=None, *, optional: bool = False):
+    """``obj[key]``, checked: of ``kind`` (an int passes for a float, a bool for nothing
+    else) and, where ``ok`` is given, ``ok(value)`` true. None passes when optional."""
+    if key not in obj:
+        if optional:
+            return None
+        raise StateError(f"'{key}' is missing")
+    value = obj[key]
+    if value is None and optional:
+        return None
+    kinds = (int, float) if kind is float else kind
+    good = isinstance(value, kinds) and (kind is bool or not isinstance(value, bool))
+    if good and kind is float:
+        good = math.isfinite(value)
+    if not good or (ok is not None and not ok(value)):
+        raise StateError(f"'{key}' is {value!r:.60}")
+    return value
+
+
+def _positive_int(v) -> bool:
+    return v > 0
+
+
+def _strings(v) -> bool:
+    return all(isinstance(a, str) and "\0" not in a for a in v)
+
+
+def _service(entry) -> tuple[Service, int | None]:
+    if not isinstance(entry, dict):
+        raise StateError("not a JSON object")
+    kw: dict = {}
+    kw["name"] = _check(entry, "name", str, lambda v: name_problem(v) is None)
+    kw["command"] = tuple(_check(entry, "command", list, lambda v: v and _strings(v)))
+    kw["opened"] = _check(entry, "opened", bool)
+    state = _check(entry, "state", str, lambda v: v in State.__members__ and v != "NEW")
+    kw["state"] = State(state)
+    kw["pid"] = _check(entry, "pid", int, _positive_int, optional=True)
+    kw["pids"] = tuple(_check(entry, "pids", list, lambda v: all(
+        isinstance(p, int) and not isinstance(p, bool) and p > 0 for p in v)))
+    kw["alive"] = _check(entry, "alive", bool)
+    kw["restarts"] = _check(entry, "restarts", int, lambda v: v >= 0)
+    kw["restart_limit"] = _check(entry, "restart_limit", int, lambda v: v >= 0, optional=True)
+    kw["restart_mode"] = _check(entry, "restart_mode", str, lambda v: v in RESTART_MODES)
+    kw["restart_delay"] = _check(entry, "restart_delay", float, lambda v: v >= 0)
+    kw["restart_max_delay"] = _check(entry, "restart_max_delay", float, lambda v: v >= 0)
+    limit = _check(entry, "start_limit", list, lambda v: len(v) == 2, optional=True)
+    kw["failures"] = tuple(_check(entry, "failures", list, lambda v: all(
+        isinstance(t, int | float) and not isinstance(t, bool) and math.isfinite(t)
+        for t in v)))
+    kw["streak"] = _check(entry, "streak", int, lambda v: v >= 0)
+    sched = _check(entry, "schedule", dict, optional=True)
+    kw["exit_code"] = _check(entry, "exit_code", int, optional=True)
+    kw["signal"] = _check(entry, "signal", int, _positive_int, optional=True)
+    kw["started_at"] = _check(entry, "started_at", float, optional=True)
+    kw["next_start"] = _check(entry, "next_start", float, optional=True)
+    kw["create_stopped"] = _check(entry, "create_stopped", bool)
+    kw["delay"] = _check(entry, "delay", float, lambda v: v >= 0)
+    kw["cwd"] = _check(entry, "cwd", str, lambda v: os.path.isabs(v) and "\0" not in v)
+    kw["output"] = _check(entry, "output", str, lambda v: "\0" not in v and (
+        v in ("journal", "null", "inherit") or os.path.isabs(v)))
+    kw["error"] = _check(entry, "error", str, optional=True)
+    ticks = _check(entry, "start_ticks", int, lambda v: v >= 0, optional=True)
+    try:
+        kw["start_limit"] = StartLimit(*limit) if limit else None
+        kw["schedule"] = Schedule.from_dict(sched) if sched else None
+    except (TypeError, KeyError, ValueError, LookupError) as exc:
+        raise StateError(f"bad schedule or start limit: {exc}") from None
+    if kw["pid"] is not None and kw["pid"] not in kw["pids"]:
+        raise StateError(f"pid {kw['pid']} is not among its pids")
+    if kw["alive"] and kw["pid"] is None:
+        raise StateError("alive without a pid")
+    return Service(**kw), ticks
+
+
+# ---- the file ----------------------------------------------------------------------------
 
 
 def start_ticks(pid: int) -> int | None:
@@ -66,10 +188,9 @@ def start_ticks(pid: int) -> int | None:
     return int(data[data.rindex(b")") + 2:].split()[19])
 
 
-def dump(path: str, doc: dict | bytes) -> None:
-    """Write ``doc`` (or JSON already encoded) to ``path`` atomically."""
+def dump(path: str, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (a temporary file, then rename)."""
     tmp = f"{path}.tmp"
-    data = doc if isinstance(doc, bytes) else json.dumps(doc, separators=(",", ":")).encode()
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     try:
         view = memoryview(data)
@@ -80,16 +201,13 @@ def dump(path: str, doc: dict | bytes) -> None:
     os.rename(tmp, path)
 
 
-def load(path: str) -> dict | None:
-    """The document at ``path``, or None when there is none or it is unreadable."""
+def load(path: str) -> bytes | None:
+    """The bytes at ``path``, or None when there is no such file."""
     try:
         with open(path, "rb") as f:
-            doc = json.load(f)
-    except (OSError, ValueError):
+            return f.read()
+    except FileNotFoundError:
         return None
-    if not isinstance(doc, dict) or doc.get("version") != VERSION:
-        return None
-    return doc
 
 
 def remove(path: str) -> None:

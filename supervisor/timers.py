@@ -69,6 +69,9 @@ class Timers:
     the earliest deadline left. ``clock_changes`` counts these.
     ``now``: reads the clock (default ``time.clock_gettime(clock)``); ``fd``: the timerfd
     (default ``TimerFd(clock)``; :class:`Timers` owns and closes it). Tests inject both.
+    ``on_error(exc)``: called with whatever a callback raised; the other due callbacks
+    still run and the fd is re-armed whatever happens (without ``on_error`` the first
+    error propagates, after the re-arm).
 
     Callbacks run in deadline order (ties: in scheduling order), never before their
     deadline; they may schedule and cancel freely.
@@ -78,12 +81,14 @@ class Timers:
                  cancel_on_set: bool = False,
                  on_clock_change: Callable[[], None] | None = None,
                  now: Callable[[], float] | None = None,
-                 fd: TimerFdLike | None = None) -> None:
+                 fd: TimerFdLike | None = None,
+                 on_error: Callable[[BaseException], None] | None = None) -> None:
         if cancel_on_set and clock != CLOCK_REALTIME:
             raise ValueError("cancel_on_set needs CLOCK_REALTIME (other clocks are never set)")
         self.clock = clock
         self.cancel_on_set = cancel_on_set
         self.on_clock_change = on_clock_change
+        self.on_error = on_error
         self.clock_changes = 0
         self._now = now if now is not None else (lambda: time.clock_gettime(clock))
         self._fd = fd if fd is not None else TimerFd(clock)
@@ -149,15 +154,20 @@ class Timers:
 
     def _on_ready(self, mask: int) -> None:
         try:
-            self._fd.read()
-        except OSError as e:
-            if e.errno != errno.ECANCELED:
-                raise
-            self._clock_changed()
-        else:
-            self._armed = None  # expired (one-shot), or a spurious wake-up: arm afresh
-        self._fire_due()
-        self._rearm()
+            try:
+                self._fd.read()
+            except OSError as e:
+                if e.errno != errno.ECANCELED:
+                    self._armed = None  # not knowable: arm afresh below
+                    raise
+                self._clock_changed()
+            else:
+                self._armed = None  # expired (one-shot), or a spurious wake-up: arm afresh
+            self._fire_due()
+        finally:
+            # whatever failed above, deadlines left must keep the fd armed
+            self._drop_cancelled_head()
+            self._rearm()
 
     def _clock_changed(self) -> None:
         # The kernel dropped the timer's state: whatever it was armed at, arm it again.
@@ -174,7 +184,13 @@ class Timers:
                 self._cancelled -= 1
                 continue
             callback, handle.callback = handle.callback, None
-            callback()
+            if self.on_error is None:
+                callback()
+                continue
+            try:
+                callback()
+            except Exception as exc:  # one failing callback must not stop the others
+                self.on_error(exc)
         self._drop_cancelled_head()
 
     def close(self) -> None:

@@ -665,3 +665,42 @@ def test_ten_thousand_deadlines_on_each_clock_use_one_fd_per_clock(sel, timers):
     finally:
         wall.close()
     assert open_fds() == fds
+
+
+# ---- a callback that fails ---------------------------------------------------------------------
+
+
+def test_a_failing_callback_leaves_the_fd_armed_for_the_deadlines_left(sel, timers):
+    # without on_error the error propagates (to the loop's boundary), but only after the
+    # fd was armed again at the next deadline: nothing left behind is lost
+    fired = []
+    t0 = timers.now()
+
+    def boom():
+        raise RuntimeError("boom")
+
+    timers.call_at(t0 + 0.01, boom)
+    later = t0 + 0.05
+    timers.call_at(later, lambda: fired.append("later"))
+    with pytest.raises(RuntimeError):
+        run_until(sel, lambda: False)
+    assert armed_due(timers) == pytest.approx(later, abs=0.005)
+    run_until(sel, lambda: fired)
+    assert fired == ["later"]
+
+
+def test_on_error_contains_each_failure_and_the_rest_fire(sel):
+    errors: list[BaseException] = []
+    timers = Timers(sel, on_error=errors.append)
+    try:
+        fired = []
+        t0 = timers.now()
+        timers.call_at(t0 + 0.01, lambda: 1 / 0)
+        timers.call_at(t0 + 0.01, lambda: fired.append("same turn"))
+        timers.call_at(t0 + 0.03, lambda: fired.append("later"))
+        run_until(sel, lambda: len(fired) == 2)
+        assert fired == ["same turn", "later"]
+        assert [type(e) for e in errors] == [ZeroDivisionError]
+        assert timers._fd.armed_at() is None and len(timers) == 0
+    finally:
+        timers.close()

@@ -1,0 +1,310 @@
+"""What users can ask: the handler of every protocol command, the checks of their
+arguments, and the JSON view of a service (``docs/reference.md`` lists them all).
+
+A handler takes the request's ``args`` (a dict decoded from JSON: nothing in it is
+trusted), checks them, asks the shell, and returns the result to encode. It raises
+:class:`CommandError` with a protocol error code when it cannot do what was asked; the
+daemon's request boundary turns that into the answer and the journal entry.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import time
+
+from supervisor import output, process, schedule
+from supervisor.machine import Ev, Event, Refused, Service, State, name_problem
+from supervisor.shell import signal_name
+
+MAX_SECONDS = 100 * 365 * 86400  # no delay, interval or time is further away than this
+# answered while the instance shuts down: they change nothing
+READ_ONLY = frozenset({"ping", "info", "service-status", "list-supervisor"})
+
+
+class CommandError(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def service_object(svc: Service) -> dict:
+    """The service object of ``--json`` output (stable keys; docs/reference.md)."""
+    return {
+        "name": svc.name,
+        "pid": svc.pid if svc.status != "PENDING" else None,
+        "status": svc.status,
+        "restarts": svc.restarts,
+        "exit_code": svc.exit_code,
+        "signal": signal_name(svc.signal),
+        "started_at": svc.started_at,
+        "next_start": svc.next_start if svc.status == "PENDING" or (
+            svc.schedule is not None and svc.schedule.repeats) else None,
+        "command": list(svc.command),
+        "opened": svc.opened,
+    }
+
+
+class Commands:
+    """The handlers table, over one daemon and its shell."""
+
+    def __init__(self, daemon) -> None:
+        self.daemon = daemon  # supervisor.daemon.Daemon: info, shutdown, reload
+        self.shell = daemon.shell
+        self._suffix: dict[str, int] = {}  # the last -N given to a default name
+        self.table = {
+            "ping": self.ping,
+            "info": self.info,
+            "create-service": self.create,
+            "open-service": self.open,
+            "suspend-service": self._simple(Ev.SUSPEND),
+            "resume-service": self._simple(Ev.RESUME),
+            "close-service": self._simple(Ev.KILL),
+            "remove-service": self.remove,
+            "service-status": self.status,
+            "list-supervisor": self.list,
+            "supervisor-freelist": self.freelist,
+            "supervisor-cancel": self.cancel,
+            "shutdown": self.shutdown,
+            "reload": self.reload,
+        }
+
+    # ---- helpers ----------------------------------------------------------------------
+
+    def resolve(self, ref) -> str:
+        """A service's name from a name or any pid it has had."""
+        if isinstance(ref, bool) or not isinstance(ref, str | int):
+            raise CommandError("invalid-argument", "a service is named by a name or a pid")
+        name = self.shell.find(ref)
+        if name is None:
+            raise CommandError("no-such-service",
+                               f"no service {str(ref)!r} in instance {self.daemon.instance}")
+        return name
+
+    def apply(self, name: str, event: Event, **kw) -> Service:
+        """The shell's apply, with a refusal as the command's error."""
+        try:
+            return self.shell.apply(name, event, **kw)
+        except Refused as exc:
+            raise CommandError(exc.code, str(exc)) from None
+
+    def _unique_name(self, base: str) -> str:
+        """``base``, or ``base-2``, ``base-3``... (the next suffix is remembered, so naming
+        the 10,000th service of one program costs what naming the first did)."""
+        base = re.sub(r"[^A-Za-z0-9_.@:+-]", "_", base)[:100] or "service"
+        if base.isascii() and base.isdigit():
+            base = f"svc{base}"
+        if base not in self.shell:
+            return base
+        n = self._suffix.get(base, 1)
+        while True:
+            n += 1
+            name = f"{base}-{n}"
+            if name not in self.shell:
+                self._suffix[base] = n
+                return name
+
+    def _new_name(self, args: dict, default: str) -> str:
+        name = arg(args, "name", str, None)
+        if name is None:
+            return self._unique_name(default)
+        why = name_problem(name)
+        if why is not None:
+            raise CommandError("invalid-argument", why)
+        if name in self.shell:
+            raise CommandError("name-taken", f"a service named {name!r} exists already")
+        return name
+
+    # ---- the commands -------------------------------------------------------------------
+
+    def ping(self, args) -> dict:
+        return {"pid": os.getpid(), "instance": self.daemon.instance}
+
+    def info(self, args) -> dict:
+        d = self.daemon
+        return {"instance": d.instance, "pid": os.getpid(), "socket": d.socket_path,
+                "services": len(self.shell), "started_at": d.started_at,
+                "stopping": d.stopping, "generation": d.generation}
+
+    def create(self, args) -> dict:
+        path = arg(args, "path", str)
+        argv_rest = arg(args, "args", list, [])
+        if not all(isinstance(a, str) for a in argv_rest):
+            raise CommandError("invalid-argument", "args must be a list of strings")
+        if "\0" in path or any("\0" in a for a in argv_rest):
+            raise CommandError("invalid-argument", "arguments may not contain NUL bytes")
+        restart = arg(args, "restart_times", int, None)
+        if restart is not None and restart < 0:
+            raise CommandError("invalid-argument", f"restart times must be >= 0, not {restart}")
+        delay = number_arg(args, "delay", 0)
+        sched, policy, limit = _schedule_and_policy(args, restart, delay,
+                                                    self.daemon.timers.now())
+        stopped = arg(args, "create_stopped", bool, False)
+        out = arg(args, "output", str, "journal")
+        why = output.check(out)
+        if why is not None:
+            raise CommandError("invalid-argument", why)
+        cwd = arg(args, "cwd", str, "/")
+        if not os.path.isdir(cwd):
+            cwd = "/"
+        why = process.check_executable(path, deferred=stopped)
+        if why is not None:
+            raise CommandError("not-executable", why)
+        name = self._new_name(args, os.path.basename(path))
+        svc = Service(name=name, command=(path, *argv_rest), restart_limit=policy.limit,
+                      create_stopped=stopped, delay=float(delay), cwd=cwd, output=out,
+                      schedule=sched, restart_mode=policy.mode,
+                      restart_delay=policy.delay, restart_max_delay=policy.max_delay,
+                      start_limit=limit)
+        return service_object(self.apply(name, Event(Ev.CREATE), new=svc))
+
+    def open(self, args) -> dict:
+        pid = arg(args, "pid", int)
+        if pid <= 0:
+            raise CommandError("invalid-argument", f"pid must be a positive number, not {pid}")
+        if self.shell.supervises(pid):
+            owner = self.shell.find(pid) or "?"
+            raise CommandError("already-supervised", f"pid {pid} is already service {owner!r}")
+        why = process.why_not_adoptable(pid)
+        if why is not None:
+            code = "no-such-process" if why.startswith("no process") else "not-adoptable"
+            raise CommandError(code, why)
+        name = self._new_name(args, process.comm(pid))
+        try:
+            proc = process.open_pid(pid)
+        except ProcessLookupError:
+            raise CommandError("no-such-process", f"no process with pid {pid}") from None
+        except OSError as exc:
+            raise CommandError("not-adoptable", f"cannot open pid {pid}: {exc.strerror}") \
+                from None
+        command = tuple(process.cmdline(pid)) or (process.comm(pid),)
+        svc = Service(name=name, command=command,
+                      started_at=process.start_time(pid) or time.time())
+        return service_object(self.apply(
+            name, Event(Ev.OPEN, pid=pid, stopped=bool(process.is_stopped(pid))), new=svc,
+            proc=proc))
+
+    def _simple(self, kind: Ev):
+        def handler(args) -> dict:
+            name = self.resolve(args.get("service"))
+            self.shell.refresh(name)
+            return service_object(self.apply(name, Event(kind)))
+        return handler
+
+    def remove(self, args) -> dict:
+        name = self.resolve(args.get("service"))
+        svc = self.shell.refresh(name)
+        self.apply(name, Event(Ev.REMOVE))
+        return {**service_object(svc), "removed": True}
+
+    def cancel(self, args) -> dict:
+        """A PENDING service is cancelled and removed; a recurring one that runs loses its
+        schedule (the run goes on); anything else is refused."""
+        name = self.resolve(args.get("service"))
+        svc = self.shell.get(name)
+        if svc.state is not State.PENDING and (svc.schedule is None
+                                               or not svc.schedule.repeats):
+            raise CommandError("bad-state", f"service {name} is {svc.status}, not PENDING: "
+                               "only a pending or scheduled service can be cancelled")
+        after = self.apply(name, Event(Ev.CANCEL))
+        removed = name not in self.shell
+        return {**service_object(svc if removed else after), "removed": removed}
+
+    def status(self, args) -> dict:
+        return service_object(self.shell.refresh(self.resolve(args.get("service"))))
+
+    def list(self, args) -> dict:
+        shell = self.shell
+        return {"instance": self.daemon.instance,
+                "services": [service_object(shell.refresh(n)) for n in list(shell.records)]}
+
+    def freelist(self, args) -> dict:
+        refs = arg(args, "services", list)
+        if not refs:
+            raise CommandError("invalid-argument", "name at least one service")
+        names = [self.resolve(ref) for ref in refs]  # all or nothing
+        removed = []
+        for name in dict.fromkeys(names):
+            svc = self.shell.refresh(name)
+            self.apply(name, Event(Ev.REMOVE))
+            removed.append({**service_object(svc), "removed": True})
+        return {"instance": self.daemon.instance, "removed": removed}
+
+    def reload(self, args) -> dict:
+        d = self.daemon
+        d.reexec_requested = True  # after this answer is on its way
+        return {"pid": os.getpid(), "instance": d.instance, "generation": d.generation}
+
+    def shutdown(self, args) -> dict:
+        d = self.daemon
+        stopping = d.shutdown()
+        return {"pid": os.getpid(), "instance": d.instance, "stopping": stopping,
+                "grace": d.grace}
+
+
+# ---- arguments ---------------------------------------------------------------------------
+
+
+def arg(args: dict, key: str, types, default=...):
+    """``args[key]`` of one of ``types`` (a bool is no int), or ``default`` when absent;
+    missing without a default, or of another type: ``invalid-argument``."""
+    value = args.get(key, default)
+    if value is ...:
+        raise CommandError("invalid-argument", f"missing argument {key!r}")
+    if value is default:
+        return value
+    kinds = types if isinstance(types, tuple) else (types,)
+    if (isinstance(value, bool) and bool not in kinds) or not isinstance(value, kinds):
+        raise CommandError("invalid-argument", f"argument {key!r} has the wrong type")
+    return value
+
+
+def number_arg(args: dict, key: str, default, *, most: float = MAX_SECONDS):
+    """A number of seconds from 0 to ``most``."""
+    value = arg(args, key, (int, float), default)
+    if value is default:
+        return value
+    try:
+        ok = math.isfinite(value) and 0 <= value <= most
+    except OverflowError:
+        ok = False
+    if not ok:
+        raise CommandError("invalid-argument",
+                           f"{key} must be a number from 0 to {most:g}, not {value!r:.40}")
+    return float(value)
+
+
+def _schedule_and_policy(args: dict, restart: int | None, delay: float, mono: float):
+    """The schedule, restart policy and start limit a create-service asks for."""
+    now = time.time()
+    at = number_arg(args, "at", None, most=now + MAX_SECONDS)
+    every = number_arg(args, "every", None)
+    cron = arg(args, "cron", str, None)
+    if sum(x is not None for x in (at, every, cron)) + (delay > 0) > 1:
+        raise CommandError("invalid-argument",
+                           "choose one of --delay, --at, --every and --cron")
+    try:
+        if at is not None:
+            if at <= now:
+                raise ValueError(f"--at time {at:.3f} is in the past")
+            sched = schedule.Schedule.once(at)
+        elif every is not None:
+            if every <= 0:
+                raise ValueError(f"--every must be > 0 seconds, not {every}")
+            sched = schedule.Schedule.every(every, mono, wall=False)
+        elif cron is not None:
+            sched = schedule.Schedule.cron(cron)
+        else:
+            sched = None
+        policy = schedule.RestartPolicy.from_options(
+            arg(args, "restart", str, None), restart,
+            delay=number_arg(args, "restart_delay", 0),
+            max_delay=number_arg(args, "restart_max_delay", 60))
+        text = arg(args, "start_limit", str, None)
+        limit = (schedule.StartLimit.parse(text) if text is not None
+                 else schedule.DEFAULT_START_LIMIT if policy.limit is None else None)
+    except ValueError as exc:
+        raise CommandError("invalid-argument", str(exc)) from None
+    return sched, policy, limit

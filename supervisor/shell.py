@@ -1,0 +1,416 @@
+"""The shell: carries out what the machine decides, and keeps one record per service.
+
+``machine.py`` says what should happen; this module makes it happen (spawn, signal, arm
+and cancel timers, forget, log) and reports back what the world did (a spawn's outcome, a
+process's exit, a timer firing) as events. :meth:`Shell.apply` is the one way into the
+machine, for commands and facts alike: events that arise while effects run are queued and
+stepped after, never nested.
+
+Each service has one :class:`Record`: its service value, its watched process, its timer,
+the start ticks of that process, and its cached entry of the state document. The only
+other indexes (``by_pid``, ``counts``) are kept in step in one place each
+(:meth:`_put`, :meth:`_attach`, :meth:`_forget`).
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import dataclasses
+import functools
+import signal
+import time
+
+from supervisor import machine, process, state
+from supervisor.machine import Ev, Event, Refused, Service, State
+from supervisor.process import Proc
+
+
+class Record:
+    """Everything the shell keeps for one service."""
+
+    __slots__ = ("cached", "proc", "svc", "ticks", "timer")
+
+    def __init__(self, svc: Service) -> None:
+        self.svc = svc
+        self.proc: Proc | None = None  # its watched process, until reaped or released
+        self.ticks: int | None = None  # that process's start time (read when saving)
+        self.timer = None  # (Timers, Handle) of the start it waits for
+        self.cached: tuple | None = None  # (svc, ticks, its entry of the state document)
+
+
+class Shell:
+    def __init__(self, *, watcher, timers, wall_timers, journal, outputs, cgroups,
+                 env: dict[str, str]) -> None:
+        self.watcher = watcher
+        self.timers = timers  # CLOCK_BOOTTIME: delays, intervals, back-off
+        self.wall_timers = wall_timers  # CLOCK_REALTIME: --at, --cron
+        self.journal = journal
+        self.outputs = outputs
+        self.cgroups = cgroups
+        self.env = env
+        self.records: dict[str, Record] = {}
+        self.by_pid: dict[int, str] = {}  # every pid a service has had -> its name
+        self.counts: collections.Counter[State] = collections.Counter()
+        self.orphans: set[Proc] = set()  # children of forgotten services, until reaped
+        self.dirty = False  # services changed since the state document was last written
+        self.counts_changed = False
+        self.on_reaped = None  # called after a process of ours was reaped (shutdown waits)
+        self._queue: collections.deque[tuple[str, Event]] = collections.deque()
+        self._feeding = False
+        self._rejects: list[tuple[str, machine.Reject]] = []
+        self._last: dict[str, Service] = {}
+
+    # ---- the one entry into the machine ---------------------------------------------------
+
+    def apply(self, name: str, event: Event, *, new: Service | None = None,
+              proc: Proc | None = None) -> Service:
+        """Step ``name``'s machine with ``event`` and carry out the effects in order; then
+        the events that arose meanwhile. Returns the service as it stands after (or as it
+        was last, when it was forgotten).
+
+        ``new``: a service not registered yet (create-service, open-service), with
+        ``proc``, its adopted process. Raises :class:`Refused` when the machine refuses
+        the command (nothing changed), or when a ``Reject`` effect says the command failed
+        (what came before it was carried out; a new service is then gone)."""
+        if self._feeding:  # an effect's report: stepped after the current event
+            self._queue.append((name, event))
+            return self.records[name].svc if name in self.records else self._last[name]
+        if new is not None:
+            rec = self._put(Record(new))
+            if proc is not None:
+                self._attach(rec, proc)
+        self._feeding, self._rejects, self._last = True, [], {}
+        try:
+            self._step(name, event)
+            while self._queue:
+                self._step(*self._queue.popleft())
+        except Refused:
+            if new is not None and name in self.records:
+                self._forget(self.records[name])
+            raise
+        finally:
+            self._feeding = False
+            self._queue.clear()
+        for who, reject in self._rejects:
+            if who == name:
+                raise Refused(reject.message, reject.code)
+        return self.records[name].svc if name in self.records else self._last[name]
+
+    def _step(self, name: str, event: Event) -> None:
+        rec = self.records.get(name)
+        if rec is None:  # forgotten meanwhile
+            return
+        svc, effects = machine.step(rec.svc, event, time.time(), self.timers.now())
+        self._commit(rec, svc, effects)
+
+    def _commit(self, rec: Record, svc: Service, effects: list) -> None:
+        if rec.svc.state is not svc.state:
+            self.counts[rec.svc.state] -= 1
+            self.counts[svc.state] += 1
+            self.counts_changed = True
+        rec.svc = self._last[svc.name] = svc
+        self.dirty = True
+        for effect in effects:
+            match effect:
+                case machine.Spawn(stopped=stopped):
+                    self._spawn(rec, stopped)
+                case machine.Signal(signo=signo):
+                    self._signal(rec, signo)
+                case machine.ArmTimer(due=due, wall=wall):
+                    self._arm(rec, due, wall)
+                case machine.CancelTimer():
+                    self._cancel_timer(rec)
+                case machine.Forget():
+                    self._forget(rec)
+                case machine.Reject():
+                    self._rejects.append((svc.name, effect))
+                case machine.Log(event=what, message=message, priority=priority):
+                    self.log_event(svc, what, message, priority)
+
+    # ---- the records ----------------------------------------------------------------------
+
+    def _put(self, rec: Record) -> Record:
+        self.records[rec.svc.name] = rec
+        self.counts[rec.svc.state] += 1
+        self.counts_changed = self.dirty = True
+        for pid in rec.svc.pids:
+            self.by_pid[pid] = rec.svc.name
+        return rec
+
+    def _attach(self, rec: Record, proc: Proc, ticks: int | None = None) -> None:
+        """``proc`` is now the service's process: watched until it ends."""
+        rec.proc, rec.ticks = proc, ticks
+        self.by_pid[proc.pid] = rec.svc.name
+        self.watcher.watch(proc, functools.partial(self._exited, rec.svc.name))
+
+    def _forget(self, rec: Record) -> None:
+        svc = rec.svc
+        if self.records.get(svc.name) is not rec:
+            return
+        del self.records[svc.name]
+        self.counts[svc.state] -= 1
+        self.counts_changed = self.dirty = True
+        self._cancel_timer(rec)
+        for pid in svc.pids:
+            if self.by_pid.get(pid) == svc.name:
+                del self.by_pid[pid]
+        proc, rec.proc = rec.proc, None
+        if proc is None:
+            if self.cgroups and not svc.opened:
+                self.cgroups.remove(svc.name)
+        elif proc.child:
+            self.orphans.add(proc)  # watched until reaped, so it never lingers as a zombie
+        else:
+            self.watcher.release(proc)  # released: we only stop watching it
+
+    def find(self, ref) -> str | None:
+        """The name of the service that ``ref`` (a name, or any pid it has had) names."""
+        text = str(ref)
+        if text in self.records:
+            return text
+        pid = as_pid(ref)
+        return self.by_pid.get(pid) if pid is not None else None
+
+    def get(self, name: str) -> Service:
+        return self.records[name].svc
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.records
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def services(self) -> list[Service]:
+        return [rec.svc for rec in self.records.values()]
+
+    def supervises(self, pid: int) -> bool:
+        """Whether ``pid`` is a live process of ours (a service's, or one still unreaped)."""
+        return pid in self.watcher.procs
+
+    def refresh(self, name: str) -> Service:
+        """An opened process's stop/continue is not reported to us: read it from /proc
+        when asked."""
+        rec = self.records[name]
+        if rec.proc is not None and not rec.proc.child \
+                and rec.svc.state in (State.RUNNING, State.STOPPED):
+            stopped = process.is_stopped(rec.proc.pid)
+            if stopped is not None:
+                self.apply(name, Event(Ev.STOPPED_SEEN if stopped else Ev.CONTINUED_SEEN))
+        return self.records[name].svc
+
+    # ---- effects --------------------------------------------------------------------------
+
+    def _spawn(self, rec: Record, stopped: bool) -> None:
+        svc = rec.svc
+        proc = None
+        in_cgroup = False
+        try:
+            handoff = self.outputs.prepare(svc.name, svc.output)
+            try:
+                with (self.cgroups.spawning_in(svc.name) if self.cgroups
+                      else contextlib.nullcontext(False)) as in_cgroup:
+                    proc = process.spawn(list(svc.command), env=self.env, stopped=stopped,
+                                         cwd=svc.cwd, stdout=handoff.fd, stderr=handoff.fd)
+            finally:
+                self.outputs.done(handoff, svc.name, proc.pid if proc else None)
+        except OSError as exc:
+            self._queue.append((svc.name, Event(
+                Ev.SPAWN_FAILED, error=f"{svc.command[0]}: {exc.strerror or exc}")))
+            return
+        if in_cgroup:
+            proc.cgroup = svc.name
+        self._attach(rec, proc)  # its start ticks are read when the state is next saved
+        self._queue.append((svc.name, Event(Ev.SPAWNED, pid=proc.pid, stopped=stopped)))
+
+    def _signal(self, rec: Record, signo: int) -> None:
+        opened = rec.svc.opened
+        if rec.proc is not None:  # created services lead their process group
+            process.send(rec.proc, signo, group=not opened)
+        if signo == signal.SIGKILL and not opened and self.cgroups:
+            self.cgroups.kill(rec.svc.name)  # and whatever escaped the group
+
+    def _arm(self, rec: Record, due: float, wall: bool) -> None:
+        self._cancel_timer(rec)
+        timers = self.wall_timers if wall else self.timers
+        rec.timer = (timers, timers.call_at(due, functools.partial(self._due, rec.svc.name)))
+
+    def _cancel_timer(self, rec: Record) -> None:
+        if rec.timer is not None:
+            timers, handle = rec.timer
+            rec.timer = None
+            timers.cancel(handle)
+
+    def _due(self, name: str) -> None:
+        rec = self.records.get(name)
+        if rec is not None:
+            rec.timer = None
+            self.apply(name, Event(Ev.DUE))
+
+    def _exited(self, name: str, proc: Proc, code: int | None, signo: int | None) -> None:
+        """The watcher reaped ``proc`` (and closed its pidfd): report it."""
+        if proc.cgroup and self.cgroups:
+            # as systemd does: once the main process is gone, what it left behind goes too
+            self.cgroups.kill(proc.cgroup)
+        rec = self.records.get(name)
+        if rec is not None and rec.proc is proc:
+            rec.proc = None
+            self.apply(name, Event(Ev.EXITED, pid=proc.pid, code=code, signal=signo))
+        elif proc in self.orphans:
+            self.orphans.discard(proc)
+            if proc.cgroup and self.cgroups:
+                self.cgroups.remove(proc.cgroup)
+        if self.on_reaped is not None:
+            self.on_reaped()
+
+    def stop_continue_seen(self, reports) -> None:
+        """Children's stops and continues (``(pid, stopped)`` from the SIGCHLD drain)."""
+        for pid, stopped in reports:
+            proc = self.watcher.child(pid)
+            name = self.by_pid.get(pid) if proc is not None else None
+            rec = self.records.get(name) if name is not None else None
+            if rec is not None and rec.proc is proc:
+                self.apply(name, Event(Ev.STOPPED_SEEN if stopped else Ev.CONTINUED_SEEN,
+                                       pid=pid))
+
+    def clock_changed(self) -> None:
+        self.journal.send("the wall clock was set: calendar schedules re-armed", 5,
+                          SUPERVISOR_EVENT="clock-changed")
+        for name in list(self.records):
+            self.apply(name, Event(Ev.CLOCK_CHANGED))
+
+    def log_event(self, svc: Service, what: str, message: str, priority: int = 6) -> None:
+        self.journal.send(
+            message, priority, SUPERVISOR_EVENT=what, SERVICE_NAME=svc.name,
+            SERVICE_PID=svc.pid, SERVICE_STATUS=svc.status, EXIT_CODE=svc.exit_code,
+            EXIT_SIGNAL=signal_name(svc.signal), SERVICE_RESTARTS=svc.restarts,
+            SERVICE_OPENED=int(svc.opened))
+
+    # ---- every service at once ----------------------------------------------------------
+
+    def apply_all(self, kind: Ev) -> None:
+        """A fact or command for every service (shutdown, the grace period's end)."""
+        for name in list(self.records):
+            if name in self.records:
+                self.apply(name, Event(kind))
+
+    def live_children(self) -> bool:
+        """Whether a process of ours (a service's, or one forgotten) awaits reaping."""
+        return bool(self.orphans) or any(
+            rec.proc is not None and rec.proc.child for rec in self.records.values())
+
+    # ---- the state document ---------------------------------------------------------------
+
+    def encode(self, head: dict) -> bytes:
+        """The state document (see ``supervisor/state.py``). Each service's entry is cached
+        until the service changes (services are immutable values), so a turn that touched
+        one service of 10,000 encodes one, not 10,000."""
+        parts = []
+        for rec in self.records.values():
+            if rec.proc is not None and rec.ticks is None:
+                rec.ticks = state.start_ticks(rec.proc.pid)  # after the spawn, off its path
+            ticks = rec.ticks if rec.proc is not None else None
+            cached = rec.cached
+            if cached is None or cached[0] is not rec.svc or cached[1] != ticks:
+                cached = rec.cached = (rec.svc, ticks, state.encode_service(rec.svc, ticks))
+            parts.append(cached[2])
+        return state.encode(head, parts)
+
+    def carried_procs(self) -> list[tuple[Proc, str | None]]:
+        """Every process of ours with its service's name (None: an orphan), for a re-exec."""
+        out: list[tuple[Proc, str | None]] = [
+            (rec.proc, name) for name, rec in self.records.items() if rec.proc is not None]
+        return out + [(proc, None) for proc in self.orphans]
+
+    def take_back(self, services: list[tuple[Service, int | None]],
+                  carried: dict[str, Proc] | None = None,
+                  orphans: list[Proc] = ()) -> tuple[int, int]:
+        """Services from a state document, after a crash of the previous daemon
+        (``carried`` None) or a re-exec of this one (``carried``: their processes, whose
+        pidfds came across ``exec``). After a crash, a living process is re-adopted through
+        a new pidfd only when its start time is the one recorded (a reused pid is never
+        taken for ours); one that died meanwhile is reported ended, and its policy acts.
+        Timers are armed again from the wall-clock ``next_start`` (``due`` was on a clock
+        of another boot or program). Returns (re-adopted, ended meanwhile)."""
+        ended, adopted = [], 0
+        for svc, ticks in services:
+            if svc.state is State.STOPPING:
+                svc = dataclasses.replace(svc, state=State.RUNNING)
+            rec = self._put(Record(svc))
+            if carried is not None:
+                proc = carried.get(svc.name)
+            elif svc.alive:
+                proc = self._readopt(svc, ticks)
+                adopted += proc is not None
+            else:
+                proc = None
+            if proc is not None:
+                self._attach(rec, proc, ticks)
+            elif svc.alive:
+                ended.append(svc.name)
+            self._rearm(rec)
+        for proc in orphans:
+            self.orphans.add(proc)
+            self.watcher.watch(proc, functools.partial(self._exited, None))
+        for name in ended:  # died while no daemon watched: not knowable how
+            self.apply(name, Event(Ev.EXITED))
+        return adopted, len(ended)
+
+    def _readopt(self, svc: Service, ticks: int | None) -> Proc | None:
+        if ticks is None or state.start_ticks(svc.pid) != ticks:
+            return None
+        try:
+            proc = process.open_pid(svc.pid)
+        except OSError:
+            return None
+        if state.start_ticks(svc.pid) != ticks:  # it ended and the pid was reused meanwhile
+            proc.close()
+            return None
+        if not svc.opened and self.cgroups:
+            proc.cgroup = svc.name
+        self.log_event(svc, "recovered", f"{svc.name} (pid {svc.pid}) re-adopted after a "
+                                         "daemon restart", 5)
+        return proc
+
+    def _rearm(self, rec: Record) -> None:
+        """Arm the timer a taken-back service waits on (``due`` is derived again from the
+        wall-clock ``next_start``)."""
+        svc = rec.svc
+        waits = svc.state is State.PENDING or (
+            svc.schedule is not None and svc.schedule.repeats and svc.alive)
+        if not waits or (svc.state is not State.PENDING and svc.next_start is None):
+            return
+        now, mono = time.time(), self.timers.now()
+        start = svc.next_start if svc.next_start is not None else now
+        wall = svc.schedule is not None and svc.schedule.wall
+        if svc.schedule is not None and svc.schedule.kind == "cron" and start < now:
+            start = svc.schedule.next_after(now) if svc.alive else now
+        due = start if wall else mono + max(0.0, start - now)
+        self._arm(rec, due, wall)
+        rec.svc = dataclasses.replace(svc, due=due)
+
+    def close(self) -> None:
+        """Stop watching everything (the daemon is going away; services keep running)."""
+        self.watcher.close()
+        if self.cgroups:
+            self.cgroups.close()
+
+
+def as_pid(ref) -> int | None:
+    """A pid from a service reference: ASCII digits only (no superscript or fullwidth)."""
+    if isinstance(ref, bool):
+        return None
+    if isinstance(ref, int):
+        return ref if 0 < ref < 1 << 31 else None
+    if isinstance(ref, str) and ref.isascii() and ref.isdigit() and len(ref) < 11:
+        return int(ref)
+    return None
+
+
+def signal_name(signo: int | None) -> str | None:
+    if signo is None:
+        return None
+    try:
+        return signal.Signals(signo).name
+    except ValueError:
+        return str(signo)
