@@ -181,3 +181,22 @@ def test_schedules_survive_a_daemon_crash(sup, tmp_path):
     count = len(_starts(log))
     wait_until(lambda: len(_starts(log)) >= count + 2, what="firings after recovery")
     assert sup.status("tick")["next_start"] is not None
+
+
+def test_a_restart_that_cannot_spawn_is_retried_until_it_can(sup, tmp_path):
+    # the program disappears while its service waits to restart (a package upgrade, say):
+    # the restart cannot spawn, yet the service is not CRASHED for good, whatever its
+    # policy: it waits PENDING and retries with back-off until the program is back
+    prog = tmp_path / "prog"
+    prog.write_text("#!/bin/sh\nsleep 0.2\nexit 3\n")
+    prog.chmod(0o755)
+    hidden = tmp_path / "prog.away"
+    first = sup.json("create-service", "-r", "1", "-o", "null", "-n", "flaky", str(prog))
+    prog.rename(hidden)
+    seen = wait_until(lambda: (s := sup.status("flaky"))["restarts"] == 1
+                      and s["status"] == "PENDING" and s, what="the failed restart")
+    assert seen["next_start"] > time.time()  # a retry is armed
+    hidden.rename(prog)
+    back = sup.wait_status("flaky", "RUNNING", timeout=TIMEOUT + 8)
+    assert back["pid"] != first["pid"] and back["restarts"] == 1
+    assert sup.wait_status("flaky", "CRASHED", timeout=TIMEOUT)["exit_code"] == 3
