@@ -1,11 +1,12 @@
 # The two commands of the README:
 #   make run    install everything, start instance 0 with a parrot service, list it
-#   make test   install everything, lint, run the whole test suite
+#   make test   install everything, lint, run the test suite (all but the slow tests)
+#   make test-slow   the slow ones: the cron minute, the 10,000-cycle soak (CI runs both)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint clean install-units
+.PHONY: install run test test-slow lint clean install-units
 
 $(STAMP): pyproject.toml setup.py native/build_native.py native/native.h scripts/bootstrap
 	./scripts/bootstrap
@@ -24,7 +25,10 @@ lint: install
 	$(BIN)/ruff check .
 
 test: lint
-	$(BIN)/pytest
+	$(BIN)/pytest -m "not slow"
+
+test-slow: install
+	$(BIN)/pytest -m slow
 
 # systemd template units, with ExecStart pointing at this checkout's venv:
 #   make install-units && systemctl enable --now supervisor@3.socket

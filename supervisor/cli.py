@@ -124,37 +124,29 @@ def _resolve_path(path: str) -> str:
 
 
 def _schedule_opts(opts: dict) -> dict:
-    """--at, --every, --cron, --restart...: checked here (a bad one is a usage error)."""
+    """--at, --every, --cron, --restart...: --at and --every turned from text into seconds
+    (a time of day is the caller's local time); the rest is passed on as written. The
+    daemon checks them all (a wrong value is exit 2 from there too)."""
     out: dict = {}
-    given = [k for k in ("--at", "--every", "--cron") if opts[k] is not None]
-    if len(given) + (opts["--delay"] not in ("0", None) and float(opts["--delay"]) > 0) > 1:
-        raise UsageError("choose one of --delay, --at, --every and --cron")
-    if not given and opts["--restart"] is None and opts["--start-limit"] is None \
-            and opts["--restart-delay"] in ("0", None):
-        return out
-    import time
-
-    from supervisor import schedule
-
     try:
         if opts["--at"] is not None:
+            import time
+
+            from supervisor import schedule
+
             out["at"] = schedule.parse_at(opts["--at"], time.time())
         if opts["--every"] is not None:
+            from supervisor import schedule
+
             out["every"] = schedule.parse_interval(opts["--every"])
-        if opts["--cron"] is not None:
-            out["cron"] = schedule.Cron(opts["--cron"]).expr
-        if opts["--restart"] is not None:
-            times = opts["--restart-times"]
-            schedule.RestartPolicy.from_options(
-                opts["--restart"], int(times) if times and times.isdigit() else None)
-            out["restart"] = opts["--restart"]
-        if opts["--start-limit"] is not None:
-            schedule.StartLimit.parse(opts["--start-limit"])
-            out["start_limit"] = opts["--start-limit"]
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    out["restart_delay"] = _number(opts["--restart-delay"] or "0", "restart delay",
-                                   integer=False)
+    for key in ("--cron", "--restart", "--start-limit"):
+        if opts[key] is not None:
+            out[key[2:].replace("-", "_")] = opts[key]
+    if opts["--restart-delay"] not in ("0", None):
+        out["restart_delay"] = _number(opts["--restart-delay"], "restart delay",
+                                       integer=False)
     return out
 
 

@@ -8,7 +8,8 @@
         print(c.service_status(svc["pid"])["status"])   # STOPPED
 
 Errors raise :class:`SupervisorError` subclasses whose ``exit_code`` is the CLI's:
-:class:`RemoteError` (1, the daemon refused: ``code`` is a protocol error code),
+:class:`RemoteError` (1, the daemon refused: ``code`` is a protocol error code; 2 for
+``invalid-argument``),
 :class:`NotRunning` (3, the instance is not running or not reachable).
 """
 
@@ -38,11 +39,13 @@ class SupervisorError(Exception):
 
 
 class RemoteError(SupervisorError):
-    """The daemon answered with an error."""
+    """The daemon answered with an error. An argument with a wrong value is a usage
+    error (exit code 2) wherever it is found, in the CLI or the daemon."""
 
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
         self.code = code
+        self.exit_code = 2 if code == "invalid-argument" else 1
 
 
 class NotRunning(SupervisorError):

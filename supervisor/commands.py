@@ -145,7 +145,8 @@ class Commands:
         out = arg(args, "output", str, "journal")
         why = output.check(out)
         if why is not None:
-            raise CommandError("invalid-argument", why)
+            code = "not-writable" if why.startswith("cannot write") else "invalid-argument"
+            raise CommandError(code, why)
         cwd = arg(args, "cwd", str, "/")
         if not os.path.isdir(cwd):
             cwd = "/"

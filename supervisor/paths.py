@@ -1,4 +1,4 @@
-"""Where an instance keeps its socket, lock and log (SPEC "Paths and environment")."""
+"""Where an instance keeps its socket, lock and log (docs/reference.md, "Paths and environment")."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Spawning and signalling: the only module that forks, opens pidfds and sends signals.
 
-Reaping has one owner per kind of change, and the split is deliberate (see LINUX-NOTES):
+Reaping has one owner per kind of change, and the split is deliberate (docs/design.md, "Reaping"):
 
 * **exit**: a service's pidfd becomes readable; its watcher reaps exactly that child with
   ``waitid(P_PIDFD, fd, WEXITED | WNOHANG)`` and closes the fd. Nothing else ever waits

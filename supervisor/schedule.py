@@ -450,11 +450,12 @@ class RestartPolicy:
 
     - ``mode``: ``on-failure`` restarts after a failure (non-zero exit, core-dump signal);
       ``always`` after a success (exit 0) too; ``never`` never. An end by SIGKILL, SIGTERM,
-      SIGINT or SIGHUP (``"killed"``) is never restarted, whatever the mode (SPEC: KILLED).
+      SIGINT or SIGHUP (``"killed"``) is never restarted, whatever the mode
+      (docs/reference.md: KILLED).
     - ``limit``: at most this many restarts in the service's life, counting every restart
       whatever caused it; ``None`` is unlimited.
     - back-off: restart number n+1 waits ``min(delay * backoff**n, max_delay)`` seconds;
-      ``delay`` 0 (the default) restarts at once, as the SPEC says for ``-r K``.
+      ``delay`` 0 (the default) restarts at once, as docs/reference.md says for ``-r K``.
 
     :meth:`from_options` maps the CLI's ``--restart MODE`` and ``-r K`` onto this.
     """

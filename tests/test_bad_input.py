@@ -39,6 +39,10 @@ def _snapshot(sup):
     (["create-service", "-d", "soon", "/bin/true"], "delay"),
     (["create-service", "-d", "nan", "/bin/true"], "delay"),
     (["create-service", "-d", "-3", "/bin/true"], "delay"),
+    # wrong values the daemon finds are usage errors too (docs/reference.md, "Exit codes")
+    (["create-service", "-d", "1e300", "/bin/true"], "delay"),
+    (["create-service", "-n", "12345", "/bin/true"], "digits"),
+    (["create-service", "-n", "has space", "/bin/true"], "name"),
     (["open-service", "12ab"], "<pid>"),
     (["open-service", "0"], "<pid>"),
     (["no-such-command"], "usage"),
@@ -65,8 +69,6 @@ def test_usage_errors_exit_2(populated, args, needle):
     (["create-service", "/nonexistent/program"], "no such file"),
     (["create-service", "/tmp"], "not a regular file"),
     (["create-service", "-n", "running", "/bin/true"], "exists"),
-    (["create-service", "-n", "12345", "/bin/true"], "digits"),
-    (["create-service", "-n", "has space", "/bin/true"], "name"),
 ])
 def test_refusals_exit_1_and_lose_nothing(populated, args, needle):
     before = _snapshot(populated)

@@ -1,5 +1,5 @@
-"""Changes made from outside show in the status within 100 ms (SPEC "Statuses"), for created
-and for opened services: kill -STOP, kill -CONT, kill -9, a crash."""
+"""Changes made from outside show in the status within 100 ms (docs/reference.md,
+"Statuses"), for created and for opened services: kill -STOP, kill -CONT, kill -9, a crash."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The journal contract (SPEC "Journal"), against the real systemd-journald.
+"""The journal contract (docs/reference.md, "Journal"), against the real systemd-journald.
 
 Every command the daemon receives and its answer, and every lifecycle event, is one entry
 with ``SYSLOG_IDENTIFIER=supervisor`` and structured fields; ``journalctl -t supervisor``

@@ -1,8 +1,8 @@
 """Unit tests of the pure lifecycle state machine (supervisor/machine.py), no processes.
 
-Every (State, Ev) pair has an explicit entry; commands are refused exactly where SPEC.md
-says; exits are classified as SPEC "Statuses" says; the effects come in the right order;
-and a hypothesis state machine drives random event sequences through ``step``.
+Every (State, Ev) pair has an explicit entry; commands are refused exactly where
+docs/reference.md says; exits are classified as its "Statuses" says; the effects come in
+the right order; and a hypothesis state machine drives random event sequences through ``step``.
 """
 
 from __future__ import annotations
@@ -41,16 +41,16 @@ from supervisor.machine import (
 NOW = 1_700_000_000.0  # wall clock
 MONO = 5_000.0  # CLOCK_BOOTTIME
 
-SPEC_STATUSES = {"PENDING", "RUNNING", "STOPPED", "KILLED", "CRASHED", "EXITED"}
+STATUSES = {"PENDING", "RUNNING", "STOPPED", "KILLED", "CRASHED", "EXITED"}
 FACTS = (Ev.SPAWNED, Ev.SPAWN_FAILED, Ev.DUE, Ev.EXITED, Ev.STOPPED_SEEN, Ev.CONTINUED_SEEN,
          Ev.GRACE_EXPIRED, Ev.CLOCK_CHANGED)
 COMMANDS = (Ev.CREATE, Ev.OPEN, Ev.SUSPEND, Ev.RESUME, Ev.KILL, Ev.REMOVE, Ev.CANCEL,
             Ev.TERMINATE)
-# SPEC "Statuses": KILLED is the end by these signals, never restarted ...
+# docs/reference.md "Statuses": KILLED is the end by these signals, never restarted ...
 KILLED_BY = (signal.SIGKILL, signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 # ... CRASHED (or restarted) after a core-dump signal or a non-zero exit code.
 CRASHED_BY = (signal.SIGSEGV, signal.SIGABRT, signal.SIGBUS, signal.SIGFPE, signal.SIGILL)
-# SPEC "Commands": the states from which each command is accepted.
+# docs/reference.md "Commands": the states from which each command is accepted.
 ALLOWED = {
     Ev.CREATE: {State.NEW},  # a service enters the table through CREATE or OPEN
     Ev.OPEN: {State.NEW},
@@ -158,7 +158,7 @@ def test_refused_carries_the_status_users_see():
 
 def test_stopping_shows_as_running():
     assert State.STOPPING.status == "RUNNING"
-    assert {s.status for s in State} == SPEC_STATUSES
+    assert {s.status for s in State} == STATUSES
 
 
 # ---- create ------------------------------------------------------------------------------
@@ -354,7 +354,7 @@ def test_close_opened_service_kills_it():
     assert signals(effects) == [signal.SIGKILL]
 
 
-# ---- exits, as SPEC "Statuses" says --------------------------------------------------------
+# ---- exits, as docs/reference.md "Statuses" says ---------------------------------------
 
 
 @pytest.mark.parametrize("restart_limit", [0, 3])
@@ -749,7 +749,7 @@ class MachineSequences(RuleBasedStateMachine):
 
     @invariant()
     def status_is_a_spec_status(self) -> None:
-        assert self.svc.status in SPEC_STATUSES
+        assert self.svc.status in STATUSES
 
     @invariant()
     def restarts_within_limit(self) -> None:
