@@ -252,3 +252,13 @@ def test_decode_request_on_arbitrary_json(line):
 def test_module_is_pure():
     # no sockets, no os: protocol.py is encode/decode only
     assert not {"os", "socket", "selectors"} & set(vars(protocol))
+
+
+def test_every_protocol_command_has_a_handler_and_no_other():
+    # commands.py's table is what users can ask; protocol.COMMANDS is what decodes
+    from supervisor.commands import Commands
+
+    class FakeDaemon:
+        shell = None
+
+    assert set(Commands(FakeDaemon()).table) == set(COMMANDS)
