@@ -1,9 +1,19 @@
 """A cgroup (v2) per created service, where one may be made.
 
-The tree lives under the daemon's own cgroup (delegated to it under systemd with
-``Delegate=yes``; anywhere for root): ``<own>/supervisor.<N>.<pid>/svc-<name>``. A
-service's whole process tree stays in its cgroup, even a grandchild that double-forked
-into a session of its own, so :meth:`Cgroups.kill` ends all of it (``cgroup.kill``).
+The instance's tree lives under the daemon's own cgroup (delegated to it under systemd
+with ``Delegate=yes``; anywhere for root): ``<own>/supervisor.<N>.<key>/<dir>``, where
+``<key>`` is derived from the runtime directory, so that the next daemon of the same
+instance finds the tree again after a crash, and instances of separate runtime
+directories never share one. Each service gets a directory of its own (``svc-<name>``,
+with a suffix where an earlier service of that name still has processes in its own), kept
+in the state document with the service.
+
+A service's whole process tree stays in its cgroup, even a grandchild that double-forked
+into a session of its own, so :meth:`Cgroups.kill` ends all of it (``cgroup.kill``). That
+is also the identity of a created service across a crash of the daemon
+(:meth:`Cgroups.holds`), and the way to find what a crashed daemon left behind
+(:meth:`Cgroups.dirs`). A cgroup is removed once it is empty: ``cgroup.events`` says when
+(``populated 0``, notified with POLLPRI, watched by an epoll registered in the loop).
 
 Where the daemon cannot make cgroups (not root and nothing delegated, no cgroup2 mount)
 :meth:`Cgroups.create` returns None and services get process groups only.
@@ -12,7 +22,11 @@ Where the daemon cannot make cgroups (not root and nothing delegated, no cgroup2
 from __future__ import annotations
 
 import contextlib
+import errno
+import hashlib
 import os
+import select
+import selectors
 import signal
 
 
@@ -21,16 +35,23 @@ class Cgroups:
     daemon (one thread) steps into the service's cgroup for the spawn and back out
     (:meth:`spawning_in`): the child is born there, before it can fork anything."""
 
-    def __init__(self, base: str, home: str | None = None) -> None:
+    def __init__(self, base: str, mount: str, sel: selectors.BaseSelector | None = None) -> None:
         self.base = base
-        self.home = home or os.path.dirname(base)  # the daemon's own cgroup
+        self.mount = mount  # where the cgroup2 hierarchy is mounted
+        self.home = os.path.dirname(base)  # the daemon's own cgroup
         # kept open: stepping back home must not need a new fd (it could be the last one)
         self._home_fd = os.open(os.path.join(self.home, "cgroup.procs"),
                                 os.O_WRONLY | os.O_CLOEXEC)
+        self._sel = sel
+        self._events = select.epoll(flags=select.EPOLL_CLOEXEC)
+        self._emptying: dict[int, str] = {}  # cgroup.events fd -> the dir to remove
+        if sel is not None:
+            sel.register(self._events, selectors.EVENT_READ, self._on_events)
 
     @classmethod
-    def create(cls, instance: int) -> Cgroups | None:
-        """Our cgroup tree for ``instance``, or None where none can be made."""
+    def create(cls, instance: int, rundir: str,
+               sel: selectors.BaseSelector | None = None) -> Cgroups | None:
+        """Our cgroup tree for ``instance`` of ``rundir``, or None where none can be made."""
         try:
             with open("/proc/self/mountinfo") as f:
                 mount = next((line.split()[4] for line in f if " - cgroup2 " in line), None)
@@ -40,19 +61,36 @@ class Cgroups:
             return None
         if mount is None or own is None:
             return None
-        base = os.path.join(mount + own.rstrip("/"), f"supervisor.{instance}.{os.getpid()}")
+        key = hashlib.sha256(os.path.realpath(rundir).encode()).hexdigest()[:12]
+        base = os.path.join(mount + own.rstrip("/"), f"supervisor.{instance}.{key}")
         try:
             os.makedirs(base, exist_ok=True)
-            return cls(base, mount + own.rstrip("/"))
+            return cls(base, mount, sel)
         except OSError:
             return None
 
     def path(self, name: str) -> str:
-        return os.path.join(self.base, f"svc-{name}")  # never "cgroup.*": those are files
+        return os.path.join(self.base, name)
+
+    def new_dir(self, service: str) -> str:
+        """A directory name for a new service: ``svc-<name>``, or ``svc-<name>.<k>`` while
+        an earlier service of that name still has processes in its own."""
+        name, k = f"svc-{service}", 1  # never "cgroup.*": those are the kernel's files
+        while os.path.isdir(self.path(name)) and self.pids(name):
+            k += 1
+            name = f"svc-{service}.{k}"
+        return name
+
+    def dirs(self) -> list[str]:
+        """Every service directory in the tree."""
+        try:
+            return [e for e in os.listdir(self.base) if e.startswith("svc-")]
+        except OSError:
+            return []
 
     @contextlib.contextmanager
     def spawning_in(self, name: str):
-        """Run the body (a spawn) with the daemon inside ``name``'s cgroup; yields whether
+        """Run the body (a spawn) with the daemon inside cgroup ``name``; yields whether
         it got there (where it could not, the child is spawned outside any cgroup of ours)."""
         path = self.path(name)
         try:
@@ -79,8 +117,17 @@ class Cgroups:
         except OSError:
             return []
 
+    def holds(self, name: str, pid: int) -> bool:
+        """Whether process ``pid`` is in cgroup ``name`` (its ``/proc/<pid>/cgroup``)."""
+        want = "0::" + self.path(name)[len(self.mount):] + "\n"
+        try:
+            with open(f"/proc/{pid}/cgroup") as f:
+                return want in f.read().splitlines(keepends=True)
+        except OSError:
+            return False
+
     def kill(self, name: str) -> None:
-        """SIGKILL everything left in the service's cgroup."""
+        """SIGKILL everything in cgroup ``name``."""
         path = self.path(name)
         try:
             _write(os.path.join(path, "cgroup.kill"), "1")
@@ -94,23 +141,65 @@ class Cgroups:
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)
 
+    def discard(self, name: str) -> None:
+        """Kill what is left in cgroup ``name`` and remove it once it is empty."""
+        self.kill(name)
+        self.remove(name)
+
     def remove(self, name: str) -> None:
+        """Remove cgroup ``name`` now, or as soon as it is empty (its processes may take a
+        moment to die)."""
+        path = self.path(name)
+        try:
+            os.rmdir(path)
+            return
+        except OSError as exc:
+            if exc.errno != errno.EBUSY or self._sel is None:
+                return
+        try:
+            fd = os.open(os.path.join(path, "cgroup.events"), os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return
+        self._emptying[fd] = name
+        self._events.register(fd, select.EPOLLPRI)
+        self._check_empty(fd)  # it may have emptied meanwhile
+
+    def _on_events(self, mask: int) -> None:
+        for fd, _ in self._events.poll(0):
+            self._check_empty(fd)
+
+    def _check_empty(self, fd: int) -> None:
+        try:
+            populated = b"populated 1" in os.pread(fd, 4096, 0)
+        except OSError:
+            populated = False
+        if populated:
+            return
+        name = self._emptying.pop(fd)
+        self._events.unregister(fd)
+        os.close(fd)
         with contextlib.suppress(OSError):
             os.rmdir(self.path(name))
 
-    def close(self) -> None:
-        """Remove the tree (the cgroups of services still running stay, and so does it)."""
+    def close(self, *, remove_tree: bool = True) -> None:
+        """Stop watching; remove the empty cgroups of the tree, and the tree when it is
+        empty (the cgroups of services still running stay, and so does it)."""
         if self._home_fd >= 0:
             os.close(self._home_fd)
             self._home_fd = -1
-        try:
-            entries = os.listdir(self.base)
-        except OSError:
+        for fd in list(self._emptying):
+            self._events.unregister(fd)
+            os.close(fd)
+        self._emptying.clear()
+        if self._sel is not None:
+            self._sel.unregister(self._events)
+            self._sel = None
+        self._events.close()
+        if not remove_tree:
             return
-        for entry in entries:
-            if entry.startswith("svc-"):
-                with contextlib.suppress(OSError):
-                    os.rmdir(os.path.join(self.base, entry))
+        for entry in self.dirs():
+            with contextlib.suppress(OSError):
+                os.rmdir(self.path(entry))
         with contextlib.suppress(OSError):
             os.rmdir(self.base)
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import _socket  # not `socket`: see Client.connect
 import os
+import sys
 import time
 
 from supervisor import paths, protocol
@@ -72,6 +73,10 @@ class Client:
             # uses (connect, settimeout, sendall, recv, close), and importing it costs
             # ~0.5 ms where `socket` costs ~4-6 ms (its IntEnum classes and selectors),
             # which the CLI (one request, then exit) would pay on every run.
+            where = os.path.dirname(self.path)
+            why = paths.why_unsafe(where)
+            if why is not None and os.path.exists(self.path):
+                raise SupervisorError(f"{why}: not talking to a daemon there")
             sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
             sock.settimeout(self.timeout)
             try:
@@ -88,6 +93,13 @@ class Client:
                 sock.close()
                 raise NotRunning(f"instance {self.instance} is not reachable: "
                                  f"{exc.strerror or exc}") from None
+            # the daemon must be root or the directory's owner: nobody else may pose as it
+            uid = int.from_bytes(sock.getsockopt(_socket.SOL_SOCKET, _socket.SO_PEERCRED,
+                                                 12)[4:8], sys.byteorder)
+            if uid not in (0, os.stat(where).st_uid):
+                sock.close()
+                raise SupervisorError(f"{self.path} is served by uid {uid}, who does not own "
+                                      f"{where}: not talking to it")
             self._sock = sock
         return self
 
@@ -306,7 +318,10 @@ def start_daemon(instance: int, *, runtime_dir: str | None = None,
 
     if runtime_dir:
         os.environ["SUPERVISOR_RUNTIME_DIR"] = runtime_dir
-    base = paths.ensure_runtime_dir()
+    try:
+        base = paths.ensure_runtime_dir()
+    except paths.UnsafeDir as exc:
+        raise SupervisorError(f"{exc}; not starting a daemon there") from None
     notify_path = os.path.join(base, f".init-{instance}-{os.getpid()}.notify")
     notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
     log_fd = -1
@@ -315,8 +330,8 @@ def start_daemon(instance: int, *, runtime_dir: str | None = None,
         with contextlib.suppress(FileNotFoundError):
             os.unlink(notify_path)
         notify.bind(notify_path)
-        log_fd = os.open(paths.log_path(instance, base),
-                         os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        log_fd = os.open(paths.log_path(instance, base), os.O_WRONLY | os.O_APPEND
+                         | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
         log_start = os.lseek(log_fd, 0, os.SEEK_END)
         env = {**os.environ, "NOTIFY_SOCKET": notify_path, "SUPERVISOR_RUNTIME_DIR": base}
         for key in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):

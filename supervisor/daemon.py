@@ -69,13 +69,14 @@ class Daemon:
         env = child_env()
         self.shell = Shell(
             watcher=self.watcher, timers=self.timers, wall_timers=self.wall_timers,
-            journal=self.journal, env=env, cgroups=Cgroups.create(instance),
+            journal=self.journal, env=env, cgroups=Cgroups.create(instance, rundir, self.sel),
             outputs=Outputs(instance, rundir, self.watcher, env, self._log_relay))
         self.shell.on_reaped = self._maybe_finish
         self.wall_timers.on_clock_change = self.shell.clock_changed
         self.server = Server(self.sel, listener, self._handle_line, self._too_large)
         self.commands = Commands(self)
         self.state_path = paths.state_path(instance, rundir)
+        self.boot_id = state.boot_id()
         self.notifier = Notifier()
         if self.notifier.watchdog_interval:
             self._watchdog()
@@ -147,7 +148,7 @@ class Daemon:
     def _head(self) -> dict:
         cgroups = self.shell.cgroups
         return {"instance": self.instance, "started_at": self.started_at,
-                "cgroups": cgroups.base if cgroups else None}
+                "boot_id": self.boot_id, "cgroups": cgroups.base if cgroups else None}
 
     def save_state(self) -> None:
         self.shell.dirty = False
@@ -157,25 +158,44 @@ class Daemon:
             self.journal.send(f"cannot write {self.state_path}: {exc.strerror}", 3,
                               SUPERVISOR_EVENT="state-error")
 
-    def recover(self, data: bytes) -> None:
-        """After a crash of the previous daemon: take its services back (see
-        :meth:`Shell.take_back`), and its cgroup tree, where their cgroups still are."""
+    def recover(self) -> None:
+        """At start: take back the services of an earlier daemon of this instance that did
+        not close (it crashed; see :meth:`Shell.take_back`), then kill whatever is left in
+        our cgroups that no service claims. A state file that cannot be trusted is set
+        aside with a journal entry, never used; one of another boot is dropped."""
+        path = self.state_path
         try:
-            head, services = state.decode(data)
+            data = state.load(path)
+            if data is not None:
+                head, services = state.decode(data)
+                if head.get("boot_id") not in (None, self.boot_id):
+                    state.remove(path)
+                    self.journal.send(f"state file {path} is from before the machine last "
+                                      "booted: dropped", 5, SUPERVISOR_EVENT="state-error")
+                    data = None
         except state.StateError as exc:
-            self.journal.send(f"state file {self.state_path} ignored: {exc}", 3,
-                              SUPERVISOR_EVENT="state-error")
-            return
-        old_tree = head.get("cgroups")
-        if old_tree and os.path.isdir(old_tree):  # the services' cgroups are still there
+            aside = state.set_aside(path, time.time())
+            self.journal.send(f"state file {path} cannot be trusted ({exc}): set aside as "
+                              f"{aside}", 3, SUPERVISOR_EVENT="state-error")
+            data = None
+        if data is not None:
+            self._adopt_tree(head)
+            adopted, ended = self.shell.take_back(services)
+            self.journal.send(f"recovered {len(services)} services ({adopted} re-adopted, "
+                              f"{ended} ended meanwhile)", 5, SUPERVISOR_EVENT="recovered")
+        killed = self.shell.sweep_cgroups()
+        if killed:
+            self.journal.send(f"killed {killed} processes left in cgroups of ours that no "
+                              "service claims", 4, SUPERVISOR_EVENT="orphans-killed")
+
+    def _adopt_tree(self, head: dict) -> None:
+        """Where an earlier daemon kept its services' cgroups elsewhere (an older version
+        named the tree after its pid), that tree is the one to use."""
+        old, ours = head.get("cgroups"), self.shell.cgroups
+        if old and ours and old != ours.base and os.path.isdir(old):
             with contextlib.suppress(OSError):
-                tree = Cgroups(old_tree)
-                if self.shell.cgroups:
-                    self.shell.cgroups.close()
-                self.shell.cgroups = tree
-        adopted, ended = self.shell.take_back(services)
-        self.journal.send(f"recovered {len(services)} services ({adopted} re-adopted, "
-                          f"{ended} ended meanwhile)", 5, SUPERVISOR_EVENT="recovered")
+                self.shell.cgroups = Cgroups(old, ours.mount, self.sel)
+                ours.close()
 
     # ---- live re-exec -----------------------------------------------------------------------
 
@@ -224,11 +244,14 @@ class Daemon:
         """The other half of :meth:`reexec`, in the new program."""
         self.generation = head["generation"]
         self.started_at = head["started_at"]
+        self._adopt_tree(head)
         carried, orphans = {}, []
         for entry in head["procs"]:
             os.set_inheritable(entry["fd"], False)
             proc = Proc(entry["pid"], entry["fd"], entry["child"])
-            proc.cgroup = entry["cgroup"]
+            cgroup = entry["cgroup"]  # an older version carried the service's name
+            proc.cgroup = cgroup if cgroup is None or cgroup.startswith("svc-") \
+                else f"svc-{cgroup}"
             if entry["service"] is None:
                 orphans.append(proc)
             else:
@@ -365,7 +388,11 @@ def serve(instance: int, grace: float = 5.0, reexec_fd: int | None = None) -> in
     # Block the signals we read from the signalfd before anything else (no thread exists).
     SignalFd.block(HANDLED_SIGNALS)
     seal_inherited_fds()
-    base = paths.ensure_runtime_dir()
+    try:
+        base = paths.ensure_runtime_dir()
+    except paths.UnsafeDir as exc:
+        print(f"supervisor-daemon: {exc}; refusing to run", file=sys.stderr)
+        return 1
     carried = None
     if reexec_fd is not None:  # we are a live re-exec: take over from our former self
         with os.fdopen(reexec_fd, "rb") as f:
@@ -376,8 +403,13 @@ def serve(instance: int, grace: float = 5.0, reexec_fd: int | None = None) -> in
             os.set_inheritable(fd, False)
         listener = socket.socket(fileno=head["listener_fd"])
     else:
-        lock_fd = os.open(paths.lock_path(instance, base),
-                          os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            lock_fd = os.open(paths.lock_path(instance, base),
+                              os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+        except OSError as exc:
+            print(f"supervisor-daemon: cannot open {paths.lock_path(instance, base)}: "
+                  f"{exc.strerror}", file=sys.stderr)
+            return 1
         try:
             fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -411,9 +443,7 @@ def serve(instance: int, grace: float = 5.0, reexec_fd: int | None = None) -> in
         if carried is not None:
             daemon.restore(*carried)
         else:
-            previous = state.load(daemon.state_path)
-            if previous is not None:  # the last daemon of this instance did not close
-                daemon.recover(previous)
+            daemon.recover()
         daemon.run()
         state.remove(daemon.state_path)  # closed on purpose: nothing to recover
     finally:

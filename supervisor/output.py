@@ -23,6 +23,8 @@ from supervisor import process
 KEYWORDS = ("journal", "null", "inherit")
 JOURNAL_SOCKET = "/run/systemd/journal/socket"
 _FILE_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+# in the runtime directory, a link planted at the name is never followed
+_OURS_FLAGS = _FILE_FLAGS | os.O_NOFOLLOW
 
 
 def check(spec: str) -> str | None:
@@ -83,7 +85,7 @@ class Outputs:
         if self._relay_ready():
             r, w = os.pipe2(os.O_CLOEXEC)
             return Handoff(w, (w, r), relay_end=r)
-        fd = os.open(os.path.join(self.rundir, f"{self.instance}.{name}.out"), _FILE_FLAGS,
+        fd = os.open(os.path.join(self.rundir, f"{self.instance}.{name}.out"), _OURS_FLAGS,
                      0o640)
         return Handoff(fd, (fd,))
 

@@ -7,7 +7,7 @@ machine, for commands and facts alike: events that arise while effects run are q
 stepped after, never nested.
 
 Each service has one :class:`Record`: its service value, its watched process, its timer,
-the start ticks of that process, and its cached entry of the state document. The only
+the start ticks of that process, its cgroup, and its cached entry of the state document. The only
 other indexes (``by_pid``, ``counts``) are kept in step in one place each
 (:meth:`_put`, :meth:`_attach`, :meth:`_forget`).
 """
@@ -18,6 +18,7 @@ import collections
 import contextlib
 import dataclasses
 import functools
+import os
 import signal
 import time
 
@@ -29,14 +30,15 @@ from supervisor.process import Proc
 class Record:
     """Everything the shell keeps for one service."""
 
-    __slots__ = ("cached", "proc", "svc", "ticks", "timer")
+    __slots__ = ("cached", "cgroup", "proc", "svc", "ticks", "timer")
 
-    def __init__(self, svc: Service) -> None:
+    def __init__(self, svc: Service, cgroup: str | None = None) -> None:
         self.svc = svc
         self.proc: Proc | None = None  # its watched process, until reaped or released
         self.ticks: int | None = None  # that process's start time (read when saving)
         self.timer = None  # (Timers, Handle) of the start it waits for
-        self.cached: tuple | None = None  # (svc, ticks, its entry of the state document)
+        self.cgroup = cgroup  # its directory in the instance's cgroup tree, once made
+        self.cached: tuple | None = None  # (svc, ticks, cgroup, its state document entry)
 
 
 class Shell:
@@ -157,8 +159,8 @@ class Shell:
                 del self.by_pid[pid]
         proc, rec.proc = rec.proc, None
         if proc is None:
-            if self.cgroups and not svc.opened:
-                self.cgroups.remove(svc.name)
+            if self.cgroups and rec.cgroup:
+                self.cgroups.discard(rec.cgroup)
         elif proc.child:
             self.orphans.add(proc)  # watched until reaped, so it never lingers as a zombie
         else:
@@ -205,10 +207,12 @@ class Shell:
         svc = rec.svc
         proc = None
         in_cgroup = False
+        if self.cgroups and rec.cgroup is None:
+            rec.cgroup = self.cgroups.new_dir(svc.name)
         try:
             handoff = self.outputs.prepare(svc.name, svc.output)
             try:
-                with (self.cgroups.spawning_in(svc.name) if self.cgroups
+                with (self.cgroups.spawning_in(rec.cgroup) if self.cgroups
                       else contextlib.nullcontext(False)) as in_cgroup:
                     proc = process.spawn(list(svc.command), env=self.env, stopped=stopped,
                                          cwd=svc.cwd, stdout=handoff.fd, stderr=handoff.fd)
@@ -219,7 +223,7 @@ class Shell:
                 Ev.SPAWN_FAILED, error=f"{svc.command[0]}: {exc.strerror or exc}")))
             return
         if in_cgroup:
-            proc.cgroup = svc.name
+            proc.cgroup = rec.cgroup
         self._attach(rec, proc)  # its start ticks are read when the state is next saved
         self._queue.append((svc.name, Event(Ev.SPAWNED, pid=proc.pid, stopped=stopped)))
 
@@ -227,8 +231,8 @@ class Shell:
         opened = rec.svc.opened
         if rec.proc is not None:  # created services lead their process group
             process.send(rec.proc, signo, group=not opened)
-        if signo == signal.SIGKILL and not opened and self.cgroups:
-            self.cgroups.kill(rec.svc.name)  # and whatever escaped the group
+        if signo == signal.SIGKILL and rec.cgroup and self.cgroups:
+            self.cgroups.kill(rec.cgroup)  # and whatever escaped the group
 
     def _arm(self, rec: Record, due: float, wall: bool) -> None:
         self._cancel_timer(rec)
@@ -251,15 +255,14 @@ class Shell:
         """The watcher reaped ``proc`` (and closed its pidfd): report it."""
         if proc.cgroup and self.cgroups:
             # as systemd does: once the main process is gone, what it left behind goes too
-            self.cgroups.kill(proc.cgroup)
+            # (and the cgroup, once empty; a restart makes it again)
+            self.cgroups.discard(proc.cgroup)
         rec = self.records.get(name)
         if rec is not None and rec.proc is proc:
             rec.proc = None
             self.apply(name, Event(Ev.EXITED, pid=proc.pid, code=code, signal=signo))
-        elif proc in self.orphans:
+        else:
             self.orphans.discard(proc)
-            if proc.cgroup and self.cgroups:
-                self.cgroups.remove(proc.cgroup)
         if self.on_reaped is not None:
             self.on_reaped()
 
@@ -311,9 +314,11 @@ class Shell:
                 rec.ticks = state.start_ticks(rec.proc.pid)  # after the spawn, off its path
             ticks = rec.ticks if rec.proc is not None else None
             cached = rec.cached
-            if cached is None or cached[0] is not rec.svc or cached[1] != ticks:
-                cached = rec.cached = (rec.svc, ticks, state.encode_service(rec.svc, ticks))
-            parts.append(cached[2])
+            if cached is None or cached[0] is not rec.svc or cached[1] != ticks \
+                    or cached[2] != rec.cgroup:
+                cached = rec.cached = (rec.svc, ticks, rec.cgroup,
+                                       state.encode_service(rec.svc, ticks, rec.cgroup))
+            parts.append(cached[3])
         return state.encode(head, parts)
 
     def carried_procs(self) -> list[tuple[Proc, str | None]]:
@@ -322,25 +327,28 @@ class Shell:
             (rec.proc, name) for name, rec in self.records.items() if rec.proc is not None]
         return out + [(proc, None) for proc in self.orphans]
 
-    def take_back(self, services: list[tuple[Service, int | None]],
+    def take_back(self, services: list[tuple[Service, int | None, str | None]],
                   carried: dict[str, Proc] | None = None,
                   orphans: list[Proc] = ()) -> tuple[int, int]:
         """Services from a state document, after a crash of the previous daemon
         (``carried`` None) or a re-exec of this one (``carried``: their processes, whose
         pidfds came across ``exec``). After a crash, a living process is re-adopted through
-        a new pidfd only when its start time is the one recorded (a reused pid is never
-        taken for ours); one that died meanwhile is reported ended, and its policy acts.
-        Timers are armed again from the wall-clock ``next_start`` (``due`` was on a clock
-        of another boot or program). Returns (re-adopted, ended meanwhile)."""
+        a new pidfd only when it is provably the one recorded (see :meth:`_readopt`): a
+        reused pid is never taken for ours; one that died meanwhile is reported ended, and
+        its policy acts. Timers are armed again from the wall-clock ``next_start`` (``due``
+        was on a clock of another boot or program). Returns (re-adopted, ended meanwhile)."""
         ended, adopted = [], 0
-        for svc, ticks in services:
+        for svc, ticks, cgroup in services:
+            if cgroup is None and not svc.opened and self.cgroups \
+                    and os.path.isdir(self.cgroups.path(f"svc-{svc.name}")):
+                cgroup = f"svc-{svc.name}"  # a document from before cgroups were recorded
             if svc.state is State.STOPPING:
                 svc = dataclasses.replace(svc, state=State.RUNNING)
-            rec = self._put(Record(svc))
+            rec = self._put(Record(svc, cgroup))
             if carried is not None:
                 proc = carried.get(svc.name)
             elif svc.alive:
-                proc = self._readopt(svc, ticks)
+                proc = self._readopt(svc, ticks, cgroup)
                 adopted += proc is not None
             else:
                 proc = None
@@ -356,18 +364,29 @@ class Shell:
             self.apply(name, Event(Ev.EXITED))
         return adopted, len(ended)
 
-    def _readopt(self, svc: Service, ticks: int | None) -> Proc | None:
-        if ticks is None or state.start_ticks(svc.pid) != ticks:
+    def _readopt(self, svc: Service, ticks: int | None, cgroup: str | None) -> Proc | None:
+        """The recorded process of ``svc``, through a new pidfd, if it is provably that
+        process: the same start time (10 ms ticks, which a reused pid can match), and, for
+        a created service, in the service's own cgroup (only its processes are); for an
+        opened one, with the same command line. Else None."""
+        pid = svc.pid
+        if ticks is None or state.start_ticks(pid) != ticks:
+            return None
+        if cgroup is not None and self.cgroups:
+            if not self.cgroups.holds(cgroup, pid):
+                return None
+        elif svc.opened and (tuple(process.cmdline(pid)) or (process.comm(pid),)) \
+                != svc.command:
             return None
         try:
-            proc = process.open_pid(svc.pid)
+            proc = process.open_pid(pid)
         except OSError:
             return None
-        if state.start_ticks(svc.pid) != ticks:  # it ended and the pid was reused meanwhile
+        if state.start_ticks(pid) != ticks:  # it ended and the pid was reused meanwhile
             proc.close()
             return None
-        if not svc.opened and self.cgroups:
-            proc.cgroup = svc.name
+        if cgroup is not None and self.cgroups:
+            proc.cgroup = cgroup
         self.log_event(svc, "recovered", f"{svc.name} (pid {svc.pid}) re-adopted after a "
                                          "daemon restart", 5)
         return proc
@@ -388,6 +407,21 @@ class Shell:
         due = start if wall else mono + max(0.0, start - now)
         self._arm(rec, due, wall)
         rec.svc = dataclasses.replace(svc, due=due)
+
+    def sweep_cgroups(self) -> int:
+        """Kill whatever is in a cgroup of ours that no service claims (left by a daemon
+        that died between a spawn and saving its state, or by services that ended while no
+        daemon watched) and remove those cgroups. Returns how many processes it killed."""
+        if not self.cgroups:
+            return 0
+        claimed = {rec.cgroup for rec in self.records.values() if rec.proc is not None}
+        claimed |= {proc.cgroup for proc in self.orphans}
+        killed = 0
+        for name in self.cgroups.dirs():
+            if name not in claimed:
+                killed += len(self.cgroups.pids(name))
+                self.cgroups.discard(name)
+        return killed
 
     def close(self) -> None:
         """Stop watching everything (the daemon is going away; services keep running)."""

@@ -5,12 +5,16 @@ whenever services changed, at most once per turn of the loop and before the answ
 that turn go out) and live re-exec (a memfd handed to the new program, with the fds it
 carries). Its shape::
 
-    {"version": 1, "instance": N, "started_at": <epoch>, "cgroups": <path or null>,
+    {"version": 1, "instance": N, "started_at": <epoch>, "boot_id": "<uuid>",
+     "cgroups": <the tree's path or null>,
      ...,                                  (re-exec: the fds carried; see daemon.reexec)
-     "services": [{<every field of machine.Service>, "start_ticks": <int or null>}]}
+     "services": [{<every field of machine.Service>, "start_ticks": <int or null>,
+                   "cgroup": <its directory in the tree, or null>}]}
 
 ``start_ticks`` is the process's start time (clock ticks since boot, from
-``/proc/<pid>/stat``), so that after a restart a reused pid is not taken for ours.
+``/proc/<pid>/stat``) and ``cgroup`` the cgroup it was born in: after a crash of the
+daemon, a process is taken for the service's only when both still hold. A document of
+another boot (``boot_id``) is never used: its pids mean nothing now.
 
 Nothing read back is trusted: :func:`decode` checks the document field by field and
 raises :class:`StateError` naming the first thing wrong.
@@ -23,6 +27,7 @@ import dataclasses
 import json
 import math
 import os
+import stat
 
 from supervisor.machine import Service, State, name_problem
 from supervisor.schedule import RESTART_MODES, Schedule, StartLimit
@@ -39,7 +44,7 @@ class StateError(ValueError):
 # ---- encoding --------------------------------------------------------------------------------
 
 
-def encode_service(svc: Service, ticks: int | None) -> str:
+def encode_service(svc: Service, ticks: int | None, cgroup: str | None) -> str:
     """One service's entry, as JSON text (callers cache it while the service is unchanged:
     services are immutable values)."""
     out = {name: getattr(svc, name) for name in _FIELDS}
@@ -52,6 +57,7 @@ def encode_service(svc: Service, ticks: int | None) -> str:
     out["pids"] = list(svc.pids)
     out.pop("due", None)  # a CLOCK_BOOTTIME deadline means nothing to another boot; next_start
     out["start_ticks"] = ticks
+    out["cgroup"] = cgroup
     return json.dumps(out, separators=(",", ":"))
 
 
@@ -65,9 +71,9 @@ def encode(head: dict, services: list[str]) -> bytes:
 # ---- decoding --------------------------------------------------------------------------------
 
 
-def decode(data: bytes) -> tuple[dict, list[tuple[Service, int | None]]]:
-    """(head, [(service, start ticks)]) from a document; :class:`StateError` when it is
-    not valid JSON, not of this version, or any field has the wrong type or value."""
+def decode(data: bytes) -> tuple[dict, list[tuple[Service, int | None, str | None]]]:
+    """(head, [(service, start ticks, cgroup)]) from a document; :class:`StateError` when
+    it is not valid JSON, not of this version, or any field has the wrong type or value."""
     try:
         doc = json.loads(data)
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
@@ -80,19 +86,20 @@ def decode(data: bytes) -> tuple[dict, list[tuple[Service, int | None]]]:
     _check(doc, "started_at", float)
     if doc.get("cgroups") is not None:
         _check(doc, "cgroups", str, os.path.isabs)
+    _check(doc, "boot_id", str, optional=True)
     entries = doc.pop("services", None)
     if not isinstance(entries, list):
         raise StateError("'services' is not a list")
     services, names = [], set()
     for i, entry in enumerate(entries):
         try:
-            svc, ticks = _service(entry)
+            svc, ticks, cgroup = _service(entry)
         except StateError as exc:
             raise StateError(f"service #{i + 1}: {exc}") from None
         if svc.name in names:
             raise StateError(f"service #{i + 1}: name {svc.name!r} given twice")
         names.add(svc.name)
-        services.append((svc, ticks))
+        services.append((svc, ticks, cgroup))
     return doc, services
 
 
@@ -123,7 +130,7 @@ def _strings(v) -> bool:
     return all(isinstance(a, str) and "\0" not in a for a in v)
 
 
-def _service(entry) -> tuple[Service, int | None]:
+def _service(entry) -> tuple[Service, int | None, str | None]:
     if not isinstance(entry, dict):
         raise StateError("not a JSON object")
     kw: dict = {}
@@ -158,6 +165,8 @@ def _service(entry) -> tuple[Service, int | None]:
         v in ("journal", "null", "inherit") or os.path.isabs(v)))
     kw["error"] = _check(entry, "error", str, optional=True)
     ticks = _check(entry, "start_ticks", int, lambda v: v >= 0, optional=True)
+    cgroup = _check(entry, "cgroup", str, lambda v: v.startswith("svc-") and "/" not in v
+                    and v not in (".", ".."), optional=True)
     try:
         kw["start_limit"] = StartLimit(*limit) if limit else None
         kw["schedule"] = Schedule.from_dict(sched) if sched else None
@@ -167,10 +176,16 @@ def _service(entry) -> tuple[Service, int | None]:
         raise StateError(f"pid {kw['pid']} is not among its pids")
     if kw["alive"] and kw["pid"] is None:
         raise StateError("alive without a pid")
-    return Service(**kw), ticks
+    return Service(**kw), ticks, cgroup
 
 
 # ---- the file ----------------------------------------------------------------------------
+
+
+def boot_id() -> str:
+    """This boot's id (``/proc/sys/kernel/random/boot_id``)."""
+    with open("/proc/sys/kernel/random/boot_id") as f:
+        return f.read().strip()
 
 
 def start_ticks(pid: int) -> int | None:
@@ -189,25 +204,66 @@ def start_ticks(pid: int) -> int | None:
 
 
 def dump(path: str, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (a temporary file, then rename)."""
+    """Write ``data`` to ``path`` durably: a new temporary file beside it (``O_EXCL``,
+    ``O_NOFOLLOW``: a link planted there is never followed), fsync, rename over ``path``,
+    fsync of the directory. When this returns, the document survives a crash of the
+    daemon and of the machine; when it raises ``OSError``, ``path`` is as it was."""
     tmp = f"{path}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
+        fd = os.open(tmp, flags, 0o600)
+    except FileExistsError:  # left by a daemon that died while writing: ours to replace
+        os.unlink(tmp)
+        fd = os.open(tmp, flags, 0o600)
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(tmp, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    dirfd = os.open(os.path.dirname(path) or ".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(dirfd)
     finally:
-        os.close(fd)
-    os.rename(tmp, path)
+        os.close(dirfd)
 
 
 def load(path: str) -> bytes | None:
-    """The bytes at ``path``, or None when there is no such file."""
+    """The bytes at ``path``, or None when there is no such file. :class:`StateError` when
+    it is not a regular file of ours that only we may write (never trusted then)."""
     try:
-        with open(path, "rb") as f:
-            return f.read()
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
     except FileNotFoundError:
         return None
+    except OSError as exc:
+        raise StateError(f"cannot open it: {exc.strerror}") from None
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise StateError("not a regular file")
+        if st.st_uid != os.geteuid() or st.st_mode & 0o022:
+            raise StateError(f"owned by uid {st.st_uid} with mode "
+                             f"{stat.S_IMODE(st.st_mode):04o}: another user could have "
+                             "written it")
+        return f.read()
+
+
+def set_aside(path: str, now: float) -> str | None:
+    """Move a file that cannot be trusted out of the way (``<path>.bad-<time>``), so that
+    it is kept for a look but never read again. Returns where it went."""
+    aside = f"{path}.bad-{int(now)}"
+    try:
+        os.rename(path, aside)
+    except FileNotFoundError:
+        return None
+    return aside
 
 
 def remove(path: str) -> None:
