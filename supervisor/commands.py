@@ -21,6 +21,8 @@ from supervisor.shell import signal_name
 MAX_SECONDS = 100 * 365 * 86400  # no delay, interval or time is further away than this
 # answered while the instance shuts down: they change nothing
 READ_ONLY = frozenset({"ping", "info", "service-status", "list-supervisor"})
+# not about services: their answers do not wait for the state to be saved
+DAEMON_COMMANDS = frozenset({"shutdown", "reload"})
 
 
 class CommandError(Exception):
@@ -54,6 +56,9 @@ class Commands:
         self.daemon = daemon  # supervisor.daemon.Daemon: info, shutdown, reload
         self.shell = daemon.shell
         self._suffix: dict[str, int] = {}  # the last -N given to a default name
+        # set by a command that made a service: how to unmake it if the state that reports
+        # it cannot be saved (the daemon resets it before each command)
+        self.undo = None
         self.table = {
             "ping": self.ping,
             "info": self.info,
@@ -159,7 +164,9 @@ class Commands:
                       schedule=sched, restart_mode=policy.mode,
                       restart_delay=policy.delay, restart_max_delay=policy.max_delay,
                       start_limit=limit)
-        return service_object(self.apply(name, Event(Ev.CREATE), new=svc))
+        svc = self.apply(name, Event(Ev.CREATE), new=svc)
+        self._undo_by_removing(name)
+        return service_object(svc)
 
     def open(self, args) -> dict:
         pid = arg(args, "pid", int)
@@ -183,9 +190,20 @@ class Commands:
         command = tuple(process.cmdline(pid)) or (process.comm(pid),)
         svc = Service(name=name, command=command,
                       started_at=process.start_time(pid) or time.time())
-        return service_object(self.apply(
-            name, Event(Ev.OPEN, pid=pid, stopped=bool(process.is_stopped(pid))), new=svc,
-            proc=proc))
+        svc = self.apply(name, Event(Ev.OPEN, pid=pid, stopped=bool(process.is_stopped(pid))),
+                         new=svc, proc=proc)
+        self._undo_by_removing(name)
+        return service_object(svc)
+
+    def _undo_by_removing(self, name: str) -> None:
+        """If the state cannot be saved, remove the service just made (killing what it
+        spawned, releasing what it opened) -- it, and not another of the same name."""
+        rec = self.shell.records[name]
+
+        def undo() -> None:
+            if self.shell.records.get(name) is rec:
+                self.shell.apply(name, Event(Ev.REMOVE))
+        self.undo = undo
 
     def _simple(self, kind: Ev):
         def handler(args) -> dict:

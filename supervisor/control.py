@@ -2,10 +2,16 @@
 
 Everything is non-blocking and served from the daemon's selector: a slow or stuck client
 (half a request, or not reading its answers) holds nobody else up.
+
+Answers go out in request order. A handler answers with bytes, or with a :class:`Reply`
+whose bytes may still change before the end of the loop's turn (the daemon turns it into
+an error when it cannot save the state it reports) or come later (a command that waits for
+something to happen); answers behind it wait their turn.
 """
 
 from __future__ import annotations
 
+import collections
 import errno
 import os
 import selectors
@@ -18,6 +24,15 @@ from supervisor.protocol import MAX_REQUEST
 _RECV = 256 * 1024
 _MAX_PENDING_OUT = 16 * 1024 * 1024  # stop reading a client that does not read its answers
 _MAX_DISCARD = 64 * 1024 * 1024  # dropped after an oversized request before hanging up
+
+
+class Reply:
+    """An answer whose bytes may change or come later (``data`` None: not yet)."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes | None = None) -> None:
+        self.data = data
 
 
 class Peer:
@@ -59,7 +74,9 @@ class Connection:
         self.server = server
         self.sock = sock
         self.rbuf = bytearray()
-        self.wbuf = bytearray()
+        self.wbuf = bytearray()  # answers on their way out
+        self.out: collections.deque[bytes | Reply] = collections.deque()  # not flushed yet
+        self.queued = 0  # bytes in self.out
         self.closing = False  # no more requests: close once wbuf is flushed
         self.discard = -1  # >= 0: bytes still to drop after an oversized request
         self.events = selectors.EVENT_READ
@@ -80,7 +97,7 @@ class Connection:
         (their answers wait for the next flush)."""
         if self.sock.fileno() >= 0 and self._flush():
             self._serve_lines()
-            if self.wbuf or self.closing:
+            if self.wbuf or self.out or self.closing:
                 self.server.pending.add(self)
 
     def _on_readable(self) -> None:
@@ -106,20 +123,20 @@ class Connection:
         start = 0
         handle = self.server.handle
         try:
-            while len(self.wbuf) <= _MAX_PENDING_OUT:
+            while self.backlog() <= _MAX_PENDING_OUT:
                 end = self.rbuf.find(b"\n", start)
                 if end < 0:
                     break
                 line = bytes(self.rbuf[start:end])
                 start = end + 1  # consumed, whatever handling it does
                 if line.strip():
-                    self.wbuf += handle(line, self)
+                    self._answer(handle(line, self))
         finally:
             del self.rbuf[:start]
         # only the unterminated tail is one request; whole lines held back by
         # backpressure are many small ones
         if len(self.rbuf) - (self.rbuf.rfind(b"\n") + 1) > MAX_REQUEST:
-            self.wbuf += self.server.too_large(len(self.rbuf))
+            self._answer(self.server.too_large(len(self.rbuf)))
             self.rbuf.clear()
             self.closing = True
             self.discard = _MAX_DISCARD
@@ -127,11 +144,33 @@ class Connection:
                 and b"\n" not in self.rbuf:
             # the peer closed after an unterminated request: answer it all the same
             line, self.rbuf = bytes(self.rbuf), bytearray()
-            self.wbuf += handle(line, self)
+            self._answer(handle(line, self))
+
+    def _answer(self, answer: bytes | Reply) -> None:
+        self.out.append(answer)
+        self.queued += len(answer) if isinstance(answer, bytes) else 0
+
+    def backlog(self) -> int:
+        """Bytes of answers not sent yet (those of replies that wait not counted)."""
+        return len(self.wbuf) + self.queued
+
+    def move_ready(self) -> None:
+        """Move the answers that are ready, in order, to the bytes to send."""
+        out = self.out
+        while out:
+            head = out[0]
+            data = head if isinstance(head, bytes) else head.data
+            if data is None:
+                return
+            out.popleft()
+            self.wbuf += data
+            if head is data:
+                self.queued -= len(data)
 
     def _flush(self) -> bool:
         """Send what is queued and set the events wanted. True when requests held back by
         backpressure may now be served."""
+        self.move_ready()
         if self.wbuf:
             try:
                 sent = self.sock.send(self.wbuf)
@@ -141,18 +180,18 @@ class Connection:
             except OSError:
                 self.close()
                 return False
-        if not self.wbuf and self.closing:
+        if not self.wbuf and self.closing and not self.out:
             if self.discard < 0:
                 self.close()
                 return False
             self.sock.shutdown(socket.SHUT_WR)  # answered; now drop what still comes
         want = selectors.EVENT_WRITE if self.wbuf else 0
-        if self.discard >= 0 or (not self.closing and len(self.wbuf) <= _MAX_PENDING_OUT):
+        if self.discard >= 0 or (not self.closing and self.backlog() <= _MAX_PENDING_OUT):
             want |= selectors.EVENT_READ
         if want != self.events:
             self.events = want
             self.server.sel.modify(self.sock, want, self.on_event)
-        return (not self.wbuf and not self.closing and b"\n" in self.rbuf)
+        return (not self.wbuf and not self.out and not self.closing and b"\n" in self.rbuf)
 
     def close(self) -> None:
         if self.sock.fileno() >= 0:

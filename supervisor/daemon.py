@@ -33,8 +33,8 @@ import traceback
 
 from supervisor import paths, protocol, state
 from supervisor.cgroups import Cgroups
-from supervisor.commands import READ_ONLY, CommandError, Commands
-from supervisor.control import Connection, Server, bind_listener
+from supervisor.commands import DAEMON_COMMANDS, READ_ONLY, CommandError, Commands
+from supervisor.control import Connection, Reply, Server, bind_listener
 from supervisor.journal import Journal
 from supervisor.machine import Ev, State
 from supervisor.native import CLOCK_BOOTTIME, CLOCK_REALTIME, SignalFd
@@ -76,6 +76,8 @@ class Daemon:
         self.server = Server(self.sel, listener, self._handle_line, self._too_large)
         self.commands = Commands(self)
         self.state_path = paths.state_path(instance, rundir)
+        # the runtime directory, held open: the state is written relative to it
+        self.dir_fd = os.open(rundir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         self.boot_id = state.boot_id()
         self.notifier = Notifier()
         if self.notifier.watchdog_interval:
@@ -86,6 +88,10 @@ class Daemon:
         self.lock_fd = -1
         self.owns_socket = True
         self.reexec_requested = False
+        # answers of this turn's commands that changed services, with their undo: sent
+        # only once the state they report is on disk
+        self.unsaved: list[tuple[Reply, object, object]] = []
+        self.save_error: str | None = None  # why the last save failed, while it fails
 
     # ---- the loop ------------------------------------------------------------------------
 
@@ -111,8 +117,9 @@ class Daemon:
         self._end_of_turn()
 
     def _end_of_turn(self) -> None:
-        if self.shell.dirty:
-            self.save_state()
+        if self.shell.dirty and not self.save_state():
+            self._not_saved()
+        self.unsaved.clear()
         self.server.flush_pending()
         if self.shell.counts_changed:
             self.shell.counts_changed = False
@@ -150,13 +157,39 @@ class Daemon:
         return {"instance": self.instance, "started_at": self.started_at,
                 "boot_id": self.boot_id, "cgroups": cgroups.base if cgroups else None}
 
-    def save_state(self) -> None:
-        self.shell.dirty = False
+    def save_state(self) -> bool:
+        """Write the state document durably. False when it could not be (journaled once
+        while it keeps failing; tried again at the end of every turn)."""
         try:
-            state.dump(self.state_path, self.shell.encode(self._head()))
+            state.dump(os.path.basename(self.state_path), self.shell.encode(self._head()),
+                       self.dir_fd)
         except OSError as exc:
-            self.journal.send(f"cannot write {self.state_path}: {exc.strerror}", 3,
-                              SUPERVISOR_EVENT="state-error")
+            why = exc.strerror or str(exc)
+            if why != self.save_error:
+                self.journal.send(f"cannot write {self.state_path}: {why}", 3,
+                                  SUPERVISOR_EVENT="state-error")
+            self.save_error = why
+            return False
+        if self.save_error is not None:
+            self.journal.send(f"{self.state_path} written again", 5,
+                              SUPERVISOR_EVENT="state-saved")
+            self.save_error = None
+        self.shell.dirty = False
+        return True
+
+    def _not_saved(self) -> None:
+        """The state of this turn is not on disk: what its commands made is undone, and
+        every command that changed something is answered with an error instead."""
+        for reply, req, undo in self.unsaved:
+            if undo is not None:
+                undo()
+                what = "it was undone"
+            else:
+                what = "the change is in effect but would not survive a crash of the daemon"
+            message = f"could not save the state ({self.save_error}): {what}"
+            reply.data = protocol.encode_error(req.id, "not-saved", message)
+            self.journal.send(f"{req.cmd} {_brief(req.args)} -> {message}", 3,
+                              SUPERVISOR_COMMAND=req.cmd, ERROR_CODE="not-saved")
 
     def recover(self) -> None:
         """At start: take back the services of an earlier daemon of this instance that did
@@ -207,6 +240,8 @@ class Daemon:
         the state document's format."""
         head = self._head()
         procs = self.shell.carried_procs()
+        for c in self.server.connections:
+            c.move_ready()
         head.update(
             generation=self.generation + 1, lock_fd=self.lock_fd,
             listener_fd=self.server.listener.fileno(), socket_path=self.socket_path,
@@ -274,6 +309,7 @@ class Daemon:
         self.sel.unregister(self.sigfd)
         self.sigfd.close()
         self.sel.close()
+        os.close(self.dir_fd)
 
     # ---- signals -------------------------------------------------------------------------
 
@@ -337,6 +373,7 @@ class Daemon:
             if self.stopping and req.cmd not in READ_ONLY | {"shutdown"}:
                 raise CommandError("shutting-down",
                                    f"instance {self.instance} is shutting down")
+            self.commands.undo = None
             result = self.commands.table[req.cmd](req.args)
         except CommandError as exc:
             ref = req.args.get("service")
@@ -358,7 +395,12 @@ class Daemon:
             self._log_command(req, peer, f"ok{': ' + svc['name'] if svc else ''}", 6,
                               SERVICE_NAME=svc.get("name"), SERVICE_PID=svc.get("pid"),
                               SERVICE_STATUS=svc.get("status"))
-        return protocol.encode_result(req.id, result)
+        answer = protocol.encode_result(req.id, result)
+        if req.cmd in READ_ONLY or req.cmd in DAEMON_COMMANDS:
+            return answer
+        reply = Reply(answer)  # it waits for the end of the turn: saved, or an error
+        self.unsaved.append((reply, req, self.commands.undo))
+        return reply
 
     def _log_command(self, req, peer, answer: str, priority: int, **fields) -> None:
         self.journal.send(f"{req.cmd} {_brief(req.args)} -> {answer}", priority,

@@ -36,6 +36,8 @@ ERRORS = {
     "bad-state": "the service's status does not allow the command",
     "spawn-failed": "the program could not be started",
     "permission-denied": "the peer may not command this daemon",
+    "not-saved": "the daemon could not write its state: the command was undone, or is in "
+                 "effect but would not survive a crash of the daemon",
     "shutting-down": "the instance is shutting down",
     "internal": "the daemon failed to carry out the command (a bug; see the journal)",
 }

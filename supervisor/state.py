@@ -203,18 +203,20 @@ def start_ticks(pid: int) -> int | None:
     return int(data[data.rindex(b")") + 2:].split()[19])
 
 
-def dump(path: str, data: bytes) -> None:
+def dump(path: str, data: bytes, dir_fd: int | None = None) -> None:
     """Write ``data`` to ``path`` durably: a new temporary file beside it (``O_EXCL``,
     ``O_NOFOLLOW``: a link planted there is never followed), fsync, rename over ``path``,
     fsync of the directory. When this returns, the document survives a crash of the
-    daemon and of the machine; when it raises ``OSError``, ``path`` is as it was."""
+    daemon and of the machine; when it raises ``OSError``, ``path`` is as it was.
+    ``dir_fd``: the directory, open (``path`` is then relative to it): the daemon keeps
+    one, so that saving takes one fd and the directory cannot be swapped under it."""
     tmp = f"{path}.tmp"
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
     try:
-        fd = os.open(tmp, flags, 0o600)
+        fd = os.open(tmp, flags, 0o600, dir_fd=dir_fd)
     except FileExistsError:  # left by a daemon that died while writing: ours to replace
-        os.unlink(tmp)
-        fd = os.open(tmp, flags, 0o600)
+        os.unlink(tmp, dir_fd=dir_fd)
+        fd = os.open(tmp, flags, 0o600, dir_fd=dir_fd)
     try:
         try:
             view = memoryview(data)
@@ -223,16 +225,19 @@ def dump(path: str, data: bytes) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
-        os.rename(tmp, path)
+        os.rename(tmp, path, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
     except OSError:
         with contextlib.suppress(OSError):
-            os.unlink(tmp)
+            os.unlink(tmp, dir_fd=dir_fd)
         raise
-    dirfd = os.open(os.path.dirname(path) or ".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    if dir_fd is not None:
+        os.fsync(dir_fd)
+        return
+    dir_fd = os.open(os.path.dirname(path) or ".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        os.fsync(dirfd)
+        os.fsync(dir_fd)
     finally:
-        os.close(dirfd)
+        os.close(dir_fd)
 
 
 def load(path: str) -> bytes | None:

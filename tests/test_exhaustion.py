@@ -190,7 +190,7 @@ def test_out_of_fds_create_fails_clearly_and_the_rest_carries_on(sup):
                                    restart_times=5)
     original = resource.prlimit(daemon, resource.RLIMIT_NOFILE)
     limit = _open_fds(daemon)[-1] + 1 + SPARE
-    holder = None
+    holders: list[_Raw] = []
     pids = {keeper["pid"], phoenix["pid"]}
     try:
         _prlimit(daemon, nofile=f"{limit}:{original[1]}")
@@ -216,10 +216,17 @@ def test_out_of_fds_create_fails_clearly_and_the_rest_carries_on(sup):
         assert statuses == dict.fromkeys(["keeper", "phoenix", *created], "RUNNING")
         assert sup.status("keeper")["pid"] == keeper["pid"]
 
-        # Now take the last fd with a connection of our own: the daemon cannot accept
-        # another client. It hangs up on it at once (a clear error, exit 3), no spinning.
-        holder = wait_until(lambda: _accepted(path), what="a connection to be accepted")
-        result = sup.run("list-supervisor", "-i", "0")
+        # Now take the last fds with connections of our own (the refused create's process
+        # is reaped a turn later, which frees its pidfd): the daemon cannot accept another
+        # client. It hangs up on it at once (a clear error, exit 3), no spinning.
+        def saturated():
+            while (conn := _accepted(path)) is not None:
+                holders.append(conn)
+            answer = sup.run("list-supervisor", "-i", "0")
+            return answer if holders and answer.rc != 0 else None
+
+        result = wait_until(saturated, what="the daemon to run out of fds")
+        holder = holders[0]
         assert result.rc in (1, 3), result
         assert_one_line_error(result, result.rc)
         assert alive(daemon)
@@ -243,11 +250,9 @@ def test_out_of_fds_create_fails_clearly_and_the_rest_carries_on(sup):
         listing = holder.ask("list-supervisor")["result"]["services"]
         assert {s["name"]: s["status"] for s in listing} == statuses
         assert _cgroup(daemon) == home, "the daemon was left in a service's cgroup"
-        holder.close()
-        holder = None
     finally:
-        if holder is not None:
-            holder.close()
+        for conn in holders:
+            conn.close()
         if alive(daemon):
             _prlimit(daemon, nofile=f"{original[0]}:{original[1]}")
         else:  # the test failed: leave no orphan behind
