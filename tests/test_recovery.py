@@ -11,7 +11,9 @@ import subprocess
 import threading
 import time
 
+import pytest
 from conftest import Supervisor, alive, children_of, fd_targets, state, wait_until
+from journald import journal_mark, wait_for_entry
 from timeouts import TIMEOUT
 
 from supervisor.client import Client, NotRunning
@@ -259,3 +261,82 @@ def _marked(token: str) -> list[int]:
             except OSError:
                 continue
     return [p for p in found if alive(p)]
+
+
+@pytest.mark.parametrize("damage", ["truncated", "ill-typed", "not-a-state"])
+def test_a_damaged_state_file_is_set_aside_and_the_daemon_starts(sup, damage):
+    """A state file the daemon cannot trust is moved aside (kept for a look), journaled at
+    err with the reason, and the daemon starts all the same. The services it described
+    cannot be supervised from it: their processes, found in our cgroups, are killed."""
+    kept = sup.create("/bin/sleep", ["600"], name="kept", output="null")
+    _kill_daemon(sup)
+    path = os.path.join(sup.rundir, "0.state.json")
+    with open(path, "rb") as f:
+        data = f.read()
+    if damage == "truncated":
+        data = data[:len(data) // 2]
+    elif damage == "ill-typed":
+        doc = json.loads(data)
+        doc["services"][0]["restarts"] = "many"
+        data = json.dumps(doc).encode()
+    else:
+        data = b'{"hello": "world"}'
+    with open(path, "wb") as f:
+        f.write(data)
+    mark = journal_mark()
+    sup.ok("init", "-i", "0")
+    entry = wait_for_entry(since=mark, SYSLOG_IDENTIFIER="supervisor",
+                           SUPERVISOR_EVENT="state-error")
+    assert int(entry["PRIORITY"]) == 3
+    assert "set aside" in entry["MESSAGE"]
+    aside = [e for e in os.listdir(sup.rundir) if e.startswith("0.state.json.bad-")]
+    assert len(aside) == 1
+    with open(os.path.join(sup.rundir, aside[0]), "rb") as f:
+        assert f.read() == data
+    assert sup.json("list-supervisor")["services"] == []
+    wait_until(lambda: not alive(kept["pid"]), what="the unclaimed service to be killed")
+    sup.ok("create-service", "-n", "fresh", "-o", "null", "/bin/sleep", "600")  # it works
+
+
+@pytest.mark.parametrize("kind", ["created", "opened"])
+def test_a_stranger_with_the_same_pid_and_start_time_is_not_adopted(sup, kind):
+    """What a pid namespace allows: after a crash of the daemon, an unrelated process has
+    the service's pid *and* the same start time in 10 ms ticks. A created service's
+    process must also be in the service's cgroup, an opened one must have the same command
+    line: the stranger is neither adopted nor signalled."""
+    if kind == "created":
+        svc = sup.create("/bin/sleep", ["600"], name="victim", restart_times=1,
+                         output="null")
+    else:
+        mine = subprocess.Popen(["sleep", "601"])
+        svc = sup.json("open-service", str(mine.pid), "-n", "victim")
+    stranger = subprocess.Popen(["sleep", "602"])
+    try:
+        _kill_daemon(sup)
+        state_file = os.path.join(sup.rundir, "0.state.json")
+        with open(state_file) as f:
+            doc = json.load(f)
+        [entry] = doc["services"]
+        entry["pid"] = entry["pids"][-1] = stranger.pid
+        entry["start_ticks"] = start_ticks(stranger.pid)  # the very same tick
+        with open(state_file, "w") as f:
+            json.dump(doc, f)
+        sup.ok("init", "-i", "0")
+        now = sup.status("victim")
+        assert now["pid"] != stranger.pid or now["status"] not in ("RUNNING", "STOPPED")
+        if kind == "created":
+            assert now["restarts"] == 1  # seen ended, restarted by its policy
+            sup.ok("close-service", "victim")
+        else:
+            assert now["status"] == "EXITED"  # released, never adopted
+            with contextlib.suppress(AssertionError):
+                sup.ok("close-service", "victim")
+        assert stranger.poll() is None  # never signalled
+    finally:
+        stranger.kill()
+        stranger.wait()
+        if kind == "opened":
+            mine.kill()
+            mine.wait()
+        elif alive(svc["pid"]):
+            os.kill(svc["pid"], signal.SIGKILL)
