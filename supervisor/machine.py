@@ -377,7 +377,7 @@ def exited(svc, ev, now, mono):
     its next scheduled start, or leave it ended, as its policy says."""
     svc = dataclasses.replace(svc, alive=False, exit_code=ev.code, signal=ev.signal)
     who = f"{svc.name} (pid {svc.pid})"
-    if ev.code is None and ev.signal is None:  # not our child: its status is not knowable
+    if ev.code is None and ev.signal is None:  # ended while not watched, or an old kernel
         kind, final, why = "unknown", State.EXITED, "ended (its exit status is not knowable)"
     elif ev.signal is None and ev.code == 0:
         kind, final, why = "success", State.EXITED, "exited with code 0"
@@ -387,10 +387,10 @@ def exited(svc, ev, now, mono):
         kind, final, why = "failure", State.CRASHED, f"killed by {_sig_name(ev.signal)}"
     else:
         kind, final, why = "failure", State.CRASHED, f"exited with code {ev.code}"
-    if svc.opened:
+    if svc.opened:  # not ours to restart: EXITED, with how it ended where known
         svc = dataclasses.replace(svc, state=State.EXITED)
-        return svc, [Log("exited", f"{who} exited; its exit code is not knowable (not our "
-                                   "child)")]
+        how = "its exit status is not knowable" if kind == "unknown" else why
+        return svc, [Log("exited", f"{who} ended: {how}")]
     event = {State.EXITED: "exited", State.KILLED: "killed", State.CRASHED: "crashed"}[final]
     if svc.schedule is not None and svc.schedule.repeats and kind != "killed":
         # a recurring service between runs: its next start is armed already

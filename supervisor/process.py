@@ -11,19 +11,29 @@ Reaping has one owner per kind of change, and the split is deliberate (docs/desi
   never reaps anything. A pidfd does not become readable on a stop, so this is the only way
   to see a child's SIGSTOP/SIGCONT from outside.
 
-Opened (adopted) processes are not our children: their exit shows on the pidfd, but the
-exit code is not knowable; their stop/continue is read from ``/proc/<pid>/stat`` on demand.
+Opened (adopted) processes are not our children: their exit shows on the pidfd, and how
+they ended comes from ``PIDFD_INFO_EXIT`` (Linux >= 6.15) once their parent has reaped
+them, or from ``/proc/<pid>/stat`` while they are a zombie their parent has not reaped;
+their stop/continue is read from ``/proc/<pid>/stat`` on demand.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import os
 import signal
 import stat
+import sys
 
 PIDFD_SIGNAL_PROCESS_GROUP = 4  # linux/pidfd.h, Linux >= 6.9
+# linux/pidfd.h, Linux >= 6.13: struct pidfd_info (72 bytes; exit_code, a wait status, at
+# offset 60, valid where the returned mask has PIDFD_INFO_EXIT, Linux >= 6.15)
+_PIDFD_INFO_SIZE = 72
+PIDFD_GET_INFO = (3 << 30) | (_PIDFD_INFO_SIZE << 16) | (0xFF << 8) | 11  # _IOWR(0xFF, 11)
+PIDFD_INFO_EXIT = 1 << 3
+_EXIT_CODE_AT = 60
 
 # Every catchable signal back to SIG_DFL in children (Python ignores SIGPIPE and SIGXFSZ,
 # and ignored dispositions survive exec).
@@ -213,12 +223,11 @@ def send(proc: Proc, signo: int, *, group: bool = False) -> None:
 
 
 def reap(proc: Proc) -> tuple[int | None, int | None]:
-    """After the pidfd became readable: (exit code, killing signal) of our child, reaped.
-
-    For a process that is not our child both are None: its exit code is not knowable.
-    """
+    """After the pidfd became readable: (exit code, killing signal) of our child, reaped;
+    of another's process, as the kernel tells it (see :func:`exit_status`). Both None
+    where it is not knowable."""
     if not proc.child:
-        return None, None
+        return _decode(exit_status(proc))
     try:
         info = os.waitid(os.P_PIDFD, proc.pidfd, os.WEXITED | os.WNOHANG)
     except ChildProcessError:
@@ -228,6 +237,44 @@ def reap(proc: Proc) -> tuple[int | None, int | None]:
     if info.si_code == os.CLD_EXITED:
         return info.si_status, None
     return None, info.si_status  # CLD_KILLED or CLD_DUMPED
+
+
+def exit_status(proc: Proc) -> int | None:
+    """The wait status of a process that is not our child and has ended (its pidfd is
+    readable), or None where the kernel cannot tell: ``PIDFD_INFO_EXIT`` once its parent
+    has reaped it; before that it is a zombie, which pins its pid, and field 52 of
+    ``/proc/<pid>/stat`` holds the status (read, then the pidfd asked again, so that a pid
+    reused in between is never read for it)."""
+    status = _pidfd_exit(proc.pidfd)
+    if status is not None:
+        return status
+    fields = proc_stat(proc.pid)
+    zombie = int(fields[49]) if fields is not None and fields[0] == "Z" \
+        and len(fields) > 49 else None
+    again = _pidfd_exit(proc.pidfd)  # reaped (and the pid maybe reused) meanwhile?
+    return again if again is not None else zombie
+
+
+def _pidfd_exit(pidfd: int) -> int | None:
+    buf = bytearray(_PIDFD_INFO_SIZE)
+    buf[:8] = PIDFD_INFO_EXIT.to_bytes(8, sys.byteorder)
+    try:
+        fcntl.ioctl(pidfd, PIDFD_GET_INFO, buf, True)
+    except OSError:  # older kernel (ENOTTY, EINVAL), or gone (ESRCH)
+        return None
+    if not int.from_bytes(buf[:8], sys.byteorder) & PIDFD_INFO_EXIT:
+        return None
+    return int.from_bytes(buf[_EXIT_CODE_AT:_EXIT_CODE_AT + 4], sys.byteorder, signed=True)
+
+
+def _decode(status: int | None) -> tuple[int | None, int | None]:
+    if status is None:
+        return None, None
+    if os.WIFEXITED(status):
+        return os.WEXITSTATUS(status), None
+    if os.WIFSIGNALED(status):
+        return None, os.WTERMSIG(status)
+    return None, None
 
 
 def stop_continue_reports():

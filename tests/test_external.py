@@ -74,7 +74,8 @@ def test_opened_service_stop_continue_kill(sup, stranger):
     assert _seen_after(sup, "o", signal.SIGCONT, stranger.pid, "RUNNING") < LIMIT
     # the exit shows through the pidfd even before the parent reaps it
     assert _seen_after(sup, "o", signal.SIGKILL, stranger.pid, "EXITED") < LIMIT
-    assert sup.status("o")["exit_code"] is None
+    gone = sup.status("o")
+    assert gone["exit_code"] is None and gone["signal"] == "SIGKILL"
 
 
 def test_opened_service_crash(sup, stranger):

@@ -340,3 +340,34 @@ def test_a_stranger_with_the_same_pid_and_start_time_is_not_adopted(sup, kind):
             mine.wait()
         elif alive(svc["pid"]):
             os.kill(svc["pid"], signal.SIGKILL)
+
+
+def test_re_adopted_services_end_as_they_really_ended(sup, tmp_path):
+    """After a crash of the daemon its services are not its children any more, yet how
+    they end is known (PIDFD_INFO_EXIT, or the zombie's status while their new parent has
+    not reaped them), and their policies act on the truth: one killed with SIGKILL is
+    KILLED (never restarted), one that exits 0 under on-failure is EXITED, one that fails
+    is restarted."""
+    fifos = {}
+    for name in ("ok", "fails"):
+        fifos[name] = tmp_path / name
+        os.mkfifo(fifos[name])
+    code = {"ok": 0, "fails": 3}
+    for name in ("ok", "fails"):
+        sup.create("/bin/sh", ["-c", f"read x < {fifos[name]}; exit {code[name]}"],
+                   name=name, restart_times=2, output="null")
+    killed = sup.create("/bin/sleep", ["600"], name="killed", restart_times=2, output="null")
+    _kill_daemon(sup)
+    sup.ok("init", "-i", "0")
+    os.kill(killed["pid"], signal.SIGKILL)
+    for name in ("ok", "fails"):
+        fd = os.open(fifos[name], os.O_WRONLY)
+        os.write(fd, b"go\n")
+        os.close(fd)
+    gone = sup.wait_status("killed", "KILLED")
+    assert gone["signal"] == "SIGKILL" and gone["restarts"] == 0
+    done = sup.wait_status("ok", "EXITED")
+    assert done["exit_code"] == 0 and done["restarts"] == 0
+    failed = wait_until(lambda: (s := sup.status("fails"))["restarts"] == 1 and s,
+                        what="the failed one to be restarted")
+    assert failed["status"] == "RUNNING"
