@@ -172,6 +172,9 @@ class Commands:
         pid = arg(args, "pid", int)
         if pid <= 0:
             raise CommandError("invalid-argument", f"pid must be a positive number, not {pid}")
+        if pid == self.shell.outputs.relay_pid:
+            raise CommandError("not-adoptable", f"pid {pid} is this instance's log relay: it "
+                               "is the daemon's, not a service")
         if self.shell.supervises(pid):
             owner = self.shell.find(pid) or "?"
             raise CommandError("already-supervised", f"pid {pid} is already service {owner!r}")

@@ -40,7 +40,7 @@ from supervisor.machine import Ev, State
 from supervisor.native import CLOCK_BOOTTIME, CLOCK_REALTIME, SignalFd
 from supervisor.output import Outputs
 from supervisor.process import Proc, child_env, seal_inherited_fds, stop_continue_reports
-from supervisor.sdnotify import Notifier, activated_listener
+from supervisor.sdnotify import Notifier, activated_fds
 from supervisor.shell import Shell
 from supervisor.timers import Timers
 from supervisor.watcher import PidfdWatcher
@@ -66,11 +66,14 @@ class Daemon:
         self.wall_timers = Timers(self.sel, CLOCK_REALTIME, cancel_on_set=True,
                                   on_error=self._timer_failed)
         self.watcher = PidfdWatcher(self.sel)
+        self.notifier = Notifier()
         env = child_env()
         self.shell = Shell(
             watcher=self.watcher, timers=self.timers, wall_timers=self.wall_timers,
             journal=self.journal, env=env, cgroups=Cgroups.create(instance, rundir, self.sel),
-            outputs=Outputs(instance, rundir, self.watcher, env, self._log_relay))
+            outputs=Outputs(instance, rundir, self.watcher, env, self._log_relay,
+                            self.timers),
+            fdstore=self.notifier)
         self.shell.on_reaped = self._maybe_finish
         self.wall_timers.on_clock_change = self.shell.clock_changed
         self.server = Server(self.sel, listener, self._handle_line, self._too_large)
@@ -79,7 +82,6 @@ class Daemon:
         # the runtime directory, held open: the state is written relative to it
         self.dir_fd = os.open(rundir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         self.boot_id = state.boot_id()
-        self.notifier = Notifier()
         if self.notifier.watchdog_interval:
             self._watchdog()
         self.stopping = False
@@ -191,11 +193,12 @@ class Daemon:
             self.journal.send(f"{req.cmd} {_brief(req.args)} -> {message}", 3,
                               SUPERVISOR_COMMAND=req.cmd, ERROR_CODE="not-saved")
 
-    def recover(self) -> None:
+    def recover(self, stored: dict[int, int] | None = None) -> None:
         """At start: take back the services of an earlier daemon of this instance that did
         not close (it crashed; see :meth:`Shell.take_back`), then kill whatever is left in
         our cgroups that no service claims. A state file that cannot be trusted is set
-        aside with a journal entry, never used; one of another boot is dropped."""
+        aside with a journal entry, never used; one of another boot is dropped. ``stored``:
+        the pidfds the manager's fd store kept, by pid."""
         path = self.state_path
         try:
             data = state.load(path)
@@ -213,9 +216,14 @@ class Daemon:
             data = None
         if data is not None:
             self._adopt_tree(head)
-            adopted, ended = self.shell.take_back(services)
+            adopted, ended = self.shell.take_back(services, stored=stored)
+            stored = None
             self.journal.send(f"recovered {len(services)} services ({adopted} re-adopted, "
                               f"{ended} ended meanwhile)", 5, SUPERVISOR_EVENT="recovered")
+        for pid, fd in (stored or {}).items():  # no state to match them with
+            os.close(fd)
+            self.notifier.stored.add(pid)
+            self.notifier.drop(pid)
         killed = self.shell.sweep_cgroups()
         if killed:
             self.journal.send(f"killed {killed} processes left in cgroups of ours that no "
@@ -252,10 +260,9 @@ class Daemon:
                           "wbuf": bytes(c.wbuf).hex(), "closing": c.closing}
                          for c in self.server.connections if c.discard < 0],
             relay=self.shell.outputs.carry())
-        relay = head["relay"]
         fds = [self.lock_fd, head["listener_fd"], *(p["fd"] for p in head["procs"]),
                *(c["fd"] for c in head["connections"]),
-               *((relay["pidfd"], relay["control"]) if relay else ())]
+               *self.shell.outputs.carried_fds(head["relay"])]
         memfd = os.memfd_create("supervisor-state", 0)
         os.write(memfd, self.shell.encode(head))
         os.lseek(memfd, 0, os.SEEK_SET)
@@ -460,7 +467,7 @@ def serve(instance: int, grace: float = 5.0, reexec_fd: int | None = None) -> in
                   file=sys.stderr)
             return 1
         try:
-            listener = activated_listener()  # socket activation: systemd passed it
+            listener, stored = activated_fds()  # socket activation, and the fd store
         except OSError as exc:
             os.close(lock_fd)
             print(f"supervisor-daemon: {exc}", file=sys.stderr)
@@ -485,7 +492,7 @@ def serve(instance: int, grace: float = 5.0, reexec_fd: int | None = None) -> in
         if carried is not None:
             daemon.restore(*carried)
         else:
-            daemon.recover()
+            daemon.recover(stored)
         daemon.run()
         state.remove(daemon.state_path)  # closed on purpose: nothing to recover
     finally:

@@ -51,28 +51,43 @@ def journald_answers(path: str = JOURNAL_SOCKET) -> bool:
 
 class Handoff:
     """The fds made for one spawn: ``fd`` goes to the child as stdout and stderr; after the
-    spawn, :meth:`Outputs.done` passes the pipe's read end on and closes the rest."""
+    spawn, :meth:`Outputs.done` keeps the pipe's read end (``stream``) and closes the rest."""
 
-    __slots__ = ("close", "fd", "relay_end")
+    __slots__ = ("close", "fd", "stream")
 
-    def __init__(self, fd: int, close: tuple[int, ...] = (), relay_end: int = -1) -> None:
+    def __init__(self, fd: int, close: tuple[int, ...] = (), stream: int = -1) -> None:
         self.fd = fd
         self.close = close
-        self.relay_end = relay_end
+        self.stream = stream
 
 
 class Outputs:
+    """Where services' output goes, and the instance's log relay.
+
+    The relay cannot take services down: for each service process whose output goes to
+    the journal the daemon keeps the read end of its pipe (and never reads it), so the
+    pipe always has a reader and a write never raises SIGPIPE; the relay gets its own copy
+    (``SCM_RIGHTS``). When the relay dies it is started again (at once; after 1 s, 2 s...
+    up to 60 s when it keeps dying within a second of its start) and handed every pipe
+    again; meanwhile output waits in the pipes.
+    """
+
     def __init__(self, instance: int, rundir: str, watcher, env: dict[str, str],
-                 log: Callable[[str, int], None]) -> None:
+                 log: Callable[[str, int], None], timers=None) -> None:
         self.instance = instance
         self.rundir = rundir
         self.watcher = watcher  # supervisor.watcher.PidfdWatcher
+        self.timers = timers  # supervisor.timers.Timers (CLOCK_BOOTTIME), for back-off
         self.env = env
         self.log = log
         self.null = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
         self.relay: process.Proc | None = None
         self.control: socket.socket | None = None
+        self.streams: dict[int, tuple[str, int]] = {}  # pid -> (service, pipe read end)
         self._no_journald_until = 0.0  # time.monotonic() until which not to probe again
+        self._started = 0.0  # when the relay last started (time.monotonic())
+        self._backoff = 0.0  # seconds before the next restart, while it keeps dying
+        self._restart = None  # the timer of a restart that waits
 
     def prepare(self, name: str, spec: str) -> Handoff:
         if spec == "inherit":
@@ -82,26 +97,41 @@ class Outputs:
         if spec != "journal":
             fd = os.open(spec, _FILE_FLAGS, 0o640)
             return Handoff(fd, (fd,))
-        if self._relay_ready():
+        if self._restart is not None or self._relay_ready():
             r, w = os.pipe2(os.O_CLOEXEC)
-            return Handoff(w, (w, r), relay_end=r)
+            return Handoff(w, (w,), stream=r)
         fd = os.open(os.path.join(self.rundir, f"{self.instance}.{name}.out"), _OURS_FLAGS,
                      0o640)
         return Handoff(fd, (fd,))
 
     def done(self, handoff: Handoff, name: str, pid: int | None) -> None:
-        """After the spawn (``pid`` None: it failed): hand the read end to the relay, close
-        the daemon's copies."""
+        """After the spawn (``pid`` None: it failed): keep the read end and hand a copy to
+        the relay; close the daemon's copy of the write end."""
+        for fd in handoff.close:
+            os.close(fd)
+        if handoff.stream < 0:
+            return
+        if pid is None:
+            os.close(handoff.stream)
+            return
+        self.streams[pid] = (name, handoff.stream)
+        self._hand(pid, name, handoff.stream)
+
+    def release(self, pid: int) -> None:
+        """The process ``pid`` is gone: its pipe needs no reader of ours any more (the
+        relay drains what is left in it)."""
+        stream = self.streams.pop(pid, None)
+        if stream is not None:
+            os.close(stream[1])
+
+    def _hand(self, pid: int, name: str, fd: int) -> None:
+        if self.control is None:
+            return  # the next relay gets it
         try:
-            if handoff.relay_end >= 0 and pid is not None and self.control is not None:
-                try:
-                    socket.send_fds(self.control, [json.dumps({"name": name, "pid": pid})
-                                                   .encode()], [handoff.relay_end])
-                except OSError as exc:
-                    self.log(f"cannot hand {name}'s output to the log relay: {exc}", 3)
-        finally:
-            for fd in handoff.close:
-                os.close(fd)
+            socket.send_fds(self.control, [json.dumps({"name": name, "pid": pid}).encode()],
+                            [fd])
+        except OSError as exc:
+            self.log(f"cannot hand {name}'s output to the log relay: {exc}", 3)
 
     def _relay_ready(self) -> bool:
         if self.relay is not None:
@@ -126,8 +156,11 @@ class Outputs:
         finally:
             theirs.close()
         self.control = ours
+        self._started = now
         self.watcher.watch(self.relay, self._relay_exited)
         self.log(f"log relay started with pid {self.relay.pid}", 6)
+        for pid, (name, fd) in self.streams.items():  # after a restart: every live pipe
+            self._hand(pid, name, fd)
         return True
 
     def _relay_exited(self, relay: process.Proc, code: int | None, signo: int | None) -> None:
@@ -135,27 +168,64 @@ class Outputs:
         if self.control is not None:
             self.control.close()
             self.control = None
+        quick = time.monotonic() - self._started < 1.0
+        self._backoff = min(max(self._backoff * 2, 1.0), 60.0) if quick else 0.0
         self.log(f"log relay (pid {relay.pid}) ended (code {code}, signal {signo}); "
-                 "the next service start begins a new one", 3)
+                 + (f"starting another in {self._backoff:g} s" if self._backoff
+                    else "starting another"), 3)
+        if not self.streams:
+            return  # the next service start begins a new one
+        if self._backoff and self.timers is not None:
+            self._restart = self.timers.call_at(self.timers.now() + self._backoff,
+                                                self._restart_relay)
+        else:
+            self._relay_ready()
+
+    def _restart_relay(self) -> None:
+        self._restart = None
+        if self.relay is None and self.streams:
+            self._relay_ready()
+
+    @property
+    def relay_pid(self) -> int | None:
+        return self.relay.pid if self.relay is not None else None
 
     def carry(self) -> dict | None:
-        """What a re-exec must carry over: the relay's pid, pidfd and socket."""
-        if self.relay is None or self.control is None:
-            return None
-        return {"pid": self.relay.pid, "pidfd": self.relay.pidfd,
-                "control": self.control.fileno()}
+        """What a re-exec must carry over: the relay's pid, pidfd and socket, and the
+        pipes' read ends."""
+        relay = None
+        if self.relay is not None and self.control is not None:
+            relay = {"pid": self.relay.pid, "pidfd": self.relay.pidfd,
+                     "control": self.control.fileno()}
+        return {"relay": relay, "streams": [{"pid": pid, "name": name, "fd": fd}
+                                            for pid, (name, fd) in self.streams.items()]}
+
+    def carried_fds(self, carried: dict) -> list[int]:
+        relay = carried["relay"]
+        return [*((relay["pidfd"], relay["control"]) if relay else ()),
+                *(s["fd"] for s in carried["streams"])]
 
     def restore(self, carried: dict | None) -> None:
         if not carried:
             return
-        for fd in (carried["pidfd"], carried["control"]):
+        if "streams" not in carried:  # from a version that carried the relay alone
+            carried = {"relay": carried, "streams": []}
+        for fd in self.carried_fds(carried):
             os.set_inheritable(fd, False)
-        self.relay = process.Proc(carried["pid"], carried["pidfd"], child=True)
-        self.control = socket.socket(fileno=carried["control"])
-        self.watcher.watch(self.relay, self._relay_exited)
+        for entry in carried["streams"]:
+            self.streams[entry["pid"]] = (entry["name"], entry["fd"])
+        relay = carried["relay"]
+        if relay:
+            self.relay = process.Proc(relay["pid"], relay["pidfd"], child=True)
+            self.control = socket.socket(fileno=relay["control"])
+            self._started = time.monotonic()
+            self.watcher.watch(self.relay, self._relay_exited)
 
     def close(self) -> None:
         """Hang up on the relay: it drains the pipes it has and exits by itself."""
+        if self._restart is not None and self.timers is not None:
+            self.timers.cancel(self._restart)
+            self._restart = None
         if self.control is not None:
             self.control.close()
             self.control = None
@@ -163,4 +233,7 @@ class Outputs:
             # not reaped here: it outlives us briefly, then init reaps it
             self.watcher.release(self.relay)
             self.relay = None
+        for _name, fd in self.streams.values():
+            os.close(fd)
+        self.streams.clear()
         os.close(self.null)

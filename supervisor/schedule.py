@@ -32,6 +32,7 @@ __all__ = [
     "DEFAULT_START_LIMIT",
     "LOCAL",
     "MAX_INTERVAL",
+    "MIN_EVERY",
     "RESTART_MODES",
     "Cron",
     "LocalZone",
@@ -97,6 +98,9 @@ _PART = re.compile(rf"({_NUMBER})(ms|s|m|h|d|w)")
 _INTERVAL = re.compile(rf"(?:{_NUMBER}(?:ms|s|m|h|d|w))+")
 _BARE = re.compile(_NUMBER)
 MAX_INTERVAL = 100 * 366 * 86400.0  # a century: anything longer is a typo
+# --every: at most a start every 10 ms. Each start is a process; more often than this only
+# burns the CPUs (and below what the clock's float resolution can space, it never moves on)
+MIN_EVERY = 0.01
 _INTERVAL_HINT = "expected a positive duration such as 30s, 5m, 1h30m, 2d, 1.5s or 250ms"
 
 
@@ -329,8 +333,11 @@ class Schedule:
         need = {"once": {"at"}, "every": {"interval", "anchor"}, "cron": {"calendar"}}[self.kind]
         if {k for k, v in given.items() if v} != need:
             raise ValueError(f"a {self.kind} schedule takes exactly {', '.join(sorted(need))}")
-        if self.kind == "every" and not (0 < self.interval <= MAX_INTERVAL):
-            raise ValueError(f"interval must be > 0 and at most 100 years, not {self.interval!r}")
+        if self.kind == "every" and not (MIN_EVERY <= self.interval <= MAX_INTERVAL):
+            shown = (format_interval(self.interval) if 0 < self.interval < math.inf
+                     else repr(self.interval))
+            raise ValueError(f"the interval (--every) must be from "
+                             f"{format_interval(MIN_EVERY)} to 100 years, not {shown}")
         for name in ("at", "anchor"):
             value = getattr(self, name)
             if value is not None and not math.isfinite(value):
@@ -380,13 +387,17 @@ class Schedule:
         anchor, interval = self.anchor, self.interval
         if now < anchor:
             return anchor
+        # no loop: the quotient is right or one off either way (float division); one step
+        # each way settles it, and the floor of the interval keeps every step > 0
         k = math.floor((now - anchor) / interval) + 1
-        # float division can be one off either way: settle on the least k with a time > now
-        while anchor + k * interval <= now:
+        if anchor + k * interval <= now:
             k += 1
-        while k > 1 and anchor + (k - 1) * interval > now:
+        elif k > 1 and anchor + (k - 1) * interval > now:
             k -= 1
-        return anchor + k * interval
+        due = anchor + k * interval
+        if due <= now:
+            raise ValueError(f"interval {interval!r} is too small to move on from {now!r}")
+        return due
 
     def describe(self) -> str:
         """One line for users: ``once``, ``every 1h30m``, ``cron 0 8 * * 1-5``."""

@@ -43,7 +43,7 @@ class Record:
 
 class Shell:
     def __init__(self, *, watcher, timers, wall_timers, journal, outputs, cgroups,
-                 env: dict[str, str]) -> None:
+                 env: dict[str, str], fdstore) -> None:
         self.watcher = watcher
         self.timers = timers  # CLOCK_BOOTTIME: delays, intervals, back-off
         self.wall_timers = wall_timers  # CLOCK_REALTIME: --at, --cron
@@ -51,6 +51,7 @@ class Shell:
         self.outputs = outputs
         self.cgroups = cgroups
         self.env = env
+        self.fdstore = fdstore  # sdnotify.Notifier: keeps pidfds across a crash, where it can
         self.records: dict[str, Record] = {}
         self.by_pid: dict[int, str] = {}  # every pid a service has had -> its name
         self.counts: collections.Counter[State] = collections.Counter()
@@ -140,11 +141,14 @@ class Shell:
             self.by_pid[pid] = rec.svc.name
         return rec
 
-    def _attach(self, rec: Record, proc: Proc, ticks: int | None = None) -> None:
-        """``proc`` is now the service's process: watched until it ends."""
+    def _attach(self, rec: Record, proc: Proc, ticks: int | None = None, *,
+                stored: bool = False) -> None:
+        """``proc`` is now the service's process: watched until it ends, its pidfd kept by
+        the manager's fd store where there is one (``stored``: it has it already)."""
         rec.proc, rec.ticks = proc, ticks
         self.by_pid[proc.pid] = rec.svc.name
         self.watcher.watch(proc, functools.partial(self._exited, rec.svc.name))
+        self.fdstore.keep(proc.pid, proc.pidfd, sent=stored)
 
     def _forget(self, rec: Record) -> None:
         svc = rec.svc
@@ -164,6 +168,7 @@ class Shell:
         elif proc.child:
             self.orphans.add(proc)  # watched until reaped, so it never lingers as a zombie
         else:
+            self.fdstore.drop(proc.pid)
             self.watcher.release(proc)  # released: we only stop watching it
 
     def find(self, ref) -> str | None:
@@ -253,6 +258,8 @@ class Shell:
 
     def _exited(self, name: str, proc: Proc, code: int | None, signo: int | None) -> None:
         """The watcher reaped ``proc`` (and closed its pidfd): report it."""
+        self.fdstore.drop(proc.pid)
+        self.outputs.release(proc.pid)
         if proc.cgroup and self.cgroups:
             # as systemd does: once the main process is gone, what it left behind goes too
             # (and the cgroup, once empty; a restart makes it again)
@@ -329,15 +336,19 @@ class Shell:
 
     def take_back(self, services: list[tuple[Service, int | None, str | None]],
                   carried: dict[str, Proc] | None = None,
-                  orphans: list[Proc] = ()) -> tuple[int, int]:
+                  orphans: list[Proc] = (),
+                  stored: dict[int, int] | None = None) -> tuple[int, int]:
         """Services from a state document, after a crash of the previous daemon
         (``carried`` None) or a re-exec of this one (``carried``: their processes, whose
-        pidfds came across ``exec``). After a crash, a living process is re-adopted through
-        a new pidfd only when it is provably the one recorded (see :meth:`_readopt`): a
-        reused pid is never taken for ours; one that died meanwhile is reported ended, and
-        its policy acts. Timers are armed again from the wall-clock ``next_start`` (``due``
-        was on a clock of another boot or program). Returns (re-adopted, ended meanwhile)."""
+        pidfds came across ``exec``). After a crash, a service's process is the pidfd the
+        manager's fd store kept (``stored``, by pid: exact, and it tells how the process
+        ended if it did); else a living process is re-adopted through a new pidfd only
+        when it is provably the one recorded (see :meth:`_readopt`): a reused pid is never
+        taken for ours; one that died meanwhile is reported ended, and its policy acts.
+        Timers are armed again from the wall-clock ``next_start`` (``due`` was on a clock
+        of another boot or program). Returns (re-adopted, ended meanwhile)."""
         ended, adopted = [], 0
+        stored = dict(stored or {})
         for svc, ticks, cgroup in services:
             if cgroup is None and not svc.opened and self.cgroups \
                     and os.path.isdir(self.cgroups.path(f"svc-{svc.name}")):
@@ -345,21 +356,33 @@ class Shell:
             if svc.state is State.STOPPING:
                 svc = dataclasses.replace(svc, state=State.RUNNING)
             rec = self._put(Record(svc, cgroup))
+            kept = carried is not None or (svc.alive and svc.pid in stored)
             if carried is not None:
                 proc = carried.get(svc.name)
+            elif kept:
+                proc = Proc(svc.pid, stored.pop(svc.pid), child=False)
+                proc.cgroup = cgroup if self.cgroups else None
+                self.log_event(svc, "recovered", f"{svc.name} (pid {svc.pid}) re-adopted "
+                                                 "through the fd store", 5)
+                adopted += 1
             elif svc.alive:
                 proc = self._readopt(svc, ticks, cgroup)
                 adopted += proc is not None
             else:
                 proc = None
             if proc is not None:
-                self._attach(rec, proc, ticks)
+                self._attach(rec, proc, ticks, stored=kept)
             elif svc.alive:
                 ended.append(svc.name)
             self._rearm(rec)
+        for pid, fd in stored.items():  # no service of ours now: of no more use
+            os.close(fd)
+            self.fdstore.stored.add(pid)
+            self.fdstore.drop(pid)
         for proc in orphans:
             self.orphans.add(proc)
             self.watcher.watch(proc, functools.partial(self._exited, None))
+            self.fdstore.keep(proc.pid, proc.pidfd, sent=True)
         for name in ended:  # died while no daemon watched: not knowable how
             self.apply(name, Event(Ev.EXITED))
         return adopted, len(ended)

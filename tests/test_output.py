@@ -12,7 +12,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, children_of, fd_targets, wait_until
+from conftest import ROOT, children_of, wait_until
 from journald import journal_mark, wait_for_entry
 from timeouts import TIMEOUT
 
@@ -52,9 +52,25 @@ def test_output_lines_are_journal_entries_with_fields(sup, tmp_path):
                             f"SERVICE_NAME={name}", "-o", "json", "--no-pager"],
                            capture_output=True, text=True, timeout=30).stdout.splitlines()
     assert {json.loads(line)["MESSAGE"] for line in shown} >= {"to stderr"}
-    # the daemon keeps no end of the pipe: only the service and the relay hold it
-    daemon_fds = set(fd_targets(sup.pid))
-    assert os.readlink(f"/proc/{svc['pid']}/fd/1") not in daemon_fds
+    # the daemon keeps the read end of the pipe (so a dead relay costs no SIGPIPE), never
+    # the write end (the pipe reaches EOF when the service's side closes)
+    pipe = os.readlink(f"/proc/{svc['pid']}/fd/1")
+    modes = [_access_mode(sup.pid, fd) for fd in os.listdir(f"/proc/{sup.pid}/fd")
+             if _target(sup.pid, fd) == pipe]
+    assert modes == [os.O_RDONLY]
+
+
+def _target(pid: int, fd: str) -> str | None:
+    try:
+        return os.readlink(f"/proc/{pid}/fd/{fd}")
+    except FileNotFoundError:
+        return None
+
+
+def _access_mode(pid: int, fd: str) -> int:
+    with open(f"/proc/{pid}/fdinfo/{fd}") as f:
+        flags = next(int(line.split()[1], 8) for line in f if line.startswith("flags:"))
+    return flags & os.O_ACCMODE
 
 
 def test_restarted_service_logs_with_its_new_pid(sup):
@@ -160,3 +176,37 @@ def test_daemon_cpu_does_not_grow_with_output(sup):
     print(f"\n5 MB of output (pid {svc['pid']}): daemon CPU {daemon_cpu:.2f} s, relay CPU "
           f"{relay_cpu:.2f} s")
     assert daemon_cpu < 0.05 < relay_cpu
+
+
+def test_the_log_relay_is_no_single_point_of_failure(sup):
+    """kill -9 of the log relay, three times: services writing all the while never get
+    SIGPIPE (the daemon holds a reader of every pipe), a new relay is started and handed
+    every pipe (after 1 s, 2 s... while it keeps dying at once), and the output after the
+    last kill still reaches the journal. The relay cannot be opened as a service."""
+    daemon = sup.pid
+    names = [f"chatty-{uuid.uuid4().hex[:6]}" for _ in range(3)]
+    svcs = [sup.create("/bin/sh", ["-c", "while :; do echo tick $$; sleep 0.01; done"],
+                       name=n) for n in names]
+    relay = wait_until(lambda: _relay_pid(daemon), what="the relay")
+    for _ in range(3):
+        os.kill(relay, 9)
+        relay = wait_until(lambda old=relay: (r := _relay_pid_or_none(daemon)) != old and r,
+                           what="a new relay")
+    mark = journal_mark()
+    for name in names:
+        wait_for_entry(None, TIMEOUT, since=mark, SYSLOG_IDENTIFIER=name)
+    deaths = 0
+    for svc in svcs:
+        now = sup.status(svc["name"])
+        deaths += now["status"] != "RUNNING" or now["pid"] != svc["pid"]
+    print(f"\n3 kill -9 of the log relay: {deaths} service deaths")
+    assert deaths == 0
+    refused = sup.run("open-service", str(relay))
+    assert refused.rc == 1 and "log relay" in refused.err, refused
+
+
+def _relay_pid_or_none(daemon: int) -> int | None:
+    try:
+        return _relay_pid(daemon)
+    except (AssertionError, FileNotFoundError):
+        return None

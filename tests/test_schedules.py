@@ -136,6 +136,9 @@ def test_restart_always_restarts_after_success_and_pending_shows_next_start(sup)
 
 def test_bad_schedule_options_are_usage_errors(sup):
     for args, needle in ((["--every", "0s"], "interval"), (["--every", "5x"], "interval"),
+                         # a floor, so that a schedule can never spin the daemon
+                         (["--every", "0.000000000000000000001s"], "from 10ms"),
+                         (["--every", "1ms"], "from 10ms"),
                          (["--cron", "61 * * * *"], "cron"),
                          (["--at", "2001-01-01T00:00:00"], "past"),
                          (["--at", "25:00"], "25:00"),
