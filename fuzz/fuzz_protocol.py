@@ -303,12 +303,15 @@ def handle(line: bytes) -> None:
     before = set(st.daemon.shell.records)
     st.requests += 1
     try:
-        raw = st.daemon._handle_line(line, _PEER)
+        answer = st.daemon._handle_line(line, _PEER)
     except Exception as exc:
         finding(f"handle-raised {type(exc).__name__}", f"{exc!r} for {line[:300]!r}")
         return
-    check_answer(raw, line, before)
-    st.pump()  # the end of the turn: state saved (and checked on disk), answers out
+    # the end of the turn: the state saved (and checked on disk), only then the answer of
+    # a command that changed something (a Reply) is final
+    st.pump()
+    raw = answer.data if isinstance(answer, control.Reply) else answer
+    check_answer(raw, line, before if not isinstance(answer, control.Reply) else None)
 
 
 class _Conn:

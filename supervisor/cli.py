@@ -112,15 +112,26 @@ def _number(text: str, what: str, *, integer: bool) -> float:
     return value
 
 
-def _resolve_path(path: str) -> str:
+def _cwd() -> str:
+    """The caller's directory, where a service runs and relative paths start."""
+    import os
+
+    try:
+        return os.getcwd()
+    except FileNotFoundError:
+        raise UsageError("the current directory no longer exists: cd to one that does") \
+            from None
+
+
+def _resolve_path(path: str, cwd: str) -> str:
     import os
     import shutil
 
     if "/" not in path:
         found = shutil.which(path)
         if found:
-            return os.path.abspath(found)
-    return os.path.abspath(path)
+            return os.path.join(cwd, found)
+    return os.path.normpath(os.path.join(cwd, path))
 
 
 def _schedule_opts(opts: dict) -> dict:
@@ -150,10 +161,11 @@ def _schedule_opts(opts: dict) -> dict:
     return out
 
 
-def _output(spec: str) -> str:
+def _output(spec: str, cwd: str) -> str:
     import os
 
-    return spec if spec in ("journal", "null", "inherit") else os.path.abspath(spec)
+    return spec if spec in ("journal", "null", "inherit") else \
+        os.path.normpath(os.path.join(cwd, spec))
 
 
 def _svc(ref: str) -> str | int:
@@ -274,10 +286,12 @@ def run(opts: dict) -> int:
             restarts = (int(_number(opts["--restart-times"], "restart times", integer=True))
                         if opts["--restart-times"] is not None else None)
             delay = _number(opts["--delay"], "delay", integer=False)
-            svc = c.create_service(_resolve_path(opts["<path>"]), opts["<args>"],
+            cwd = _cwd()
+            svc = c.create_service(_resolve_path(opts["<path>"], cwd), opts["<args>"],
                                    name=opts["--name"], restart_times=restarts,
                                    create_stopped=opts["--create-stopped"], delay=delay,
-                                   output=_output(opts["--output"]), **_schedule_opts(opts))
+                                   cwd=cwd, output=_output(opts["--output"], cwd),
+                                   **_schedule_opts(opts))
             if svc["status"] == "PENDING":
                 import time
 
@@ -401,6 +415,10 @@ def main(argv: list[str] | None = None) -> int:
         # may run for days, turns them back on.
         gc.disable()
         argv = sys.argv[1:]
+        # an argument or a service's command line that is not UTF-8 arrives
+        # surrogate-escaped: print it back as the bytes it was, never fail on it
+        sys.stdout.reconfigure(errors="surrogateescape")
+        sys.stderr.reconfigure(errors="backslashreplace")
     from docopt import DocoptExit
 
     try:
@@ -423,6 +441,10 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:  # stdout closed early (| head)
         return EXIT_OK
+    except OSError as exc:  # anything else the system refused: one line, never a traceback
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"supervisor: {exc.strerror or exc}{where}", file=sys.stderr)
+        return EXIT_REFUSED
 
 
 if __name__ == "__main__":

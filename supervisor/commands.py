@@ -13,6 +13,7 @@ import math
 import os
 import re
 import time
+from datetime import datetime
 
 from supervisor import output, process, schedule
 from supervisor.machine import Ev, Event, Refused, Service, State, name_problem
@@ -98,7 +99,7 @@ class Commands:
     def _unique_name(self, base: str) -> str:
         """``base``, or ``base-2``, ``base-3``... (the next suffix is remembered, so naming
         the 10,000th service of one program costs what naming the first did)."""
-        base = re.sub(r"[^A-Za-z0-9_.@:+-]", "_", base)[:100] or "service"
+        base = re.sub(r"[^A-Za-z0-9_.@:+-]", "_", base)[:100].lstrip("-") or "service"
         if base.isascii() and base.isdigit():
             base = f"svc{base}"
         if base not in self.shell:
@@ -283,8 +284,14 @@ def arg(args: dict, key: str, types, default=...):
     return value
 
 
+# how users know each number argument (the CLI's options)
+_SHOWN = {"delay": "--delay", "at": "--at", "every": "--every",
+          "restart_delay": "--restart-delay", "restart_max_delay": "the maximum restart delay"}
+
+
 def number_arg(args: dict, key: str, default, *, most: float = MAX_SECONDS):
-    """A number of seconds from 0 to ``most``."""
+    """A number of seconds from 0 to ``most`` (100 years, or for ``at`` a time within 100
+    years from now)."""
     value = arg(args, key, (int, float), default)
     if value is default:
         return value
@@ -293,8 +300,10 @@ def number_arg(args: dict, key: str, default, *, most: float = MAX_SECONDS):
     except OverflowError:
         ok = False
     if not ok:
-        raise CommandError("invalid-argument",
-                           f"{key} must be a number from 0 to {most:g}, not {value!r:.40}")
+        what = _SHOWN.get(key, key)
+        limit = ("a time within 100 years from now" if key == "at"
+                 else "a number of seconds from 0 to 100 years")
+        raise CommandError("invalid-argument", f"{what} must be {limit}, not {value!r:.40}")
     return float(value)
 
 
@@ -310,7 +319,8 @@ def _schedule_and_policy(args: dict, restart: int | None, delay: float, mono: fl
     try:
         if at is not None:
             if at <= now:
-                raise ValueError(f"--at time {at:.3f} is in the past")
+                shown = datetime.fromtimestamp(at).isoformat(sep=" ", timespec="seconds")
+                raise ValueError(f"--at time {shown} is in the past")
             sched = schedule.Schedule.once(at)
         elif every is not None:
             if every <= 0:

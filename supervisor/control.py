@@ -22,7 +22,12 @@ from collections.abc import Callable
 from supervisor.protocol import MAX_REQUEST
 
 _RECV = 256 * 1024
-_MAX_PENDING_OUT = 16 * 1024 * 1024  # stop reading a client that does not read its answers
+# Backpressure: a client whose answers not yet sent exceed _CONN_BACKLOG is neither read
+# nor served until it reads them; and while all clients' together exceed _TOTAL_BACKLOG,
+# none is. One answer may be larger (a list of 10,000 services is ~3 MB); the daemon's
+# memory stays bounded however many clients pipeline without reading.
+_CONN_BACKLOG = 1024 * 1024
+_TOTAL_BACKLOG = 16 * 1024 * 1024
 _MAX_DISCARD = 64 * 1024 * 1024  # dropped after an oversized request before hanging up
 
 
@@ -123,7 +128,7 @@ class Connection:
         start = 0
         handle = self.server.handle
         try:
-            while self.backlog() <= _MAX_PENDING_OUT:
+            while self._may_serve():
                 end = self.rbuf.find(b"\n", start)
                 if end < 0:
                     break
@@ -133,6 +138,8 @@ class Connection:
                     self._answer(handle(line, self))
         finally:
             del self.rbuf[:start]
+        if b"\n" in self.rbuf and self.server.backlog > _TOTAL_BACKLOG:
+            self.server.held.add(self)  # served again once the others have read theirs
         # only the unterminated tail is one request; whole lines held back by
         # backpressure are many small ones
         if len(self.rbuf) - (self.rbuf.rfind(b"\n") + 1) > MAX_REQUEST:
@@ -148,11 +155,16 @@ class Connection:
 
     def _answer(self, answer: bytes | Reply) -> None:
         self.out.append(answer)
-        self.queued += len(answer) if isinstance(answer, bytes) else 0
+        if isinstance(answer, bytes):
+            self.queued += len(answer)
+            self.server.backlog += len(answer)
 
     def backlog(self) -> int:
         """Bytes of answers not sent yet (those of replies that wait not counted)."""
         return len(self.wbuf) + self.queued
+
+    def _may_serve(self) -> bool:
+        return self.backlog() <= _CONN_BACKLOG and self.server.backlog <= _TOTAL_BACKLOG
 
     def move_ready(self) -> None:
         """Move the answers that are ready, in order, to the bytes to send."""
@@ -166,6 +178,8 @@ class Connection:
             self.wbuf += data
             if head is data:
                 self.queued -= len(data)
+            else:
+                self.server.backlog += len(data)
 
     def _flush(self) -> bool:
         """Send what is queued and set the events wanted. True when requests held back by
@@ -175,6 +189,7 @@ class Connection:
             try:
                 sent = self.sock.send(self.wbuf)
                 del self.wbuf[:sent]
+                self.server.backlog -= sent
             except (BlockingIOError, InterruptedError):
                 pass
             except OSError:
@@ -186,7 +201,7 @@ class Connection:
                 return False
             self.sock.shutdown(socket.SHUT_WR)  # answered; now drop what still comes
         want = selectors.EVENT_WRITE if self.wbuf else 0
-        if self.discard >= 0 or (not self.closing and self.backlog() <= _MAX_PENDING_OUT):
+        if self.discard >= 0 or (not self.closing and self._may_serve()):
             want |= selectors.EVENT_READ
         if want != self.events:
             self.events = want
@@ -198,6 +213,8 @@ class Connection:
             self.server.sel.unregister(self.sock)
             self.server.connections.discard(self)
             self.server.pending.discard(self)
+            self.server.held.discard(self)
+            self.server.backlog -= self.backlog()
             self.sock.close()
 
 
@@ -213,6 +230,8 @@ class Server:
         self.too_large = too_large
         self.connections: set[Connection] = set()
         self.pending: set[Connection] = set()  # answers to send at the end of the turn
+        self.backlog = 0  # bytes of answers not sent yet, all clients together
+        self.held: set[Connection] = set()  # not served while that is over _TOTAL_BACKLOG
         self.refused = 0  # clients hung up on for want of fds
         self._reserve = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
         listener.setblocking(False)
@@ -225,6 +244,7 @@ class Server:
         conn = Connection(self, sock)
         conn.rbuf += rbuf
         conn.wbuf += wbuf
+        self.backlog += len(wbuf)
         conn.closing = closing
         self.connections.add(conn)
         self.sel.register(sock, selectors.EVENT_READ, conn.on_event)
@@ -257,6 +277,9 @@ class Server:
         pending, self.pending = self.pending, set()
         for conn in pending:
             conn.flush()
+        if self.held and self.backlog <= _TOTAL_BACKLOG:  # room again: serve them next
+            self.pending |= self.held
+            self.held.clear()
 
     def _shed_one(self) -> None:
         """Out of fds: use the reserve fd to accept one client and hang up on it at once, so

@@ -444,8 +444,12 @@ def serve(instance: int, grace: float = 5.0, reexec_fd: int | None = None) -> in
         return 1
     carried = None
     if reexec_fd is not None:  # we are a live re-exec: take over from our former self
-        with os.fdopen(reexec_fd, "rb") as f:
-            carried = state.decode(f.read())
+        try:
+            with os.fdopen(reexec_fd, "rb") as f:
+                carried = state.decode(f.read())
+        except (OSError, state.StateError) as exc:  # the state file on disk still holds them
+            print(f"supervisor-daemon: cannot take over after re-exec: {exc}", file=sys.stderr)
+            return 1
         head = carried[0]
         lock_fd, sock_path, owned = head["lock_fd"], head["socket_path"], head["owns_socket"]
         for fd in (lock_fd, head["listener_fd"]):

@@ -34,11 +34,14 @@ class Journal:
         if self.to_journal:
             # sendv with our own fields: journal.send() would walk the stack for CODE_*
             # on every entry, which costs more than the entry itself
+            fields = [f"MESSAGE={message}", f"PRIORITY={priority}",
+                      f"SYSLOG_IDENTIFIER={IDENTIFIER}", f"SUPERVISOR_INSTANCE={self.instance}",
+                      *(f"{k}={v}" for k, v in clean.items())]
             try:
-                _journal.sendv(f"MESSAGE={message}", f"PRIORITY={priority}",
-                               f"SYSLOG_IDENTIFIER={IDENTIFIER}",
-                               f"SUPERVISOR_INSTANCE={self.instance}",
-                               *(f"{k}={v}" for k, v in clean.items()))
+                try:
+                    _journal.sendv(*fields)
+                except UnicodeEncodeError:  # text from a name or argument that was not UTF-8
+                    _journal.sendv(*(f.encode("utf-8", "backslashreplace") for f in fields))
                 return
             except OSError:
                 pass  # journald went away: fall back for this entry

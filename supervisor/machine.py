@@ -163,6 +163,7 @@ class Service:
     next_start: float | None = None  # wall clock, while PENDING
     due: float | None = None  # CLOCK_BOOTTIME, while PENDING
     create_stopped: bool = False
+    held: bool = False  # stopped by our suspend-service (not from outside)
     delay: float = 0.0  # the first start waits this long (CLOCK_BOOTTIME seconds)
     cwd: str = "/"
     output: str = "journal"  # journal, null, inherit or an absolute path
@@ -180,6 +181,8 @@ def name_problem(name: str) -> str | None:
     """Why ``name`` cannot name a service (one sentence), or None when it can."""
     if not _NAME_RE.fullmatch(name):
         return f"service name {name!r}: use 1-128 letters, digits and _.@:+-"
+    if name.startswith("-"):
+        return f"service name {name!r} starts with '-': it would read as an option"
     if name.isascii() and name.isdigit():
         return f"service name {name!r} is all digits: it would read as a pid"
     return None
@@ -339,12 +342,12 @@ def spawn_failed(svc, ev, now, mono):
 
 
 def suspend(svc, ev, now, mono):
-    svc = dataclasses.replace(svc, state=State.STOPPED)
+    svc = dataclasses.replace(svc, state=State.STOPPED, held=True)
     return svc, [Signal(signal.SIGSTOP), Log("stopped", f"{svc.name} suspended")]
 
 
 def resume(svc, ev, now, mono):
-    svc = dataclasses.replace(svc, state=State.RUNNING)
+    svc = dataclasses.replace(svc, state=State.RUNNING, held=False)
     return svc, [Signal(signal.SIGCONT), Log("continued", f"{svc.name} resumed")]
 
 
@@ -354,7 +357,7 @@ def seen_stopped(svc, ev, now, mono):
 
 
 def seen_continued(svc, ev, now, mono):
-    svc = dataclasses.replace(svc, state=State.RUNNING)
+    svc = dataclasses.replace(svc, state=State.RUNNING, held=False)
     return svc, [Log("continued", f"{svc.name} was continued from outside")]
 
 
@@ -447,11 +450,19 @@ def remove(svc, ev, now, mono):
         effects.append(Signal(signal.SIGKILL))
         note = " (its process was killed)"
     elif svc.alive:
-        note = " (its process was left running)"
+        effects, note = _release(svc, effects), " (its process was left running)"
     else:
         note = ""
     effects += [Forget(), Log("removed", f"{svc.name} removed{note}")]
     return svc, effects
+
+
+def _release(svc, effects: list) -> list:
+    """Letting go of an opened process: we leave it as we found it. One we suspended is
+    resumed (nobody else would ever know to); one stopped from outside stays stopped."""
+    if svc.held and svc.state is State.STOPPED:
+        return [*effects, Signal(signal.SIGCONT)]
+    return effects
 
 
 def cancel(svc, ev, now, mono):
@@ -466,6 +477,8 @@ def terminate(svc, ev, now, mono):
         return svc, [CancelTimer(), Signal(signal.SIGTERM), Signal(signal.SIGCONT),
                      Log("stopping", f"{svc.name} sent SIGTERM on shutdown")]
     effects: list = [CancelTimer()]
+    if svc.alive and svc.opened:
+        effects = _release(svc, effects)
     what = "released" if svc.alive else "forgotten"
     return svc, [*effects, Forget(), Log("removed", f"{svc.name} {what} on shutdown")]
 

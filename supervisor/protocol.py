@@ -78,7 +78,13 @@ class Request:
 
 
 def _dumps(obj: Any) -> bytes:
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+    text = json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+    try:
+        return text.encode() + b"\n"
+    except UnicodeEncodeError:
+        # a lone surrogate (an argument that was not UTF-8, as Python carries it,
+        # surrogate-escaped) has no UTF-8: sent as a \u escape, it comes back unchanged
+        return json.dumps(obj, separators=(",", ":")).encode() + b"\n"
 
 
 def encode_request(req_id: Any, cmd: str, args: dict | None = None) -> bytes:

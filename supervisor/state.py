@@ -103,10 +103,15 @@ def decode(data: bytes) -> tuple[dict, list[tuple[Service, int | None, str | Non
     return doc, services
 
 
-def _check(obj: dict, key: str, kind: type, ok=None, *, optional: bool = False):
+def _check(obj: dict, key: str, kind: type, ok=None, *, optional: bool = False,
+           since=...):
     """``obj[key]``, checked: of ``kind`` (an int passes for a float, a bool for nothing
-    else) and, where ``ok`` is given, ``ok(value)`` true. None passes when optional."""
+    else) and, where ``ok`` is given, ``ok(value)`` true. None passes when optional.
+    ``since``: a field added after version 1 was first written, and its value where a
+    document from before has none (a re-exec after an upgrade reads one)."""
     if key not in obj:
+        if since is not ...:
+            return since
         if optional:
             return None
         raise StateError(f"'{key}' is missing")
@@ -159,7 +164,8 @@ def _service(entry) -> tuple[Service, int | None, str | None]:
     kw["started_at"] = _check(entry, "started_at", float, optional=True)
     kw["next_start"] = _check(entry, "next_start", float, optional=True)
     kw["create_stopped"] = _check(entry, "create_stopped", bool)
-    kw["delay"] = _check(entry, "delay", float, lambda v: v >= 0)
+    kw["held"] = _check(entry, "held", bool, since=False)
+    kw["delay"] = _check(entry, "delay", float, lambda v: v >= 0, since=0.0)
     kw["cwd"] = _check(entry, "cwd", str, lambda v: os.path.isabs(v) and "\0" not in v)
     kw["output"] = _check(entry, "output", str, lambda v: "\0" not in v and (
         v in ("journal", "null", "inherit") or os.path.isabs(v)))

@@ -7,9 +7,11 @@ import json
 import os
 import socket
 import stat
+import subprocess
+import sys
 
 import pytest
-from conftest import assert_one_line_error
+from conftest import Result, assert_one_line_error
 from timeouts import TIMEOUT
 
 from supervisor import protocol
@@ -43,6 +45,8 @@ def _snapshot(sup):
     (["create-service", "-d", "1e300", "/bin/true"], "delay"),
     (["create-service", "-n", "12345", "/bin/true"], "digits"),
     (["create-service", "-n", "has space", "/bin/true"], "name"),
+    (["create-service", "--name=-x", "/bin/true"], "starts with '-'"),
+    (["create-service", "--restart-delay", "1e300", "/bin/true"], "--restart-delay must be"),
     (["open-service", "12ab"], "<pid>"),
     (["open-service", "0"], "<pid>"),
     (["no-such-command"], "usage"),
@@ -183,3 +187,33 @@ def test_half_a_request_holds_nobody_up(populated):
         assert populated.json("service-status", "running")["status"] == "RUNNING"
         with populated.client() as c:
             assert c.ping()["pid"] == populated.pid
+
+
+def test_create_from_a_deleted_directory_is_one_line(populated, tmp_path):
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    cli = [sys.executable, "-m", "supervisor", "create-service", "/bin/true"]
+    code = f"import os, subprocess, sys; os.chdir({str(gone)!r}); os.rmdir({str(gone)!r}); " \
+           f"sys.exit(subprocess.run({cli!r}).returncode)"
+    result = subprocess.run([sys.executable, "-c", code], env=populated.env,
+                            capture_output=True, text=True, timeout=TIMEOUT)
+    assert_one_line_error(Result(result), 2, "current directory no longer exists")
+
+
+def test_an_argument_that_is_not_utf8_reaches_the_program_as_typed(populated):
+    # the bytes go across the wire (surrogate-escaped, \u-escaped in JSON) and back
+    raw = b"caf\xe9-\xff"
+    result = subprocess.run([sys.executable.encode(), b"-m", b"supervisor", b"create-service",
+                             b"-n", b"bytes", b"-o", b"null", b"/bin/sh", b"--", b"-c",
+                             b"sleep 600", b"sh", raw],
+                            env=populated.env, capture_output=True, timeout=TIMEOUT)
+    assert result.returncode == 0 and result.stderr == b"", result
+    pid = int(result.stdout.split()[-1])
+    with open(f"/proc/{pid}/cmdline", "rb") as f:
+        assert f.read().split(b"\0")[4] == raw
+    listing = subprocess.run([sys.executable, "-m", "supervisor", "list-supervisor"],
+                             env=populated.env, capture_output=True, timeout=TIMEOUT)
+    assert listing.returncode == 0 and listing.stderr == b"" and raw in listing.stdout
+    as_json = populated.json("list-supervisor")
+    [svc] = [s for s in as_json["services"] if s["name"] == "bytes"]
+    assert os.fsencode(svc["command"][4]) == raw

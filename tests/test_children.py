@@ -165,3 +165,24 @@ def test_a_service_runs_in_the_directory_it_was_created_from(sup, tmp_path, wher
     svc = sup.create("/bin/sleep", ["60"], cwd=cwd)
     assert os.readlink(f"/proc/{svc['pid']}/cwd") == cwd
     assert os.readlink(f"/proc/{sup.pid}/cwd") == "/"  # the daemon stepped back
+
+
+def test_cgroups_do_not_pile_up(sup):
+    """A day of churn in a minute: services made and removed, services that end. Each
+    service's cgroup is removed once it is empty, so the tree holds one cgroup per service
+    that has processes, whatever came before."""
+    keep = sup.create("/bin/sleep", ["600"], name="keep", output="null")
+    with open(f"/proc/{keep['pid']}/cgroup") as f:
+        own = next(line.strip()[3:] for line in f if line.startswith("0::"))
+    assert own.rsplit("/", 1)[-1] == "svc-keep", own  # root here: services get cgroups
+    with open("/proc/self/mountinfo") as f:
+        mount = next(line.split()[4] for line in f if " - cgroup2 " in line)
+    tree = os.path.dirname(mount + own)
+    with sup.client() as c:
+        for i in range(100):
+            a = c.create_service("/bin/sleep", ["600"], output="null")  # a new name each
+            b = c.create_service("/bin/sh", ["-c", "sleep 600 & exit 0"], name=f"leaver{i}",
+                                 output="null")  # ends at once, leaving a child behind
+            c.supervisor_freelist([a["name"], b["name"]])
+    wait_until(lambda: sorted(e for e in os.listdir(tree) if e.startswith("svc-"))
+               == [os.path.basename(own)], what="only keep's cgroup to be left")

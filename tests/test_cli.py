@@ -355,3 +355,31 @@ def test_a_usage_error_after_a_command_is_one_line_and_exit_2(argv, capsys):
     assert out == ""
     assert err == f"supervisor: usage: {cli._usage_line(argv)}  (see supervisor --help)\n"
     assert argv[0] in err
+
+
+def test_a_process_we_suspended_is_resumed_when_let_go(sup):
+    """remove-service (and close) let go of an opened process as they found it: one we
+    suspended is resumed (nobody else would know to); one stopped from outside stays
+    stopped (whoever stopped it will continue it)."""
+    ours, theirs, at_close = (subprocess.Popen(["sleep", "600"]) for _ in range(3))
+    try:
+        sup.ok("open-service", str(ours.pid), "-n", "ours")
+        sup.ok("suspend-service", "ours")
+        wait_until(lambda: state(ours.pid) == "T", what="the suspend")
+        os.kill(theirs.pid, signal.SIGSTOP)
+        wait_until(lambda: state(theirs.pid) == "T", what="the outside stop")
+        sup.ok("open-service", str(theirs.pid), "-n", "theirs")
+        assert sup.status("theirs")["status"] == "STOPPED"
+        sup.ok("open-service", str(at_close.pid), "-n", "at-close")
+        sup.ok("suspend-service", "at-close")
+        sup.ok("remove-service", "ours")
+        sup.ok("remove-service", "theirs")
+        wait_until(lambda: state(ours.pid) in ("S", "R"), what="ours to be resumed")
+        assert state(theirs.pid) == "T"
+        sup.ok("close", "-i", "0")
+        wait_until(lambda: state(at_close.pid) in ("S", "R"), what="a resume on close")
+    finally:
+        for p in (ours, theirs, at_close):
+            p.kill()
+            p.wait()
+

@@ -26,6 +26,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 
 import pytest
@@ -617,3 +618,37 @@ def test_a_late_reader_of_a_long_pipeline_gets_every_answer(sup):
                         "(and hung up)"
     assert answered == list(range(PIPELINED))
     assert alive(daemon)
+
+
+def test_memory_stays_bounded_under_many_pipelining_clients(sup):
+    """20 clients each pipeline 300 list-supervisor (~20 KB answers) before reading any:
+    6 MB of answers each, 120 MB in all if the daemon held them. It holds at most 1 MiB a
+    client and 16 MiB for all (docs/design.md, "Control socket"): its peak RSS grows by
+    far less, and every answer arrives, in order."""
+    daemon = sup.pid
+    with sup.client() as c:
+        c.pipeline([("create-service", {"path": "/bin/sleep", "args": ["3600"],
+                                        "name": f"s{i}", "output": "null"})
+                    for i in range(100)])
+    before = _status_kib(daemon, "VmRSS")
+    counts = [0] * 20
+
+    def client(k: int) -> None:
+        with sup.client() as c:
+            answers = c.pipeline([("list-supervisor", {})] * 300)
+            counts[k] = sum(len(a["services"]) == 100 for a in answers)
+
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(TIMEOUT * 6)
+    growth = (_status_kib(daemon, "VmHWM") - before) / 1024
+    print(f"\n20 clients x 300 pipelined list-supervisor: daemon peak RSS +{growth:.1f} MB")
+    assert counts == [300] * 20
+    assert growth < 60
+
+
+def _status_kib(pid: int, key: str) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(key + ":"))

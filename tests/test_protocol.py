@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import hypothesis.strategies as st
 import pytest
@@ -262,3 +263,14 @@ def test_every_protocol_command_has_a_handler_and_no_other():
         shell = None
 
     assert set(Commands(FakeDaemon()).table) == set(COMMANDS)
+
+
+def test_a_lone_surrogate_goes_across_and_back():
+    # what Python makes of an argument that is not UTF-8 (os.fsdecode): it must survive
+    # the wire both ways, so that the program gets the bytes the user typed
+    arg = os.fsdecode(b"caf\xe9")
+    line = encode_request(1, "create-service", {"path": "/bin/echo", "args": [arg]})
+    assert decode_request(line).args["args"] == [arg]
+    assert os.fsencode(decode_request(line).args["args"][0]) == b"caf\xe9"
+    _rid, ok, result = protocol.decode_response(protocol.encode_result(1, {"command": [arg]}))
+    assert ok and result == {"command": [arg]}
