@@ -151,7 +151,7 @@ class State:
                 _head, saved = state.decode(f.read())
         except FileNotFoundError:
             saved = []
-        on_disk = {svc.name for svc, _ in saved}
+        on_disk = {entry[0].name for entry in saved}
         if on_disk != set(d.shell.records):
             finding("not-on-disk", f"state file {sorted(on_disk)[:10]} but services "
                                    f"{sorted(d.shell.records)[:10]} after a turn")
