@@ -1,14 +1,16 @@
 # The two commands of the README:
 #   make run    install everything, start instance 0 with a parrot service, list it
 #   make test   install everything, lint, run the test suite (all but the slow tests)
-#   make test-slow   the slow ones: the cron minute, the 10,000-cycle soak (CI runs both)
+#   make test-slow   the slow ones: the cron minute, the 10,000-cycle soak
+#   make test-fallback   the suite again with the spawn path kept for older kernels
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test test-slow lint clean install-units
+.PHONY: install run test test-slow test-fallback lint clean install-units
 
-$(STAMP): pyproject.toml setup.py native/build_native.py native/native.h scripts/bootstrap
+$(STAMP): pyproject.toml setup.py native/build_native.py native/native.h native/spawn.c \
+		scripts/bootstrap
 	./scripts/bootstrap
 	touch $@
 
@@ -29,6 +31,11 @@ test: lint
 
 test-slow: install
 	$(BIN)/pytest -m slow
+
+# The same suite with services spawned the way kept for kernels without clone3's
+# CLONE_INTO_CGROUP (posix_spawn, the daemon stepping into each cgroup): CI runs both.
+test-fallback: install
+	SUPERVISOR_SPAWN=fallback $(BIN)/pytest -m "not slow"
 
 # systemd template units, with ExecStart pointing at this checkout's venv:
 #   make install-units && systemctl enable --now supervisor@3.socket

@@ -38,14 +38,36 @@ def _tmpdir(prefix: str) -> str:
     return tempfile.mkdtemp(prefix=prefix, dir="/tmp")  # short: sockets max 108 bytes
 
 
+@contextlib.contextmanager
+def _environ(**changes):
+    """os.environ with ``changes`` (None: unset) for the body."""
+    old = {k: os.environ.get(k) for k in changes}
+    try:
+        for k, v in changes.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 # ---- ours ---------------------------------------------------------------------------------
 
 
 class Ours:
     label = "ours"
 
-    def __init__(self, instance: int = 0) -> None:
+    def __init__(self, instance: int = 0, spawn: str | None = None) -> None:
+        """``spawn="fallback"``: the daemon spawns the way kept for kernels without
+        clone3's CLONE_INTO_CGROUP (posix_spawn, stepping into each cgroup)."""
         self.instance = instance
+        self.spawn = spawn
         self.dir = _tmpdir("svb-")
         self.pid = 0
         self.start_s = 0.0  # daemon start (init) wall time
@@ -58,7 +80,8 @@ class Ours:
         self.journald = journald_present()
         t0 = time.perf_counter()
         try:
-            info, _ = init(self.instance, runtime_dir=self.dir)
+            with _environ(SUPERVISOR_SPAWN=self.spawn):  # the daemon's environment
+                info, _ = init(self.instance, runtime_dir=self.dir)
             self.start_s = time.perf_counter() - t0
             self.pid = info["pid"]
             self.client = Client(self.instance, runtime_dir=self.dir).connect()

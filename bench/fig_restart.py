@@ -1,8 +1,14 @@
-"""Figure 1: crash -> restart latency.
+"""Figure 1: crash -> restart latency, for toys that live a while.
 
-The toy (bench/toys/crash_toy, a /bin/sh script) appends ``s <ns>`` when it starts and
-``c <ns>`` right before it kills itself with SIGSEGV. Under a supervisor that restarts it,
-restart latency = the next ``s`` minus the previous ``c``.
+The toy (bench/toys/crash_toy, a /bin/sh script) appends ``s <ns>`` when it starts, lives
+L seconds, appends ``c <ns>`` and kills itself with SIGSEGV. Under a supervisor that
+restarts it, restart latency = the next ``s`` minus the previous ``c``. Four lifetimes, the
+realistic one first: 0.3 s plus a random part of 0.3 s, 0.3 s, 0.05 s, 0 s. A toy that
+crashes at once keeps the kernel's locks and caches warm between restarts (a
+``cgroup.procs`` write, for one, takes cgroup_threadgroup_rwsem and waits for an RCU grace
+period unless another came just before): the lifetimes show whether a cost hides there.
+Each row: ours, ours with the spawn path kept for older kernels (posix_spawn, the daemon
+stepping into the cgroup: what ours did before), supervisord, circus.
 
 That latency includes the toy's own start-up (sh + one ``date``). The bare start-up is
 measured by running the same toy straight from the harness (posix_spawn, wall clock taken
@@ -74,10 +80,17 @@ def bare(n: int, workdir: str) -> tuple[list[float], list[float]]:
     return startup, tail
 
 
-def ours(k: int, workdir: str, cap_s: float) -> dict:
-    rec = os.path.join(workdir, "ours")
-    with Ours() as d:
-        d.client.create_service(TOY, [rec], name="toy", restart_times=k, cwd="/")
+# (label, toy arguments after the record file); the realistic one first
+LIFETIMES = [("0.3 s + jitter", ["0.3", "0.3"]), ("0.3 s", ["0.3"]), ("0.05 s", ["0.05"]),
+             ("0 s", [])]
+
+
+def ours(k: int, toy: list[str], workdir: str, cap_s: float, spawn: str | None = None
+         ) -> dict:
+    rec = os.path.join(workdir, f"ours-{spawn}")
+    with Ours(spawn=spawn) as d:
+        d.client.create_service(TOY, [rec, *toy], name="toy", restart_times=k, cwd="/",
+                                output="null")
         done = wait_until(lambda: d.status("toy")["status"] == "CRASHED", cap_s, 0.02)
         restarts = d.status("toy")["restarts"]
     lat = latencies_ms(records(rec))
@@ -85,9 +98,10 @@ def ours(k: int, workdir: str, cap_s: float) -> dict:
             f"stopped after {cap_s:g} s with {restarts} of {k} restarts"}
 
 
-def peer(kind: str, opts: dict, k: int, workdir: str, cap_s: float) -> tuple[str, dict]:
+def peer(kind: str, opts: dict, k: int, toy: list[str], workdir: str, cap_s: float
+         ) -> tuple[str, dict]:
     rec = os.path.join(workdir, f"{kind}-{opts.get('check_delay', '')}")
-    with make_peer(kind, [("toy", [TOY, rec])], **opts) as d:
+    with make_peer(kind, [("toy", [TOY, rec, *toy])], **opts) as d:
         label = d.label
         done = wait_until(lambda: _starts(rec) > k, cap_s, 0.02)
     lat = latencies_ms(records(rec))
@@ -95,22 +109,34 @@ def peer(kind: str, opts: dict, k: int, workdir: str, cap_s: float) -> tuple[str
     return label, {"latency_ms": lat, "note": note}
 
 
+FALLBACK = "ours, fallback spawn"
+
+
 def run(cfg) -> dict:
     workdir = tempfile.mkdtemp(prefix="svbr-", dir="/tmp")
     try:
         log("restart: bare start-up of the toy")
         startup, tail = bare(cfg.restart_bare, workdir)
-        results = {"bare_startup_ms": startup, "crash_tail_ms": tail, "daemons": {}}
-        log(f"restart: ours, {cfg.restart_ours} restarts")
-        results["daemons"]["ours"] = ours(cfg.restart_ours, workdir, cfg.restart_cap * 4)
-        for kind, opts in peer_kinds(cfg.smoke):
-            log(f"restart: {kind} {opts or ''} (up to {cfg.restart_peers} restarts "
-                f"or {cfg.restart_cap:g} s)")
-            label, res = peer(kind, opts, cfg.restart_peers, workdir, cfg.restart_cap)
-            results["daemons"][label] = res
         base = summary(startup)["median"]
-        for res in results["daemons"].values():
-            res["share_ms"] = [x - base for x in res["latency_ms"]]
+        results = {"bare_startup_ms": startup, "crash_tail_ms": tail, "lifetimes": {}}
+        for label, toy in LIFETIMES:
+            life = float(toy[0]) + (float(toy[1]) / 2 if len(toy) > 1 else 0) if toy else 0
+            k = max(10, min(cfg.restart_ours, int(cfg.restart_window / max(life, 0.05))))
+            cap = cfg.restart_cap + k * (life + 0.1)
+            daemons = {}
+            log(f"restart, toy lives {label}: ours, {k} restarts")
+            daemons["ours"] = ours(k, toy, workdir, cap)
+            log(f"restart, toy lives {label}: {FALLBACK}, {k} restarts")
+            daemons[FALLBACK] = ours(k, toy, workdir, cap, spawn="fallback")
+            for kind, opts in peer_kinds(cfg.smoke):
+                log(f"restart, toy lives {label}: {kind} {opts or ''} (up to "
+                    f"{cfg.restart_peers} restarts or {cfg.restart_cap:g} s)")
+                name, res = peer(kind, opts, cfg.restart_peers, toy, workdir,
+                                 cfg.restart_cap)
+                daemons[name] = res
+            for res in daemons.values():
+                res["share_ms"] = [x - base for x in res["latency_ms"]]
+            results["lifetimes"][label] = {"daemons": daemons}
         return results
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

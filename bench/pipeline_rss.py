@@ -20,7 +20,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from supervisor.client import Client, close_instance, init  # noqa: E402
+from supervisor.client import Client, close_instance, init
 
 
 def status_kib(pid: int, key: str) -> int:

@@ -6,7 +6,8 @@ import math
 import os
 
 COLORS = {"ours": "#1b9e77", "supervisord": "#d95f02", "circus (check_delay=5)": "#7570b3",
-          "circus (check_delay=0.1)": "#e7298a", "bare": "#666666"}
+          "circus (check_delay=0.1)": "#e7298a", "bare": "#666666",
+          "ours, fallback spawn": "#1b9e77"}
 
 
 def _plt():
@@ -33,22 +34,23 @@ def _ecdf(ax, values, label, color, **kw):
 
 
 def restart(res: dict, path: str) -> None:
+    """One panel a toy lifetime: the supervisor's share of each restart (ECDF, log ms)."""
     plt = _plt()
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4.2))
-    for label, d in res["daemons"].items():
-        _ecdf(a1, d["latency_ms"], label, _color(label))
-        _ecdf(a2, [max(v, 1e-3) for v in d["share_ms"]], label, _color(label))
-    _ecdf(a1, res["bare_startup_ms"], "toy's bare start-up", _color("bare"), linestyle="--")
-    _ecdf(a2, res["crash_tail_ms"], "toy's crash tail", _color("bare"), linestyle=":")
-    for ax, title in ((a1, "crash -> next start (restart latency)"),
-                      (a2, "supervisor's share = latency - median bare start-up")):
+    lifetimes = list(res["lifetimes"])
+    fig, axes = plt.subplots(1, len(lifetimes), figsize=(4.2 * len(lifetimes), 4.2),
+                             squeeze=False)
+    for ax, life in zip(axes[0], lifetimes, strict=True):
+        for label, d in res["lifetimes"][life]["daemons"].items():
+            _ecdf(ax, [max(v, 1e-3) for v in d["share_ms"]], label, _color(label),
+                  **({"linestyle": "--"} if "fallback" in label else {}))
+        _ecdf(ax, res["crash_tail_ms"], "toy's crash tail", _color("bare"), linestyle=":")
         ax.set_xscale("log")
         ax.set_xlabel("ms (log)")
         ax.set_ylabel("fraction of restarts")
-        ax.set_title(title)
-        ax.legend(fontsize=7, loc="lower right")
-    a2.axvline(1, color="k", lw=0.8, ls="--")
-    a2.text(1, 0.02, " target median 1 ms", fontsize=7)
+        ax.set_title(f"share of a restart, toy lives {life}", fontsize=9)
+        ax.legend(fontsize=6, loc="lower right")
+        ax.axvline(1, color="k", lw=0.8, ls="--")
+        ax.text(1, 0.02, " target median 1 ms", fontsize=7)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

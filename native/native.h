@@ -54,3 +54,27 @@ int timerfd_create(int clockid, int flags);
 int timerfd_settime(int fd, int flags, const struct itimerspec *new_value,
                     struct itimerspec *old_value);
 int timerfd_gettime(int fd, struct itimerspec *curr_value);
+
+/* native/spawn.c: a service's spawn with clone3 (CLONE_PIDFD, CLONE_INTO_CGROUP). */
+typedef int... gid_t;
+
+struct sv_spawn {
+    const char *path;
+    char *const *argv;
+    char *const *envp;
+    const char *cwd;
+    int stdin_fd;
+    int stdout_fd;
+    int stderr_fd;
+    int cgroup_fd;
+    int stopped;
+    int umask;
+    long long nofile;
+    long long uid;
+    long long gid;
+    int ngroups;
+    const gid_t *groups;
+};
+
+int sv_spawn(const struct sv_spawn *r, int *pidfd);
+int sv_clone3_probe(void);

@@ -29,11 +29,14 @@ import select
 import selectors
 import signal
 
+from supervisor import process
+
 
 class Cgroups:
-    """The instance's cgroup tree. Python has no ``clone3(CLONE_INTO_CGROUP)``, so the
-    daemon (one thread) steps into the service's cgroup for the spawn and back out
-    (:meth:`spawning_in`): the child is born there, before it can fork anything."""
+    """The instance's cgroup tree. A child is born in its service's cgroup
+    (:meth:`spawning_in`): through ``clone3(CLONE_INTO_CGROUP)`` with the cgroup's fd
+    (``native/spawn.c``), or where the kernel has no such thing, by the daemon (one
+    thread) stepping into the cgroup for the spawn and back out."""
 
     def __init__(self, base: str, mount: str, sel: selectors.BaseSelector | None = None) -> None:
         self.base = base
@@ -42,6 +45,10 @@ class Cgroups:
         # kept open: stepping back home must not need a new fd (it could be the last one)
         self._home_fd = os.open(os.path.join(self.home, "cgroup.procs"),
                                 os.O_WRONLY | os.O_CLOEXEC)
+        # a spawn with clone3 holds the cgroup's fd while its pidfd is made: this fd is
+        # given up for the cgroup's during each spawn, so that a spawn needs no more free
+        # fds than one pidfd (a restart works with no fd to spare)
+        self._reserve = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
         self._sel = sel
         self._events = select.epoll(flags=select.EPOLL_CLOEXEC)
         self._emptying: dict[int, str] = {}  # cgroup.events fd -> the dir to remove
@@ -90,9 +97,22 @@ class Cgroups:
 
     @contextlib.contextmanager
     def spawning_in(self, name: str):
-        """Run the body (a spawn) with the daemon inside cgroup ``name``; yields whether
-        it got there (where it could not, the child is spawned outside any cgroup of ours)."""
+        """For the spawn in the body: ``(cgroup fd, placed)``. With clone3 the fd of cgroup
+        ``name`` (made where missing), for the child to be born in; else None, and the
+        daemon is inside the cgroup during the body. ``placed``: whether the child will be
+        in it (where it cannot be, it is spawned outside any cgroup of ours)."""
         path = self.path(name)
+        if process.clone3_used():
+            fd = self._open_cgroup(path)
+            try:
+                yield (fd, True) if fd >= 0 else (None, False)
+            finally:
+                if fd >= 0:
+                    os.close(fd)
+                if self._reserve < 0:
+                    with contextlib.suppress(OSError):
+                        self._reserve = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+            return
         try:
             try:  # a restart: the cgroup is there already
                 _write(path + "/cgroup.procs", "0")  # "0": the writing process
@@ -103,12 +123,28 @@ class Cgroups:
                     os.makedirs(path, exist_ok=True)
                 _write(path + "/cgroup.procs", "0")
         except OSError:
-            yield False
+            yield None, False
             return
         try:
-            yield True
+            yield None, True
         finally:
             os.write(self._home_fd, b"0")
+
+    def _open_cgroup(self, path: str) -> int:
+        """The cgroup's fd (made where missing), in place of the reserve fd; or -1."""
+        if self._reserve >= 0:
+            os.close(self._reserve)  # taken again after the spawn
+            self._reserve = -1
+        try:
+            return _open_dir(path)
+        except FileNotFoundError:  # a first start, or our tree removed under us
+            try:
+                os.makedirs(path, exist_ok=True)
+                return _open_dir(path)
+            except OSError:
+                return -1
+        except OSError:
+            return -1
 
     def pids(self, name: str) -> list[int]:
         try:
@@ -184,9 +220,10 @@ class Cgroups:
     def close(self, *, remove_tree: bool = True) -> None:
         """Stop watching; remove the empty cgroups of the tree, and the tree when it is
         empty (the cgroups of services still running stay, and so does it)."""
-        if self._home_fd >= 0:
-            os.close(self._home_fd)
-            self._home_fd = -1
+        for fd in (self._home_fd, self._reserve):
+            if fd >= 0:
+                os.close(fd)
+        self._home_fd = self._reserve = -1
         for fd in list(self._emptying):
             self._events.unregister(fd)
             os.close(fd)
@@ -202,6 +239,10 @@ class Cgroups:
                 os.rmdir(self.path(entry))
         with contextlib.suppress(OSError):
             os.rmdir(self.base)
+
+
+def _open_dir(path: str) -> int:
+    return os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
 
 
 def _write(path: str, text: str) -> None:

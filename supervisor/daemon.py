@@ -31,7 +31,7 @@ import sys
 import time
 import traceback
 
-from supervisor import paths, protocol, state
+from supervisor import paths, process, protocol, state
 from supervisor.cgroups import Cgroups
 from supervisor.commands import DAEMON_COMMANDS, READ_ONLY, CommandError, Commands
 from supervisor.control import Connection, Reply, Server, bind_listener
@@ -98,8 +98,11 @@ class Daemon:
     # ---- the loop ------------------------------------------------------------------------
 
     def run(self) -> None:
-        self.journal.send(f"instance {self.instance} serving on {self.socket_path}",
-                          SUPERVISOR_EVENT="daemon-started")
+        spawn = ("clone3 into each service's cgroup" if process.clone3_used()
+                 else "posix_spawn (no clone3 with CLONE_INTO_CGROUP here, or "
+                      "SUPERVISOR_SPAWN=fallback)")
+        self.journal.send(f"instance {self.instance} serving on {self.socket_path}; "
+                          f"services spawned with {spawn}", SUPERVISOR_EVENT="daemon-started")
         self.notifier.ready(self.status_line())
         self._end_of_turn()
         while not self.done:
@@ -253,7 +256,7 @@ class Daemon:
         head.update(
             generation=self.generation + 1, lock_fd=self.lock_fd,
             listener_fd=self.server.listener.fileno(), socket_path=self.socket_path,
-            owns_socket=self.owns_socket,
+            owns_socket=self.owns_socket, child_nofile=process.CHILD_NOFILE,
             procs=[{"fd": p.pidfd, "pid": p.pid, "child": p.child, "cgroup": p.cgroup,
                     "service": name} for p, name in procs],
             connections=[{"fd": c.sock.fileno(), "rbuf": bytes(c.rbuf).hex(),
@@ -427,7 +430,10 @@ def _brief(args: dict) -> str:
 
 
 def _raise_nofile() -> None:
+    """The daemon holds fds for every service: its soft limit up to the hard one. Its
+    children get the limit back that it was started with (``process.CHILD_NOFILE``)."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    process.CHILD_NOFILE = soft
     if soft < hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
@@ -452,6 +458,7 @@ def serve(instance: int, grace: float = 5.0, reexec_fd: int | None = None) -> in
             return 1
         head = carried[0]
         lock_fd, sock_path, owned = head["lock_fd"], head["socket_path"], head["owns_socket"]
+        process.CHILD_NOFILE = head.get("child_nofile")
         for fd in (lock_fd, head["listener_fd"]):
             os.set_inheritable(fd, False)
         listener = socket.socket(fileno=head["listener_fd"])

@@ -1,7 +1,8 @@
-"""Thin Pythonic file objects over the cffi-built signalfd and timerfd (``supervisor._native``).
+"""Thin Pythonic wrappers over the cffi-built C (``supervisor._native``, from ``native/``):
+the signalfd and timerfd file objects, and the clone3 spawn of ``native/spawn.c``.
 
-Every fd made here is CLOEXEC and non-blocking. A failing C call becomes ``OSError`` in
-exactly one place: :func:`_check`.
+Every fd made here is CLOEXEC (the fds also non-blocking). A failing C call becomes
+``OSError`` in exactly one place: :func:`_check`.
 """
 
 from __future__ import annotations
@@ -150,3 +151,45 @@ class TimerFd(_Fd):
             return struct.unpack("=Q", os.read(self.fileno(), 8))[0]
         except BlockingIOError:
             return 0
+
+
+# ---- the clone3 spawn (native/spawn.c) ---------------------------------------------------
+
+
+def clone3_missing() -> int:
+    """0 when clone3 with CLONE_PIDFD and CLONE_INTO_CGROUP works here; else the errno
+    that says why not (ENOSYS: no clone3; E2BIG or EINVAL: no CLONE_INTO_CGROUP)."""
+    return lib.sv_clone3_probe()
+
+
+def clone3_spawn(path: bytes, argv: list[bytes], envp: list[bytes], *, cwd: bytes | None,
+                 stdin: int = -1, stdout: int = 1, stderr: int = 2, cgroup_fd: int = -1,
+                 stopped: bool = False, umask: int = -1, nofile: int = -1, uid: int = -1,
+                 gid: int = -1, groups: list[int] | None = None) -> tuple[int, int]:
+    """Start ``argv`` with ``sv_spawn`` (see native/spawn.c): (pid, pidfd) once the child
+    has exec'd (or stopped itself, ``stopped``); ``OSError`` when it could not be started.
+    -1 in a number means "as the daemon has it"."""
+    keep = []  # the C strings live until the call returns
+
+    def c(data: bytes):
+        keep.append(ffi.new("char[]", data))
+        return keep[-1]
+
+    c_argv = ffi.new("char *[]", [*map(c, argv), ffi.NULL])
+    c_envp = ffi.new("char *[]", [*map(c, envp), ffi.NULL])
+    req = ffi.new("struct sv_spawn *")
+    req.path = c(path)
+    req.argv = c_argv
+    req.envp = c_envp
+    req.cwd = c(cwd) if cwd is not None else ffi.NULL
+    req.stdin_fd, req.stdout_fd, req.stderr_fd = stdin, stdout, stderr
+    req.cgroup_fd = cgroup_fd
+    req.stopped = int(stopped)
+    req.umask = umask
+    req.nofile, req.uid, req.gid = nofile, uid, gid
+    c_groups = ffi.new("gid_t[]", groups) if groups is not None else ffi.NULL
+    req.ngroups = len(groups) if groups is not None else -1
+    req.groups = c_groups
+    pidfd = ffi.new("int *")
+    pid = _check(lib.sv_spawn(req, pidfd))
+    return pid, pidfd[0]

@@ -23,9 +23,12 @@ import contextlib
 import errno
 import fcntl
 import os
+import resource
 import signal
 import stat
 import sys
+
+from supervisor import native
 
 PIDFD_SIGNAL_PROCESS_GROUP = 4  # linux/pidfd.h, Linux >= 6.9
 # linux/pidfd.h, Linux >= 6.13: struct pidfd_info (72 bytes; exit_code, a wait status, at
@@ -44,6 +47,25 @@ _PRIVATE_ENV = ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES", "NOTIFY_SOCKET",
 _PF_KTHREAD = 0x00200000
 
 _group_flag_works: bool | None = None  # learnt on first use
+_clone3: bool | None = None  # spawns through clone3: chosen once, on first use
+_env_cache: tuple[dict, list[bytes]] | None = None
+
+# The soft RLIMIT_NOFILE children get: the daemon's own before it raised it to the hard
+# limit (set by the daemon at start; None: leave children the daemon's).
+CHILD_NOFILE: int | None = None
+
+
+def clone3_used() -> bool:
+    """Whether spawns go through clone3 (``native/spawn.c``: the child born in its cgroup,
+    its pidfd from the same call). Chosen once, on first use: where the kernel has clone3
+    with CLONE_INTO_CGROUP (Linux >= 5.7), unless ``SUPERVISOR_SPAWN=fallback`` asks for
+    the path kept for older kernels (posix_spawn, the daemon stepping into the cgroup;
+    the test suite runs both ways)."""
+    global _clone3
+    if _clone3 is None:
+        _clone3 = (os.environ.get("SUPERVISOR_SPAWN") != "fallback"
+                   and native.clone3_missing() == 0)
+    return _clone3
 
 
 class Proc:
@@ -121,14 +143,25 @@ def check_executable(path: str, *, deferred: bool = False) -> str | None:
 
 
 def spawn(argv: list[str], *, env: dict[str, str], cwd: str = "/", stopped: bool = False,
-          stdout: int = 1, stderr: int = 2, stdin: int | None = None) -> Proc:
+          stdout: int = 1, stderr: int = 2, stdin: int | None = None,
+          cgroup_fd: int | None = None) -> Proc:
     """Start ``argv`` in a session of its own with a clean signal mask, default signal
-    dispositions, stdin on /dev/null (or ``stdin``) and no fd of ours but the three given.
+    dispositions, stdin on /dev/null (or ``stdin``), no fd of ours but the three given and
+    :data:`CHILD_NOFILE`; in the cgroup ``cgroup_fd`` (clone3 only: without it the caller
+    steps into the cgroup, see ``Cgroups.spawning_in``).
 
     With ``stopped`` the child stops itself (SIGSTOP) before ``exec``: it has a pid and
     none of the program's code has run until it gets SIGCONT. Returns once that is so.
     Raises ``OSError`` when the program cannot be started.
     """
+    if clone3_used():
+        pid, pidfd = native.clone3_spawn(
+            os.fsencode(argv[0]), [os.fsencode(a) for a in argv], _encoded(env),
+            cwd=os.fsencode(cwd) if cwd else None, stdin=-1 if stdin is None else stdin,
+            stdout=stdout, stderr=stderr, stopped=stopped,
+            cgroup_fd=-1 if cgroup_fd is None else cgroup_fd,
+            nofile=-1 if CHILD_NOFILE is None else CHILD_NOFILE)
+        return Proc(pid, pidfd, child=True)
     if stopped:
         pid = _fork_stopped(argv, env, cwd, stdout, stderr)
     else:
@@ -146,8 +179,9 @@ def spawn(argv: list[str], *, env: dict[str, str], cwd: str = "/", stopped: bool
         try:
             if here is not None:
                 os.chdir(cwd)
-            pid = os.posix_spawn(argv[0], argv, env, file_actions=actions, setsid=True,
-                                 setsigmask=(), setsigdef=_DEFAULT_SIGNALS)
+            with _child_nofile():
+                pid = os.posix_spawn(argv[0], argv, env, file_actions=actions, setsid=True,
+                                     setsigmask=(), setsigdef=_DEFAULT_SIGNALS)
         finally:
             if here is not None:
                 os.fchdir(here)
@@ -166,6 +200,29 @@ def spawn(argv: list[str], *, env: dict[str, str], cwd: str = "/", stopped: bool
     return proc
 
 
+def _encoded(env: dict[str, str]) -> list[bytes]:
+    """``env`` as the C spawn wants it (the last one kept: most spawns share one)."""
+    global _env_cache
+    if _env_cache is None or _env_cache[0] is not env:
+        _env_cache = (env, [os.fsencode(f"{k}={v}") for k, v in env.items()])
+    return _env_cache[1]
+
+
+@contextlib.contextmanager
+def _child_nofile():
+    """posix_spawn cannot set a limit in the child: the daemon's soft RLIMIT_NOFILE is
+    lowered to :data:`CHILD_NOFILE` for the spawn (what it has open stays open)."""
+    if CHILD_NOFILE is None:
+        yield
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(CHILD_NOFILE, hard), hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
 def _fork_stopped(argv, env, cwd, stdout, stderr) -> int:
     pid = os.fork()
     if pid:
@@ -182,6 +239,9 @@ def _fork_stopped(argv, env, cwd, stdout, stderr) -> int:
         if stderr != 2:
             os.dup2(stderr, 2)
         os.chdir(cwd)
+        if CHILD_NOFILE is not None:
+            hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+            resource.setrlimit(resource.RLIMIT_NOFILE, (min(CHILD_NOFILE, hard), hard))
         os.kill(os.getpid(), signal.SIGSTOP)
         signal.pthread_sigmask(signal.SIG_SETMASK, [])
         os.execve(argv[0], argv, env)

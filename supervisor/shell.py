@@ -218,9 +218,10 @@ class Shell:
             handoff = self.outputs.prepare(svc.name, svc.output)
             try:
                 with (self.cgroups.spawning_in(rec.cgroup) if self.cgroups
-                      else contextlib.nullcontext(False)) as in_cgroup:
+                      else contextlib.nullcontext((None, False))) as (cgroup_fd, in_cgroup):
                     proc = process.spawn(list(svc.command), env=self.env, stopped=stopped,
-                                         cwd=svc.cwd, stdout=handoff.fd, stderr=handoff.fd)
+                                         cwd=svc.cwd, stdout=handoff.fd, stderr=handoff.fd,
+                                         cgroup_fd=cgroup_fd)
             finally:
                 self.outputs.done(handoff, svc.name, proc.pid if proc else None)
         except OSError as exc:
