@@ -87,7 +87,7 @@ LIFETIMES = [("0.3 s + jitter", ["0.3", "0.3"]), ("0.3 s", ["0.3"]), ("0.05 s", 
 
 def ours(k: int, toy: list[str], workdir: str, cap_s: float, spawn: str | None = None
          ) -> dict:
-    rec = os.path.join(workdir, f"ours-{spawn}")
+    rec = os.path.join(workdir, f"ours-{spawn}-{'-'.join(toy)}")  # one per row
     with Ours(spawn=spawn) as d:
         d.client.create_service(TOY, [rec, *toy], name="toy", restart_times=k, cwd="/",
                                 output="null")
@@ -100,7 +100,7 @@ def ours(k: int, toy: list[str], workdir: str, cap_s: float, spawn: str | None =
 
 def peer(kind: str, opts: dict, k: int, toy: list[str], workdir: str, cap_s: float
          ) -> tuple[str, dict]:
-    rec = os.path.join(workdir, f"{kind}-{opts.get('check_delay', '')}")
+    rec = os.path.join(workdir, f"{kind}-{opts.get('check_delay', '')}-{'-'.join(toy)}")
     with make_peer(kind, [("toy", [TOY, rec, *toy])], **opts) as d:
         label = d.label
         done = wait_until(lambda: _starts(rec) > k, cap_s, 0.02)

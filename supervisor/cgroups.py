@@ -15,6 +15,11 @@ is also the identity of a created service across a crash of the daemon
 (:meth:`Cgroups.dirs`). A cgroup is removed once it is empty: ``cgroup.events`` says when
 (``populated 0``, notified with POLLPRI, watched by an epoll registered in the loop).
 
+A cgroup once killed is never spawned into again: on Linux 6.18 (seen here) every process
+born into it afterwards with CLONE_INTO_CGROUP is killed at once, however much later. The
+next start of that service gets a new directory (:meth:`Cgroups.new_dir`), and a cgroup
+that is already empty is removed without a kill.
+
 Where the daemon cannot make cgroups (not root and nothing delegated, no cgroup2 mount)
 :meth:`Cgroups.create` returns None and services get process groups only.
 """
@@ -52,6 +57,7 @@ class Cgroups:
         self._sel = sel
         self._events = select.epoll(flags=select.EPOLL_CLOEXEC)
         self._emptying: dict[int, str] = {}  # cgroup.events fd -> the dir to remove
+        self.killed: set[str] = set()  # killed, not removed yet: never to be spawned into
         if sel is not None:
             sel.register(self._events, selectors.EVENT_READ, self._on_events)
 
@@ -80,13 +86,18 @@ class Cgroups:
         return os.path.join(self.base, name)
 
     def new_dir(self, service: str) -> str:
-        """A directory name for a new service: ``svc-<name>``, or ``svc-<name>.<k>`` while
-        an earlier service of that name still has processes in its own."""
+        """A directory name for the next start of a service: ``svc-<name>``, or
+        ``svc-<name>.<k>`` while one of that name is still there (an earlier process tree
+        of the service, or of another service of that name, being killed or removed)."""
         name, k = f"svc-{service}", 1  # never "cgroup.*": those are the kernel's files
-        while os.path.isdir(self.path(name)) and self.pids(name):
+        while os.path.lexists(self.path(name)) or name in self.killed:
             k += 1
             name = f"svc-{service}.{k}"
         return name
+
+    def spawnable(self, name: str | None) -> bool:
+        """Whether a child may be born in cgroup ``name`` (made, and never killed)."""
+        return name is not None and name not in self.killed
 
     def dirs(self) -> list[str]:
         """Every service directory in the tree."""
@@ -163,8 +174,9 @@ class Cgroups:
             return False
 
     def kill(self, name: str) -> None:
-        """SIGKILL everything in cgroup ``name``."""
+        """SIGKILL everything in cgroup ``name`` (which is then never spawned into again)."""
         path = self.path(name)
+        self.killed.add(name)
         try:
             _write(os.path.join(path, "cgroup.kill"), "1")
             return
@@ -178,20 +190,30 @@ class Cgroups:
                 os.kill(pid, signal.SIGKILL)
 
     def discard(self, name: str) -> None:
-        """Kill what is left in cgroup ``name`` and remove it once it is empty."""
-        self.kill(name)
-        self.remove(name)
+        """Kill what is left in cgroup ``name`` (only if anything is: a cgroup killed cannot
+        be spawned into again) and remove it once it is empty."""
+        if not self._rmdir(name):
+            self.kill(name)
+            self.remove(name)
+
+    def _rmdir(self, name: str) -> bool:
+        """Remove cgroup ``name``; False while processes are in it."""
+        try:
+            os.rmdir(self.path(name))
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            if exc.errno == errno.EBUSY:
+                return False
+        self.killed.discard(name)
+        return True
 
     def remove(self, name: str) -> None:
         """Remove cgroup ``name`` now, or as soon as it is empty (its processes may take a
         moment to die)."""
         path = self.path(name)
-        try:
-            os.rmdir(path)
+        if self._rmdir(name) or self._sel is None:
             return
-        except OSError as exc:
-            if exc.errno != errno.EBUSY or self._sel is None:
-                return
         try:
             fd = os.open(os.path.join(path, "cgroup.events"), os.O_RDONLY | os.O_CLOEXEC)
         except OSError:
@@ -214,8 +236,7 @@ class Cgroups:
         name = self._emptying.pop(fd)
         self._events.unregister(fd)
         os.close(fd)
-        with contextlib.suppress(OSError):
-            os.rmdir(self.path(name))
+        self._rmdir(name)
 
     def close(self, *, remove_tree: bool = True) -> None:
         """Stop watching; remove the empty cgroups of the tree, and the tree when it is

@@ -169,7 +169,7 @@ def _output(spec: str, cwd: str) -> str:
 
 
 def _svc(ref: str) -> str | int:
-    return int(ref) if ref.isdigit() else ref
+    return int(ref) if ref.isascii() and ref.isdigit() else ref
 
 
 # ---- output -----------------------------------------------------------------------------
@@ -301,7 +301,7 @@ def run(opts: dict) -> int:
             _print(svc, as_json, text)
         elif opts.get("open-service"):
             ref = opts["<pid>"]
-            if not ref.isdigit() or int(ref) == 0:
+            if not (ref.isascii() and ref.isdigit()) or int(ref) == 0:
                 raise UsageError(f"<pid> must be a positive number, not {ref!r}")
             svc = c.open_service(int(ref), name=opts["--name"])
             _print(svc, as_json, f"{svc['name']} {svc['pid']}")
@@ -445,6 +445,10 @@ def main(argv: list[str] | None = None) -> int:
         where = f" ({exc.filename})" if exc.filename else ""
         print(f"supervisor: {exc.strerror or exc}{where}", file=sys.stderr)
         return EXIT_REFUSED
+    except UnicodeError as exc:  # text that no byte or character stands for
+        print(f"supervisor: cannot use {exc.object[exc.start:exc.end]!r}: {exc.reason}",
+              file=sys.stderr)
+        return EXIT_USAGE
 
 
 if __name__ == "__main__":

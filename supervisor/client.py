@@ -312,6 +312,7 @@ def start_daemon(instance: int, *, runtime_dir: str | None = None,
     import selectors
     import signal
     import socket
+    import stat
     import sys
 
     from supervisor import process
@@ -331,7 +332,10 @@ def start_daemon(instance: int, *, runtime_dir: str | None = None,
             os.unlink(notify_path)
         notify.bind(notify_path)
         log_fd = os.open(paths.log_path(instance, base), os.O_WRONLY | os.O_APPEND
-                         | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+                         | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK, 0o600)
+        if not stat.S_ISREG(os.fstat(log_fd).st_mode):  # a FIFO there would block it
+            raise SupervisorError(f"{paths.log_path(instance, base)} is not a regular file")
+        os.set_blocking(log_fd, True)
         log_start = os.lseek(log_fd, 0, os.SEEK_END)
         env = {**os.environ, "NOTIFY_SOCKET": notify_path, "SUPERVISOR_RUNTIME_DIR": base}
         for key in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):

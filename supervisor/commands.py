@@ -141,6 +141,8 @@ class Commands:
             raise CommandError("invalid-argument", "args must be a list of strings")
         if "\0" in path or any("\0" in a for a in argv_rest):
             raise CommandError("invalid-argument", "arguments may not contain NUL bytes")
+        for text in (path, *argv_rest):
+            _bytes_of(text)
         restart = arg(args, "restart_times", int, None)
         if restart is not None and restart < 0:
             raise CommandError("invalid-argument", f"restart times must be >= 0, not {restart}")
@@ -149,11 +151,13 @@ class Commands:
                                                     self.daemon.timers.now())
         stopped = arg(args, "create_stopped", bool, False)
         out = arg(args, "output", str, "journal")
+        _bytes_of(out)
         why = output.check(out)
         if why is not None:
             code = "not-writable" if why.startswith("cannot write") else "invalid-argument"
             raise CommandError(code, why)
         cwd = arg(args, "cwd", str, "/")
+        _bytes_of(cwd)
         if not os.path.isdir(cwd):
             cwd = "/"
         why = process.check_executable(path, deferred=stopped)
@@ -268,6 +272,18 @@ class Commands:
 
 
 # ---- arguments ---------------------------------------------------------------------------
+
+
+def _bytes_of(text: str) -> bytes:
+    """``text`` as the bytes a program or a path is made of. A byte that is not UTF-8
+    arrives surrogate-escaped (U+DC80-U+DCFF) and goes back as that byte; any other lone
+    surrogate stands for no byte at all."""
+    try:
+        return os.fsencode(text)
+    except UnicodeEncodeError:
+        raise CommandError("invalid-argument",
+                           f"{text!r:.60} holds a lone surrogate, which stands for no byte: "
+                           "not a file name or an argument") from None
 
 
 def arg(args: dict, key: str, types, default=...):

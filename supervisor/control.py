@@ -21,7 +21,11 @@ from collections.abc import Callable
 
 from supervisor.protocol import MAX_REQUEST
 
-_RECV = 256 * 1024
+_RECV = 64 * 1024
+# Unfinished requests (a request may be up to 1 MiB) of all clients together: above this, a
+# client whose unfinished request is over _FAIR_INPUT is refused (too-busy) and hung up on.
+_TOTAL_INPUT = 32 * 1024 * 1024
+_FAIR_INPUT = 64 * 1024
 # Backpressure: a client whose answers not yet sent exceed _CONN_BACKLOG is neither read
 # nor served until it reads them; and while all clients' together exceed _TOTAL_BACKLOG,
 # none is. One answer may be larger (a list of 10,000 services is ~3 MB); the daemon's
@@ -101,7 +105,9 @@ class Connection:
         """Send what is queued; serve requests held back by backpressure once it is gone
         (their answers wait for the next flush)."""
         if self.sock.fileno() >= 0 and self._flush():
+            before = len(self.rbuf)
             self._serve_lines()
+            self.server.inbuf += len(self.rbuf) - before
             if self.wbuf or self.out or self.closing:
                 self.server.pending.add(self)
 
@@ -118,11 +124,18 @@ class Connection:
             if not data or self.discard < 0:
                 self.close()
             return
+        before = len(self.rbuf)
         if not data:
             self.closing = True
         else:
             self.rbuf += data
         self._serve_lines()
+        self.server.inbuf += len(self.rbuf) - before
+        if self.server.inbuf > _TOTAL_INPUT and self.discard < 0 \
+                and len(self.rbuf) - (self.rbuf.rfind(b"\n") + 1) > _FAIR_INPUT:
+            # too many large requests at once: this one is not taken (memory stays bounded)
+            self.server.inbuf -= len(self.rbuf)
+            self._refuse(self.server.refuse(len(self.rbuf), "too-busy"))
 
     def _serve_lines(self) -> None:
         start = 0
@@ -143,15 +156,20 @@ class Connection:
         # only the unterminated tail is one request; whole lines held back by
         # backpressure are many small ones
         if len(self.rbuf) - (self.rbuf.rfind(b"\n") + 1) > MAX_REQUEST:
-            self._answer(self.server.too_large(len(self.rbuf)))
-            self.rbuf.clear()
-            self.closing = True
-            self.discard = _MAX_DISCARD
+            self._refuse(self.server.refuse(len(self.rbuf), "request-too-large"))
         elif self.closing and self.discard < 0 and self.rbuf.strip() \
                 and b"\n" not in self.rbuf:
             # the peer closed after an unterminated request: answer it all the same
             line, self.rbuf = bytes(self.rbuf), bytearray()
             self._answer(handle(line, self))
+
+    def _refuse(self, answer: bytes) -> None:
+        """Answer with an error, take no more requests, drop what the client still sends
+        (up to a bound) so that it reads the error rather than a reset, then hang up."""
+        self._answer(answer)
+        self.rbuf.clear()
+        self.closing = True
+        self.discard = _MAX_DISCARD
 
     def _answer(self, answer: bytes | Reply) -> None:
         self.out.append(answer)
@@ -215,6 +233,7 @@ class Connection:
             self.server.pending.discard(self)
             self.server.held.discard(self)
             self.server.backlog -= self.backlog()
+            self.server.inbuf -= len(self.rbuf)
             self.sock.close()
 
 
@@ -223,14 +242,15 @@ class Server:
 
     def __init__(self, sel: selectors.BaseSelector, listener: socket.socket,
                  handle: Callable[[bytes, Connection], bytes],
-                 too_large: Callable[[int], bytes]) -> None:
+                 refuse: Callable[[int, str], bytes]) -> None:
         self.sel = sel
         self.listener = listener
         self.handle = handle
-        self.too_large = too_large
+        self.refuse = refuse  # refuse(bytes received, error code): the error answer
         self.connections: set[Connection] = set()
         self.pending: set[Connection] = set()  # answers to send at the end of the turn
         self.backlog = 0  # bytes of answers not sent yet, all clients together
+        self.inbuf = 0  # bytes of requests received and not served yet, all clients
         self.held: set[Connection] = set()  # not served while that is over _TOTAL_BACKLOG
         self.refused = 0  # clients hung up on for want of fds
         self._reserve = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
@@ -245,6 +265,7 @@ class Server:
         conn.rbuf += rbuf
         conn.wbuf += wbuf
         self.backlog += len(wbuf)
+        self.inbuf += len(rbuf)
         conn.closing = closing
         self.connections.add(conn)
         self.sel.register(sock, selectors.EVENT_READ, conn.on_event)

@@ -76,7 +76,7 @@ class Daemon:
             fdstore=self.notifier)
         self.shell.on_reaped = self._maybe_finish
         self.wall_timers.on_clock_change = self.shell.clock_changed
-        self.server = Server(self.sel, listener, self._handle_line, self._too_large)
+        self.server = Server(self.sel, listener, self._handle_line, self._refuse)
         self.commands = Commands(self)
         self.state_path = paths.state_path(instance, rundir)
         # the runtime directory, held open: the state is written relative to it
@@ -202,18 +202,18 @@ class Daemon:
         our cgroups that no service claims. A state file that cannot be trusted is set
         aside with a journal entry, never used; one of another boot is dropped. ``stored``:
         the pidfds the manager's fd store kept, by pid."""
-        path = self.state_path
+        path, name = self.state_path, os.path.basename(self.state_path)
         try:
-            data = state.load(path)
+            data = state.load(name, self.dir_fd)
             if data is not None:
-                head, services = state.decode(data)
+                head, services = state.decode(data, self.instance)
                 if head.get("boot_id") not in (None, self.boot_id):
-                    state.remove(path)
+                    state.remove(name, self.dir_fd)
                     self.journal.send(f"state file {path} is from before the machine last "
                                       "booted: dropped", 5, SUPERVISOR_EVENT="state-error")
                     data = None
         except state.StateError as exc:
-            aside = state.set_aside(path, time.time())
+            aside = state.set_aside(name, time.time(), self.dir_fd)
             self.journal.send(f"state file {path} cannot be trusted ({exc}): set aside as "
                               f"{aside}", 3, SUPERVISOR_EVENT="state-error")
             data = None
@@ -233,10 +233,13 @@ class Daemon:
                               "service claims", 4, SUPERVISOR_EVENT="orphans-killed")
 
     def _adopt_tree(self, head: dict) -> None:
-        """Where an earlier daemon kept its services' cgroups elsewhere (an older version
-        named the tree after its pid), that tree is the one to use."""
+        """Where an earlier daemon of this instance kept its services' cgroups elsewhere
+        (an older version named the tree after its pid), that tree is the one to use --
+        only ever a tree of this instance's beside ours, under our own cgroup."""
         old, ours = head.get("cgroups"), self.shell.cgroups
-        if old and ours and old != ours.base and os.path.isdir(old):
+        if old and ours and old != ours.base and os.path.dirname(old) == ours.home \
+                and os.path.basename(old).startswith(f"supervisor.{self.instance}.") \
+                and os.path.isdir(old) and not os.path.islink(old):
             with contextlib.suppress(OSError):
                 self.shell.cgroups = Cgroups(old, ours.mount, self.sel)
                 ours.close()
@@ -361,11 +364,14 @@ class Daemon:
 
     # ---- requests: the one error boundary ----------------------------------------------
 
-    def _too_large(self, size: int) -> bytes:
-        self.journal.send(f"request of over {size} bytes refused", 4,
-                          SUPERVISOR_COMMAND="?", ERROR_CODE="request-too-large")
-        return protocol.encode_error(None, "request-too-large",
-                                     "request is over 1 MiB; connection closed")
+    def _refuse(self, size: int, code: str) -> bytes:
+        """The answer to a request not taken (too large, or too many large ones at once)."""
+        why = ("request is over 1 MiB" if code == "request-too-large" else
+               f"the daemon holds too many large unfinished requests to take this one "
+               f"({size} bytes so far)")
+        self.journal.send(f"request of {size} bytes refused: {why}", 4,
+                          SUPERVISOR_COMMAND="?", ERROR_CODE=code)
+        return protocol.encode_error(None, code, f"{why}; connection closed")
 
     def _handle_line(self, line: bytes, conn: Connection) -> bytes:
         peer = conn.peer
@@ -505,7 +511,8 @@ def serve(instance: int, grace: float = 5.0, reexec_fd: int | None = None) -> in
         else:
             daemon.recover(stored)
         daemon.run()
-        state.remove(daemon.state_path)  # closed on purpose: nothing to recover
+        # closed on purpose: nothing to recover
+        state.remove(os.path.basename(daemon.state_path), daemon.dir_fd)
     finally:
         daemon.close()
         if owned:

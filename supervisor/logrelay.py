@@ -123,6 +123,7 @@ def main() -> int:
     if soft < hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     control = socket.socket(fileno=os.dup(0))
+    control.setblocking(True)  # the daemon's end is non-blocking, ours waits
     null = os.open("/dev/null", os.O_RDONLY)
     os.dup2(null, 0)
     os.close(null)

@@ -232,13 +232,17 @@ def _arm_next(svc, now, mono):
 
 
 def due_while_running(svc, ev, now, mono):
-    """A recurring service's start came while its last run still runs: skip this one."""
+    """A recurring service's start came while its last run still runs: this start is
+    skipped, and no other is armed until the run ends, when the next one on the schedule
+    is (see :func:`exited`): a run that outlasts many intervals costs no wake-up, journal
+    entry or state write per interval."""
     if svc.due is None or svc.schedule is None:
         return svc, []
     skipped = svc.next_start
-    svc, effects = _arm_next(svc, now, mono)
-    return svc, [*effects, Log("skipped", f"{svc.name}: start at {skipped:.3f} skipped, its "
-                                          f"last run (pid {svc.pid}) still runs", 4)]
+    svc = dataclasses.replace(svc, due=None, next_start=None)
+    return svc, [Log("skipped", f"{svc.name}: start at {skipped:.3f} skipped, its last run "
+                                f"(pid {svc.pid}) still runs; the next start comes after "
+                                "it ends", 4)]
 
 
 def clock_changed(svc, ev, now, mono):
@@ -396,10 +400,14 @@ def exited(svc, ev, now, mono):
         return svc, [Log("exited", f"{who} ended: {how}")]
     event = {State.EXITED: "exited", State.KILLED: "killed", State.CRASHED: "crashed"}[final]
     if svc.schedule is not None and svc.schedule.repeats and kind != "killed":
-        # a recurring service between runs: its next start is armed already
+        # a recurring service between runs: its next start is armed already -- unless
+        # starts were skipped while this run went on: then the next one after now
         svc = dataclasses.replace(svc, state=State.PENDING)
-        return svc, [Log(event, f"{who} {why}; next start {_when(svc)}",
-                         4 if final is State.CRASHED else 6)]
+        effects = []
+        if svc.due is None:
+            svc, effects = _arm_next(svc, now, mono)
+        return svc, [*effects, Log(event, f"{who} {why}; next start {_when(svc)}",
+                                   4 if final is State.CRASHED else 6)]
     policy = policy_of(svc)
     # a re-adopted process that ended may have failed: it was meant to keep running
     decide = "failure" if kind == "unknown" else kind

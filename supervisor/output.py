@@ -11,8 +11,12 @@
 
 from __future__ import annotations
 
+import collections
+import functools
 import json
 import os
+import selectors
+import signal
 import socket
 import sys
 import time
@@ -22,9 +26,18 @@ from supervisor import process
 
 KEYWORDS = ("journal", "null", "inherit")
 JOURNAL_SOCKET = "/run/systemd/journal/socket"
-_FILE_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+# O_NONBLOCK: a FIFO without a reader must not block the daemon (it fails with ENXIO);
+# cleared again before the fd goes to a service
+_FILE_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NONBLOCK
 # in the runtime directory, a link planted at the name is never followed
 _OURS_FLAGS = _FILE_FLAGS | os.O_NOFOLLOW
+
+
+def open_output(path: str, flags: int = _FILE_FLAGS) -> int:
+    """An output file opened for a service, without ever blocking the daemon."""
+    fd = os.open(path, flags, 0o640)
+    os.set_blocking(fd, True)
+    return fd
 
 
 def check(spec: str) -> str | None:
@@ -34,7 +47,7 @@ def check(spec: str) -> str | None:
     if not os.path.isabs(spec) or "\0" in spec:
         return f"output must be journal, null, inherit or an absolute path, not {spec!r}"
     try:
-        os.close(os.open(spec, _FILE_FLAGS, 0o640))
+        os.close(open_output(spec))
     except (OSError, ValueError) as exc:
         return f"cannot write output file {spec}: {getattr(exc, 'strerror', None) or exc}"
     return None
@@ -70,7 +83,13 @@ class Outputs:
     (``SCM_RIGHTS``). When the relay dies it is started again (at once; after 1 s, 2 s...
     up to 60 s when it keeps dying within a second of its start) and handed every pipe
     again; meanwhile output waits in the pipes.
+
+    Nor can it hold the daemon up: its socket is non-blocking; pipes it does not take at
+    once wait in a queue, sent when the socket is writable again; a relay that takes none
+    for :data:`STUCK` seconds (stopped, hung) is killed, and the next one is handed all.
     """
+
+    STUCK = 10.0
 
     def __init__(self, instance: int, rundir: str, watcher, env: dict[str, str],
                  log: Callable[[str, int], None], timers=None) -> None:
@@ -84,6 +103,9 @@ class Outputs:
         self.relay: process.Proc | None = None
         self.control: socket.socket | None = None
         self.streams: dict[int, tuple[str, int]] = {}  # pid -> (service, pipe read end)
+        self._queue: collections.deque[tuple[int, str, int]] = collections.deque()
+        self._sent = 0  # pipes handed so far (progress, for the stuck check)
+        self._stuck = None  # the timer of the stuck check, while pipes wait
         self._no_journald_until = 0.0  # time.monotonic() until which not to probe again
         self._started = 0.0  # when the relay last started (time.monotonic())
         self._backoff = 0.0  # seconds before the next restart, while it keeps dying
@@ -95,13 +117,12 @@ class Outputs:
         if spec == "null":
             return Handoff(self.null)
         if spec != "journal":
-            fd = os.open(spec, _FILE_FLAGS, 0o640)
+            fd = open_output(spec)
             return Handoff(fd, (fd,))
         if self._restart is not None or self._relay_ready():
             r, w = os.pipe2(os.O_CLOEXEC)
             return Handoff(w, (w,), stream=r)
-        fd = os.open(os.path.join(self.rundir, f"{self.instance}.{name}.out"), _OURS_FLAGS,
-                     0o640)
+        fd = open_output(os.path.join(self.rundir, f"{self.instance}.{name}.out"), _OURS_FLAGS)
         return Handoff(fd, (fd,))
 
     def done(self, handoff: Handoff, name: str, pid: int | None) -> None:
@@ -127,11 +148,56 @@ class Outputs:
     def _hand(self, pid: int, name: str, fd: int) -> None:
         if self.control is None:
             return  # the next relay gets it
-        try:
-            socket.send_fds(self.control, [json.dumps({"name": name, "pid": pid}).encode()],
-                            [fd])
-        except OSError as exc:
-            self.log(f"cannot hand {name}'s output to the log relay: {exc}", 3)
+        self._queue.append((pid, name, fd))
+        if len(self._queue) == 1:
+            self._drain()
+
+    def _drain(self, mask: int = 0) -> None:
+        """Send the pipes that wait, while the relay's socket takes them."""
+        queue = self._queue
+        while queue and self.control is not None:
+            pid, name, fd = queue[0]
+            if self.streams.get(pid) != (name, fd):  # its process is gone meanwhile
+                queue.popleft()
+                continue
+            try:
+                socket.send_fds(self.control,
+                                [json.dumps({"name": name, "pid": pid}).encode()], [fd])
+            except BlockingIOError:
+                break
+            except OSError as exc:
+                self.log(f"cannot hand {name}'s output to the log relay: {exc}", 3)
+            queue.popleft()
+            self._sent += 1
+        self._want_writable(bool(queue) and self.control is not None)
+
+    def _want_writable(self, want: bool) -> None:
+        sel = self.watcher.sel
+        registered = self.control is not None and self._stuck is not None
+        if want and not registered:
+            sel.register(self.control, selectors.EVENT_WRITE, self._drain)
+            self._stuck = self.timers.call_at(self.timers.now() + self.STUCK,
+                                              functools.partial(self._check, self._sent))
+        elif not want and self._stuck is not None:
+            if self.control is not None:
+                sel.unregister(self.control)
+            self.timers.cancel(self._stuck)
+            self._stuck = None
+
+    def _check(self, sent: int) -> None:
+        """STUCK seconds after pipes began to wait: a relay that took none since is
+        killed (the next one is handed every pipe)."""
+        self._stuck = None
+        if self.relay is None or self.control is None:
+            return
+        if self._sent == sent and self._queue:
+            self.log(f"log relay (pid {self.relay.pid}) took no pipe for {self.STUCK:g} s: "
+                     "killed", 3)
+            self.watcher.sel.unregister(self.control)
+            process.send(self.relay, signal.SIGKILL)
+            return
+        self._stuck = self.timers.call_at(self.timers.now() + self.STUCK,
+                                          functools.partial(self._check, self._sent))
 
     def _relay_ready(self) -> bool:
         if self.relay is not None:
@@ -145,7 +211,7 @@ class Outputs:
             return False
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
-            ours.settimeout(5)  # a relay that stops reading must not hang the daemon for long
+            ours.setblocking(False)  # a relay that stops reading must not hang the daemon
             self.relay = process.spawn(
                 [sys.executable, "-m", "supervisor.logrelay", str(self.instance)],
                 env=self.env, stdin=theirs.fileno(), stdout=2, stderr=2)
@@ -164,6 +230,8 @@ class Outputs:
         return True
 
     def _relay_exited(self, relay: process.Proc, code: int | None, signo: int | None) -> None:
+        self._want_writable(False)
+        self._queue.clear()  # the next relay is handed every pipe
         self.relay = None
         if self.control is not None:
             self.control.close()
@@ -198,7 +266,8 @@ class Outputs:
             relay = {"pid": self.relay.pid, "pidfd": self.relay.pidfd,
                      "control": self.control.fileno()}
         return {"relay": relay, "streams": [{"pid": pid, "name": name, "fd": fd}
-                                            for pid, (name, fd) in self.streams.items()]}
+                                            for pid, (name, fd) in self.streams.items()],
+                "waiting": [pid for pid, _name, _fd in self._queue]}
 
     def carried_fds(self, carried: dict) -> list[int]:
         relay = carried["relay"]
@@ -220,12 +289,18 @@ class Outputs:
             self.control = socket.socket(fileno=relay["control"])
             self._started = time.monotonic()
             self.watcher.watch(self.relay, self._relay_exited)
+            for pid in carried.get("waiting", ()):  # pipes it had not taken yet
+                if pid in self.streams:
+                    self._hand(pid, *self.streams[pid])
+        elif self.streams:  # it was dead, its restart waiting: now
+            self._relay_ready()
 
     def close(self) -> None:
         """Hang up on the relay: it drains the pipes it has and exits by itself."""
         if self._restart is not None and self.timers is not None:
             self.timers.cancel(self._restart)
             self._restart = None
+        self._want_writable(False)
         if self.control is not None:
             self.control.close()
             self.control = None

@@ -2,10 +2,12 @@
 environment"), and whether that place can be trusted.
 
 A runtime directory is trusted only when it is ours: a real directory (not a symbolic
-link), owned by the daemon's user, writable by nobody else; and no directory above it lets
-another user replace it (each is owned by root or by us, and one that others may write has
-the sticky bit, as /tmp has). Otherwise another user could plant a state file there whose
-commands the daemon would run as itself.
+link), owned by the daemon's user, writable by nobody else; and nothing on the way to it
+lets another user replace it: every directory above it is owned by root or by us (one that
+others may write has the sticky bit, as /tmp has), and every symbolic link on the way is
+root's or ours (another's, even in a sticky directory, is theirs to swap). Otherwise
+another user could plant a state file there whose commands the daemon would run as itself,
+or pose as the daemon to the CLI.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ def why_unsafe(path: str, owner: int | None = None) -> str | None:
     it must belong to ``owner`` (None: whoever owns it, for a client that then checks the
     daemon is that user or root) and be writable by its owner alone, and no directory
     above it may let anyone else replace it."""
+    path = os.path.abspath(path)  # no trailing slash: lstat must see a link as a link
     try:
         st = os.lstat(path)
     except OSError as exc:
@@ -63,21 +66,40 @@ def why_unsafe(path: str, owner: int | None = None) -> str | None:
     if st.st_mode & 0o022:
         return (f"runtime directory {path} is writable by group or others "
                 f"(mode {stat.S_IMODE(st.st_mode):04o})")
-    parent = os.path.dirname(os.path.realpath(path))
-    while True:
+    return _why_unsafe_way(os.path.dirname(path), path, owner, 0)
+
+
+def _why_unsafe_way(way: str, path: str, owner: int, depth: int) -> str | None:
+    """Why the directories and links that lead to ``way`` (as written, and where a link
+    leads) could let a user other than root and ``owner`` replace what is below them."""
+    if depth > 40:
+        return f"too many symbolic links on the way to runtime directory {path}"
+    here = "/"
+    for part in [p for p in way.split("/") if p]:
+        here = os.path.join(here, part)
         try:
-            st = os.stat(parent)
+            st = os.lstat(here)
         except OSError as exc:
-            return f"{parent}: {exc.strerror}"
+            return f"{here}: {exc.strerror}"
         if st.st_uid not in (0, owner):
-            return (f"{parent}, above runtime directory {path}, belongs to uid "
+            kind = "a symbolic link" if stat.S_ISLNK(st.st_mode) else "a directory"
+            return (f"{here}, on the way to runtime directory {path}, is {kind} of uid "
                     f"{st.st_uid}: it could replace the directory")
+        if stat.S_ISLNK(st.st_mode):  # root's or ours: follow it, and check where it leads
+            target = os.path.join(os.path.dirname(here), os.readlink(here))
+            why = _why_unsafe_way(os.path.normpath(target), path, owner, depth + 1)
+            if why is not None:
+                return why
+            here = os.path.realpath(here)
+            st = os.stat(here)
         if st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX:
-            return (f"{parent}, above runtime directory {path}, is writable by others "
+            return (f"{here}, above runtime directory {path}, is writable by others "
                     f"without the sticky bit (mode {stat.S_IMODE(st.st_mode):04o})")
-        if parent == "/":
-            return None
-        parent = os.path.dirname(parent)
+    if way == "/":
+        st = os.stat("/")
+        if st.st_uid != 0 or st.st_mode & 0o022:
+            return "/ is not root's alone"
+    return None
 
 
 def ensure_runtime_dir() -> str:
@@ -114,6 +136,9 @@ def parse_instance(text: str | int | None) -> int:
     """The instance number, or ValueError with a clear sentence."""
     if text is None:
         return 0
+    if isinstance(text, str) and not (text.isascii() and text.isdigit()):
+        # int() would take " 7", Arabic-Indic digits or "7_0": not an instance number
+        raise ValueError(f"instance must be a number from 0 to 99, not {text!r}")
     try:
         n = int(text)
     except (TypeError, ValueError):

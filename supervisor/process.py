@@ -365,6 +365,12 @@ def proc_stat(pid: int) -> list[str] | None:
     return data[data.rindex(")") + 2:].split()
 
 
+def session_of(pid: int) -> int | None:
+    """The session id of the process (field 6 of /proc/<pid>/stat), or None when gone."""
+    fields = proc_stat(pid)
+    return None if fields is None else int(fields[3])
+
+
 def is_stopped(pid: int) -> bool | None:
     """Whether the process is stopped (``T``/``t``), or None when it is gone."""
     fields = proc_stat(pid)
@@ -404,7 +410,7 @@ def cmdline(pid: int) -> list[str]:
 
 def comm(pid: int) -> str:
     try:
-        with open(f"/proc/{pid}/comm") as f:
+        with open(f"/proc/{pid}/comm", errors="replace") as f:  # any bytes may name it
             return f.read().strip()
     except OSError:
         return f"pid{pid}"

@@ -26,6 +26,7 @@ ERRORS = {
     "unknown-command": "no such command",
     "invalid-argument": "an argument has the wrong type or value",
     "request-too-large": "the request is over 1 MiB",
+    "too-busy": "the daemon holds too many large unfinished requests to take this one",
     "no-such-service": "no service has that name or pid",
     "no-such-process": "no process has that pid",
     "not-adoptable": "that process may not be opened",

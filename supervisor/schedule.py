@@ -573,7 +573,8 @@ class StartLimit:
         """``"K/T"``: K failures within T, an interval (``"5/10s"``, ``"5/10"``, ``"3/1m"``)."""
         s = text.strip() if isinstance(text, str) else ""
         burst, slash, span = s.partition("/")
-        if not slash or not burst.strip().isdigit():
+        burst = burst.strip()
+        if not slash or not (burst.isascii() and burst.isdigit() and len(burst) <= 9):
             raise ValueError(f"invalid start limit {text!r}: expected K/T such as 5/10s "
                              "(at most K failures within T)")
         try:

@@ -88,7 +88,7 @@ class Shell:
             self._step(name, event)
             while self._queue:
                 self._step(*self._queue.popleft())
-        except Refused:
+        except Exception:  # refused, or a bug: a new service is never left half-made
             if new is not None and name in self.records:
                 self._forget(self.records[name])
             raise
@@ -212,7 +212,9 @@ class Shell:
         svc = rec.svc
         proc = None
         in_cgroup = False
-        if self.cgroups and rec.cgroup is None:
+        if self.cgroups and not self.cgroups.spawnable(rec.cgroup):
+            # a first start, or the last cgroup was killed: a new one (the old is removed
+            # once empty)
             rec.cgroup = self.cgroups.new_dir(svc.name)
         try:
             handoff = self.outputs.prepare(svc.name, svc.output)
@@ -224,9 +226,10 @@ class Shell:
                                          cgroup_fd=cgroup_fd)
             finally:
                 self.outputs.done(handoff, svc.name, proc.pid if proc else None)
-        except OSError as exc:
+        except (OSError, ValueError) as exc:  # ValueError: an argument no exec can take
+            why = getattr(exc, "strerror", None) or str(exc)
             self._queue.append((svc.name, Event(
-                Ev.SPAWN_FAILED, error=f"{svc.command[0]}: {exc.strerror or exc}")))
+                Ev.SPAWN_FAILED, error=f"{svc.command[0]!s}: {why}")))
             return
         if in_cgroup:
             proc.cgroup = rec.cgroup
@@ -375,6 +378,10 @@ class Shell:
                 self._attach(rec, proc, ticks, stored=kept)
             elif svc.alive:
                 ended.append(svc.name)
+                if cgroup is not None and self.cgroups:
+                    # what it left there, or a restart the dead daemon never saved, goes
+                    # before its policy restarts it into the same cgroup
+                    self.cgroups.kill(cgroup)
             self._rearm(rec)
         for pid, fd in stored.items():  # no service of ours now: of no more use
             os.close(fd)
@@ -396,11 +403,13 @@ class Shell:
         pid = svc.pid
         if ticks is None or state.start_ticks(pid) != ticks:
             return None
-        if cgroup is not None and self.cgroups:
-            if not self.cgroups.holds(cgroup, pid):
+        if svc.opened:
+            if (tuple(process.cmdline(pid)) or (process.comm(pid),)) != svc.command:
                 return None
-        elif svc.opened and (tuple(process.cmdline(pid)) or (process.comm(pid),)) \
-                != svc.command:
+        elif self.cgroups:  # a created service's process is in its cgroup, or is not it
+            if cgroup is None or not self.cgroups.holds(cgroup, pid):
+                return None
+        elif process.session_of(pid) != pid:  # no cgroups: it leads its own session
             return None
         try:
             proc = process.open_pid(pid)

@@ -33,6 +33,7 @@ from supervisor.machine import Service, State, name_problem
 from supervisor.schedule import RESTART_MODES, Schedule, StartLimit
 
 VERSION = 1
+MAX_SIZE = 1 << 30  # no state document of a daemon's is near this
 
 _FIELDS = tuple(f.name for f in dataclasses.fields(Service))
 
@@ -71,19 +72,29 @@ def encode(head: dict, services: list[str]) -> bytes:
 # ---- decoding --------------------------------------------------------------------------------
 
 
-def decode(data: bytes) -> tuple[dict, list[tuple[Service, int | None, str | None]]]:
+# a time read back: Unix seconds (or CLOCK_BOOTTIME seconds) from 1970 to the year 5000
+_TIME_RANGE = (0.0, 1e11)
+
+
+def _time(v) -> bool:
+    return _TIME_RANGE[0] <= v < _TIME_RANGE[1]
+
+
+def decode(data: bytes, instance: int | None = None
+           ) -> tuple[dict, list[tuple[Service, int | None, str | None]]]:
     """(head, [(service, start ticks, cgroup)]) from a document; :class:`StateError` when
-    it is not valid JSON, not of this version, or any field has the wrong type or value."""
+    it is not valid JSON, not of this version, of another instance than ``instance``, or
+    any field has the wrong type or value."""
     try:
         doc = json.loads(data)
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise StateError(f"not valid JSON ({exc})") from None
     if not isinstance(doc, dict):
         raise StateError("not a JSON object")
-    if doc.get("version") != VERSION or isinstance(doc.get("version"), bool):
+    if type(doc.get("version")) is not int or doc["version"] != VERSION:
         raise StateError(f"version {doc.get('version')!r}, not {VERSION}")
-    _check(doc, "instance", int, lambda v: 0 <= v <= 99)
-    _check(doc, "started_at", float)
+    _check(doc, "instance", int, lambda v: 0 <= v <= 99 and instance in (None, v))
+    _check(doc, "started_at", float, _time)
     if doc.get("cgroups") is not None:
         _check(doc, "cgroups", str, os.path.isabs)
     _check(doc, "boot_id", str, optional=True)
@@ -151,21 +162,22 @@ def _service(entry) -> tuple[Service, int | None, str | None]:
     kw["restarts"] = _check(entry, "restarts", int, lambda v: v >= 0)
     kw["restart_limit"] = _check(entry, "restart_limit", int, lambda v: v >= 0, optional=True)
     kw["restart_mode"] = _check(entry, "restart_mode", str, lambda v: v in RESTART_MODES)
-    kw["restart_delay"] = _check(entry, "restart_delay", float, lambda v: v >= 0)
-    kw["restart_max_delay"] = _check(entry, "restart_max_delay", float, lambda v: v >= 0)
+    kw["restart_delay"] = _check(entry, "restart_delay", float, lambda v: 0 <= v < 1e10)
+    kw["restart_max_delay"] = _check(entry, "restart_max_delay", float,
+                                     lambda v: 0 <= v < 1e10)
     limit = _check(entry, "start_limit", list, lambda v: len(v) == 2, optional=True)
     kw["failures"] = tuple(_check(entry, "failures", list, lambda v: all(
         isinstance(t, int | float) and not isinstance(t, bool) and math.isfinite(t)
-        for t in v)))
+        and _time(t) for t in v)))
     kw["streak"] = _check(entry, "streak", int, lambda v: v >= 0)
     sched = _check(entry, "schedule", dict, optional=True)
     kw["exit_code"] = _check(entry, "exit_code", int, optional=True)
     kw["signal"] = _check(entry, "signal", int, _positive_int, optional=True)
-    kw["started_at"] = _check(entry, "started_at", float, optional=True)
-    kw["next_start"] = _check(entry, "next_start", float, optional=True)
+    kw["started_at"] = _check(entry, "started_at", float, _time, optional=True)
+    kw["next_start"] = _check(entry, "next_start", float, _time, optional=True)
     kw["create_stopped"] = _check(entry, "create_stopped", bool)
     kw["held"] = _check(entry, "held", bool, since=False)
-    kw["delay"] = _check(entry, "delay", float, lambda v: v >= 0, since=0.0)
+    kw["delay"] = _check(entry, "delay", float, lambda v: 0 <= v < 1e10, since=0.0)
     kw["cwd"] = _check(entry, "cwd", str, lambda v: os.path.isabs(v) and "\0" not in v)
     kw["output"] = _check(entry, "output", str, lambda v: "\0" not in v and (
         v in ("journal", "null", "inherit") or os.path.isabs(v)))
@@ -176,8 +188,11 @@ def _service(entry) -> tuple[Service, int | None, str | None]:
     try:
         kw["start_limit"] = StartLimit(*limit) if limit else None
         kw["schedule"] = Schedule.from_dict(sched) if sched else None
-    except (TypeError, KeyError, ValueError, LookupError) as exc:
+    except (TypeError, KeyError, ValueError, LookupError, OverflowError) as exc:
         raise StateError(f"bad schedule or start limit: {exc}") from None
+    when = kw["schedule"] and (kw["schedule"].at, kw["schedule"].anchor)
+    if when and not all(t is None or _time(t) for t in when):
+        raise StateError(f"schedule time out of range: {sched!r:.80}")
     if kw["pid"] is not None and kw["pid"] not in kw["pids"]:
         raise StateError(f"pid {kw['pid']} is not among its pids")
     if kw["alive"] and kw["pid"] is None:
@@ -246,16 +261,17 @@ def dump(path: str, data: bytes, dir_fd: int | None = None) -> None:
         os.close(dir_fd)
 
 
-def load(path: str) -> bytes | None:
+def load(path: str, dir_fd: int | None = None) -> bytes | None:
     """The bytes at ``path``, or None when there is no such file. :class:`StateError` when
     it is not a regular file of ours that only we may write (never trusted then)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK,
+                     dir_fd=dir_fd)
     except FileNotFoundError:
         return None
     except OSError as exc:
         raise StateError(f"cannot open it: {exc.strerror}") from None
-    with os.fdopen(fd, "rb") as f:
+    try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise StateError("not a regular file")
@@ -263,20 +279,29 @@ def load(path: str) -> bytes | None:
             raise StateError(f"owned by uid {st.st_uid} with mode "
                              f"{stat.S_IMODE(st.st_mode):04o}: another user could have "
                              "written it")
-        return f.read()
+        if st.st_size > MAX_SIZE:
+            raise StateError(f"{st.st_size} bytes: more than any daemon writes")
+        chunks = []
+        while chunk := os.read(fd, 1 << 20):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    except OSError as exc:
+        raise StateError(f"cannot read it: {exc.strerror}") from None
+    finally:
+        os.close(fd)
 
 
-def set_aside(path: str, now: float) -> str | None:
+def set_aside(path: str, now: float, dir_fd: int | None = None) -> str | None:
     """Move a file that cannot be trusted out of the way (``<path>.bad-<time>``), so that
     it is kept for a look but never read again. Returns where it went."""
     aside = f"{path}.bad-{int(now)}"
     try:
-        os.rename(path, aside)
+        os.rename(path, aside, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
     except FileNotFoundError:
         return None
     return aside
 
 
-def remove(path: str) -> None:
+def remove(path: str, dir_fd: int | None = None) -> None:
     with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)
+        os.unlink(path, dir_fd=dir_fd)

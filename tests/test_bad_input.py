@@ -46,6 +46,8 @@ def _snapshot(sup):
     (["create-service", "-n", "12345", "/bin/true"], "digits"),
     (["create-service", "-n", "has space", "/bin/true"], "name"),
     (["create-service", "--name=-x", "/bin/true"], "starts with '-'"),
+    (["list-supervisor", "-i", "\u0661"], "0 to 99"),  # an Arabic-Indic one is no instance
+    (["create-service", "--start-limit", "9" * 5000 + "/10s", "/bin/true"], "start limit"),
     (["create-service", "--restart-delay", "1e300", "/bin/true"], "--restart-delay must be"),
     (["open-service", "12ab"], "<pid>"),
     (["open-service", "0"], "<pid>"),
@@ -217,3 +219,47 @@ def test_an_argument_that_is_not_utf8_reaches_the_program_as_typed(populated):
     as_json = populated.json("list-supervisor")
     [svc] = [s for s in as_json["services"] if s["name"] == "bytes"]
     assert os.fsencode(svc["command"][4]) == raw
+
+
+def test_an_output_fifo_without_a_reader_is_refused_at_once(populated, tmp_path):
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    result = populated.run("create-service", "-o", str(fifo), "/bin/true")
+    assert_one_line_error(result, 1, "cannot write output file", "No such device")
+    assert populated.json("list-supervisor")["instance"] == 0  # it answers; nothing blocked
+
+
+def test_a_lone_surrogate_is_no_argument_and_leaves_nothing(populated):
+    # U+D800 stands for no byte (unlike U+DC80-U+DCFF, the escapes of bytes that are not
+    # UTF-8): refused as an argument, and no service half-made
+    before = _snapshot(populated)
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(TIMEOUT)
+        sock.connect(os.path.join(populated.rundir, "0.sock"))
+        for args in ({"path": "/bin/sleep", "args": ["1", "\ud800"]},
+                     {"path": "/bin/\ud800", "args": []}):
+            sock.sendall(protocol.encode_request(1, "create-service",
+                                                 {**args, "name": "sur", "output": "null"}))
+            answer = json.loads(sock.makefile("rb").readline())
+            assert answer["error"]["code"] == "invalid-argument", answer
+    assert _snapshot(populated) == before
+
+
+def test_an_opened_process_whose_name_is_not_utf8(populated, tmp_path):
+    # its comm (and default name) comes from a file name that is not UTF-8
+    link = os.fsencode(str(tmp_path)) + b"/odd\xff\xfe"
+    os.symlink("/bin/sleep", link)
+    proc = subprocess.Popen([link, "600"])
+    try:
+        svc = populated.json("open-service", str(proc.pid))
+        assert svc["status"] == "RUNNING" and svc["name"].startswith("odd")
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_logs_of_a_name_that_is_not_utf8_is_one_line(populated):
+    result = subprocess.run([sys.executable.encode(), b"-m", b"supervisor", b"logs", b"\xff"],
+                            env=populated.env, capture_output=True, timeout=TIMEOUT)
+    assert result.returncode in (1, 2) and b"Traceback" not in result.stderr
+    assert len(result.stderr.splitlines()) == 1 and result.stderr.startswith(b"supervisor: ")

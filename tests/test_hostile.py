@@ -652,3 +652,43 @@ def test_memory_stays_bounded_under_many_pipelining_clients(sup):
 def _status_kib(pid: int, key: str) -> int:
     with open(f"/proc/{pid}/status") as f:
         return next(int(line.split()[1]) for line in f if line.startswith(key + ":"))
+
+
+def test_memory_stays_bounded_under_many_large_unfinished_requests(sup):
+    """200 clients each send 1 MB of one request and no newline: 200 MB if the daemon kept
+    them all. It keeps at most 32 MiB of unfinished requests in all: past that, a client
+    whose request is large is refused (too-busy) and hung up on; the daemon answers on."""
+    daemon = sup.pid
+    path = os.path.join(sup.rundir, "0.sock")
+    before = _status_kib(daemon, "VmRSS")
+    head = b'{"v": 1, "id": 1, "cmd": "ping", "args": {"pad": "'
+    body = head + b"x" * (1_000_000 - len(head))
+    clients: list[socket.socket] = []
+    refused: set[int] = set()
+
+    def count_refused() -> int:
+        for k, s in enumerate(clients):
+            with contextlib.suppress(BlockingIOError, ConnectionResetError):
+                if b'"too-busy"' in s.recv(4096):
+                    refused.add(k)
+        return len(refused)
+
+    try:
+        for _ in range(200):
+            s = socket.socket(socket.AF_UNIX)
+            s.settimeout(TIMEOUT)
+            s.connect(path)
+            clients.append(s)
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                s.sendall(body)
+            s.setblocking(False)
+        with sup.client() as c:
+            assert c.ping()["pid"] == daemon
+        wait_until(count_refused, what="a client refused as too busy")
+    finally:
+        for s in clients:
+            s.close()
+    growth = (_status_kib(daemon, "VmHWM") - before) / 1024
+    print(f"\n200 clients x 1 MB unfinished requests: {len(refused)} refused (too-busy), "
+          f"daemon peak RSS +{growth:.1f} MB")
+    assert growth < 80

@@ -777,3 +777,24 @@ class MachineSequences(RuleBasedStateMachine):
 MachineSequences.TestCase.settings = settings(max_examples=120, stateful_step_count=40,
                                               deadline=None)
 TestMachineSequences = MachineSequences.TestCase
+
+
+def test_a_run_that_outlasts_many_intervals_costs_one_skip_then_the_exit_arms_the_next():
+    from supervisor.schedule import Schedule
+
+    every = Schedule.every(0.01, MONO, wall=False)
+    svc, effects = new_created("tick", ("/bin/slow",), schedule=every, now=NOW, mono=MONO)
+    assert Spawn() in effects
+    svc, _ = step(svc, Event(Ev.SPAWNED, pid=10), NOW, MONO)
+    assert svc.due == MONO + 0.01
+    # the first firing while it runs: skipped, logged once, and nothing armed after it
+    svc, effects = step(svc, Event(Ev.DUE), NOW + 0.01, MONO + 0.01)
+    assert logs(effects) == ["skipped"] and not any(isinstance(e, ArmTimer) for e in effects)
+    assert svc.due is None and svc.next_start is None and svc.state is State.RUNNING
+    # no timer fires while it runs on; a stray one changes nothing
+    assert step(svc, Event(Ev.DUE), NOW + 5, MONO + 5) == (svc, [])
+    # it ends after 5.003 s: the next start is the next one on the grid after now
+    svc, effects = step(svc, exit_ev(code=0), NOW + 5.003, MONO + 5.003)
+    [arm] = [e for e in effects if isinstance(e, ArmTimer)]
+    assert svc.state is State.PENDING
+    assert arm.due == pytest.approx(MONO + 5.01) and svc.due == arm.due

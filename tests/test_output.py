@@ -8,6 +8,7 @@ import os
 import selectors
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from journald import journal_mark, wait_for_entry
 from timeouts import TIMEOUT
 
 from supervisor import output
+from supervisor.watcher import PidfdWatcher
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -104,7 +106,8 @@ def test_null_inherit_and_file(sup, tmp_path):
 def test_without_journald_output_falls_back_to_a_file(tmp_path, monkeypatch):
     monkeypatch.setattr(output, "journald_answers", lambda path=None: False)
     with selectors.DefaultSelector() as sel:
-        outs = output.Outputs(4, str(tmp_path), sel, dict(os.environ), lambda m, p: None)
+        outs = output.Outputs(4, str(tmp_path), PidfdWatcher(sel), dict(os.environ),
+                              lambda m, p: None)
         try:
             handoff = outs.prepare("parrot", "journal")
             os.write(handoff.fd, b"kept\n")
@@ -210,3 +213,44 @@ def _relay_pid_or_none(daemon: int) -> int | None:
         return _relay_pid(daemon)
     except (AssertionError, FileNotFoundError):
         return None
+
+
+def test_a_stopped_relay_never_holds_the_daemon_up(sup):
+    """kill -STOP of the relay: it takes no more pipes. The daemon does not wait for it
+    (its socket is non-blocking, pipes wait in a queue): every create is answered at
+    once; a relay that takes no pipe for Outputs.STUCK seconds is killed, and the next
+    one is handed every pipe."""
+    daemon = sup.pid
+    sup.create("/bin/sleep", ["600"], name="first")
+    stopped = wait_until(lambda: _relay_pid_or_none(daemon), what="the relay")
+    os.kill(stopped, 19)  # SIGSTOP
+    with sup.client() as c:
+        answers = c.pipeline([("create-service", {"path": "/bin/sleep", "args": ["600"],
+                                                  "name": f"s{i}"}) for i in range(300)])
+    assert all(isinstance(a, dict) for a in answers)
+    start = time.monotonic()
+    with sup.client() as c:
+        answers = c.pipeline([("create-service", {"path": "/bin/sleep", "args": ["600"],
+                                                  "name": f"t{i}"}) for i in range(300)])
+    assert all(isinstance(a, dict) for a in answers) and time.monotonic() - start < TIMEOUT
+    relay = wait_until(lambda: (r := _relay_pid_or_none(daemon)) not in (None, stopped) and r,
+                       timeout=TIMEOUT + output.Outputs.STUCK, what="a new relay")
+    assert relay != stopped
+    mark = journal_mark()
+    name = f"late-{uuid.uuid4().hex[:6]}"
+    sup.create("/bin/sh", ["-c", "echo still relayed; sleep 60"], name=name)
+    wait_for_entry(None, TIMEOUT, since=mark, SYSLOG_IDENTIFIER=name, MESSAGE="still relayed")
+
+
+def test_a_relay_restart_waiting_out_its_back_off_survives_a_reload(sup):
+    daemon = sup.pid
+    sup.create("/bin/sh", ["-c", "while :; do echo x; sleep 0.01; done"], name="chatty")
+    relay = wait_until(lambda: _relay_pid_or_none(daemon), what="the relay")
+    os.kill(relay, 9)
+    second = wait_until(lambda: (r := _relay_pid_or_none(daemon)) not in (None, relay) and r,
+                        what="a new relay")
+    os.kill(second, 9)  # within a second of its start: the next waits (back-off)
+    sup.ok("reload", "-i", "0")
+    wait_until(lambda: _relay_pid_or_none(daemon) not in (None, relay, second),
+               what="a relay after the reload")
+    assert sup.status("chatty")["status"] == "RUNNING"

@@ -17,6 +17,7 @@ from journald import journal_mark, wait_for_entry
 from timeouts import TIMEOUT
 
 from supervisor.client import Client, NotRunning
+from supervisor.process import proc_stat as process_stat
 from supervisor.state import start_ticks
 
 
@@ -377,3 +378,85 @@ def test_re_adopted_services_end_as_they_really_ended(sup, tmp_path):
     failed = wait_until(lambda: (s := sup.status("fails"))["restarts"] == 1 and s,
                         what="the failed one to be restarted")
     assert failed["status"] == "RUNNING"
+
+
+@pytest.mark.parametrize("damage", [
+    "next_start-1e19", "anchor--1e300", "instance-other", "version-1.0", "a-directory"])
+def test_values_out_of_range_or_of_another_instance_are_set_aside(sup, damage):
+    """More ways a state file may be wrong: times no clock reaches, another instance's
+    document, a version that is not the integer 1, a directory at its path. Set aside, the
+    daemon starts (and, the test of the cgroups path below, kills nothing of another's)."""
+    sup.create("/bin/sleep", ["600"], name="kept", output="null", every=3600)
+    _kill_daemon(sup)
+    path = os.path.join(sup.rundir, "0.state.json")
+    with open(path) as f:
+        doc = json.load(f)
+    what, _, value = damage.partition("-")
+    if what == "next_start":
+        doc["services"][0]["next_start"] = float(value)
+    elif what == "anchor":
+        doc["services"][0]["schedule"]["anchor"] = float(value)
+    elif what == "instance":
+        doc["instance"] = 1
+    elif what == "version":
+        doc["version"] = 1.0
+    os.unlink(path)
+    if what == "a":
+        os.mkdir(path)
+    else:
+        with open(path, "w") as f:
+            json.dump(doc, f)
+    sup.ok("init", "-i", "0")
+    assert sup.json("list-supervisor")["services"] == []
+    assert [e for e in os.listdir(sup.rundir) if e.startswith("0.state.json.bad-")]
+
+
+def test_a_state_file_cannot_point_the_daemon_at_processes_not_its_own(sup, tmp_path):
+    """The tree of cgroups a state file names is only ever taken when it is this
+    instance's, beside the daemon's own: a fake tree elsewhere (whose cgroup.procs lists a
+    stranger) makes the daemon kill nothing."""
+    stranger = subprocess.Popen(["sleep", "600"])
+    try:
+        fake = tmp_path / "tree"
+        (fake / "svc-z").mkdir(parents=True)
+        (tmp_path / "cgroup.procs").write_text("")
+        (fake / "svc-z" / "cgroup.procs").write_text(f"{stranger.pid}\n")
+        sup.create("/bin/sleep", ["600"], name="before", output="null")
+        _kill_daemon(sup)
+        path = os.path.join(sup.rundir, "0.state.json")
+        with open(path) as f:
+            doc = json.load(f)
+        doc["cgroups"] = str(fake)
+        with open(path, "w") as f:
+            json.dump(doc, f)
+        sup.ok("init", "-i", "0")
+        sup.ok("create-service", "-n", "after", "-o", "null", "/bin/sleep", "600")
+        assert stranger.poll() is None
+    finally:
+        stranger.kill()
+        stranger.wait()
+
+
+def test_what_a_service_left_behind_while_no_daemon_watched_is_killed(sup, tmp_path):
+    """A service that ended while no daemon ran left a child in its cgroup (and a restart
+    the dead daemon never saved would be the same): killed before the service's policy
+    restarts it into that cgroup, so nothing runs unclaimed beside the new process."""
+    go = tmp_path / "go"
+    os.mkfifo(go)
+    left = tmp_path / "left"
+    sup.create("/bin/sh", ["-c", f"sleep 600 & echo $! > {left}; read x < {go}; exit 1"],
+               name="g", restart_times=2, output="null")
+    wait_until(lambda: left.exists() and left.read_text().strip(), what="the child")
+    child = int(left.read_text())
+    _kill_daemon(sup)
+    with open(go, "w") as f:
+        f.write("go\n")
+    wait_until(lambda: state(child) is None or _parent_gone(sup, child), what="the exit")
+    sup.ok("init", "-i", "0")
+    wait_until(lambda: sup.status("g")["restarts"] == 1, what="the restart")
+    wait_until(lambda: not alive(child), what="the leftover to be killed")
+
+
+def _parent_gone(sup, pid: int) -> bool:
+    fields = process_stat(pid)
+    return fields is not None and int(fields[1]) != 0  # reparented, its service is gone

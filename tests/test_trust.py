@@ -103,7 +103,7 @@ def test_a_runtime_dir_under_a_dir_another_user_owns_is_refused(other_user, shar
     os.mkdir(rundir, 0o700)
     result = run_daemon(rundir)
     assert result.returncode == 1
-    assert f"belongs to uid {other_user.pw_uid}" in result.stderr
+    assert f"a directory of uid {other_user.pw_uid}" in result.stderr
 
 
 def test_links_planted_in_the_runtime_dir_are_never_followed(rundir, shared_dir):
@@ -152,3 +152,20 @@ def test_the_default_for_a_user_without_a_session_is_not_a_shared_path(other_use
     assert path.startswith(home + "/") and not path.startswith("/tmp/supervisor-")
     assert os.stat(path).st_uid == other_user.pw_uid
     assert os.stat(path).st_mode & 0o777 == 0o700
+
+
+def test_a_runtime_dir_reached_through_another_users_link_is_refused(other_user, shared_dir):
+    # root's own directory, but the way to it goes through a link the other user owns (in
+    # a sticky directory: theirs to swap for a link to a directory of theirs)
+    real = os.path.join(shared_dir, "real")
+    os.makedirs(os.path.join(real, "rt"), mode=0o700)
+    link = os.path.join(shared_dir, "theirs-link")
+    os.symlink(real, link)
+    os.chown(link, other_user.pw_uid, other_user.pw_gid, follow_symlinks=False)
+    rundir = os.path.join(link, "rt")
+    result = run_daemon(rundir)
+    assert result.returncode == 1
+    assert f"symbolic link of uid {other_user.pw_uid}" in result.stderr
+    s = Supervisor(rundir)
+    assert_one_line_error(s.run("init", "-i", "0"), 1, "symbolic link of uid")
+    assert_one_line_error(s.run("list-supervisor", "-i", "0"), 3, "not running")
