@@ -76,5 +76,6 @@ struct sv_spawn {
     const gid_t *groups;
 };
 
+int sv_spawn_setup(void);
 int sv_spawn(const struct sv_spawn *r, int *pidfd);
 int sv_clone3_probe(void);

@@ -147,13 +147,16 @@ class Cgroups:
             os.close(self._reserve)  # taken again after the spawn
             self._reserve = -1
         try:
-            return _open_dir(path)
-        except FileNotFoundError:  # a first start, or our tree removed under us
-            try:
+            os.mkdir(path)  # a first start (or a new cgroup after a kill)
+        except FileExistsError:  # a restart into the cgroup it had
+            pass
+        except FileNotFoundError:  # our tree was removed under us: make it again
+            with contextlib.suppress(OSError):
                 os.makedirs(path, exist_ok=True)
-                return _open_dir(path)
-            except OSError:
-                return -1
+        except OSError:
+            return -1
+        try:
+            return _open_dir(path)
         except OSError:
             return -1
 
@@ -188,6 +191,14 @@ class Cgroups:
         for pid in self.pids(name):  # Linux < 5.14: no cgroup.kill
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)
+
+    def populated(self, name: str) -> bool:
+        """Whether a process is in cgroup ``name`` (its ``cgroup.events``)."""
+        try:
+            with open(os.path.join(self.path(name), "cgroup.events"), "rb") as f:
+                return b"populated 1" in f.read()
+        except OSError:
+            return False
 
     def discard(self, name: str) -> None:
         """Kill what is left in cgroup ``name`` (only if anything is: a cgroup killed cannot

@@ -163,11 +163,15 @@ class Daemon:
                 "boot_id": self.boot_id, "cgroups": cgroups.base if cgroups else None}
 
     def save_state(self) -> bool:
-        """Write the state document durably. False when it could not be (journaled once
-        while it keeps failing; tried again at the end of every turn)."""
+        """Write the state document: atomically always (it survives a crash of the
+        daemon), and durably (fsync) when a client is to be told what it reports. Without a
+        client waiting (a restart, an exit) the fsync buys nothing: after a crash of the
+        machine the next boot drops the document anyway (its boot id). False when it could
+        not be written (journaled once while it keeps failing; tried again at the end of
+        every turn)."""
         try:
             state.dump(os.path.basename(self.state_path), self.shell.encode(self._head()),
-                       self.dir_fd)
+                       self.dir_fd, durable=bool(self.unsaved))
         except OSError as exc:
             why = exc.strerror or str(exc)
             if why != self.save_error:
@@ -449,6 +453,7 @@ def serve(instance: int, grace: float = 5.0, reexec_fd: int | None = None) -> in
     # Block the signals we read from the signalfd before anything else (no thread exists).
     SignalFd.block(HANDLED_SIGNALS)
     seal_inherited_fds()
+    process.prepare_spawns()
     try:
         base = paths.ensure_runtime_dir()
     except paths.UnsafeDir as exc:

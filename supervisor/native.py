@@ -156,6 +156,15 @@ class TimerFd(_Fd):
 # ---- the clone3 spawn (native/spawn.c) ---------------------------------------------------
 
 
+def spawn_setup() -> None:
+    """Reserve the clone3 spawn's three low fds (call early, while the fd table is small:
+    a child copies the daemon's fds up to them)."""
+    _check(lib.sv_spawn_setup())
+
+
+_envp: tuple = (None, None, None)  # (the list, its C strings, the C array) of the last spawn
+
+
 def clone3_missing() -> int:
     """0 when clone3 with CLONE_PIDFD and CLONE_INTO_CGROUP works here; else the errno
     that says why not (ENOSYS: no clone3; E2BIG or EINVAL: no CLONE_INTO_CGROUP)."""
@@ -169,6 +178,7 @@ def clone3_spawn(path: bytes, argv: list[bytes], envp: list[bytes], *, cwd: byte
     """Start ``argv`` with ``sv_spawn`` (see native/spawn.c): (pid, pidfd) once the child
     has exec'd (or stopped itself, ``stopped``); ``OSError`` when it could not be started.
     -1 in a number means "as the daemon has it"."""
+    global _envp
     keep = []  # the C strings live until the call returns
 
     def c(data: bytes):
@@ -176,7 +186,10 @@ def clone3_spawn(path: bytes, argv: list[bytes], envp: list[bytes], *, cwd: byte
         return keep[-1]
 
     c_argv = ffi.new("char *[]", [*map(c, argv), ffi.NULL])
-    c_envp = ffi.new("char *[]", [*map(c, envp), ffi.NULL])
+    if _envp[0] is not envp:  # most spawns share one environment: built once for them
+        strings = [ffi.new("char[]", e) for e in envp]
+        _envp = (envp, strings, ffi.new("char *[]", [*strings, ffi.NULL]))
+    c_envp = _envp[2]
     req = ffi.new("struct sv_spawn *")
     req.path = c(path)
     req.argv = c_argv

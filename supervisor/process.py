@@ -55,6 +55,13 @@ _env_cache: tuple[dict, list[bytes]] | None = None
 CHILD_NOFILE: int | None = None
 
 
+def prepare_spawns() -> None:
+    """At the daemon's start, while its fd table is small: choose the spawn path, and for
+    clone3 reserve the three low fds its children's fds wait in (native/spawn.c)."""
+    if clone3_used():
+        native.spawn_setup()
+
+
 def clone3_used() -> bool:
     """Whether spawns go through clone3 (``native/spawn.c``: the child born in its cgroup,
     its pidfd from the same call). Chosen once, on first use: where the kernel has clone3

@@ -264,16 +264,22 @@ class Shell:
         """The watcher reaped ``proc`` (and closed its pidfd): report it."""
         self.fdstore.drop(proc.pid)
         self.outputs.release(proc.pid)
-        if proc.cgroup and self.cgroups:
+        cgroup = proc.cgroup if self.cgroups else None
+        left = cgroup is not None and self.cgroups.populated(cgroup)
+        if left:
             # as systemd does: once the main process is gone, what it left behind goes too
-            # (and the cgroup, once empty; a restart makes it again)
-            self.cgroups.discard(proc.cgroup)
+            # (the cgroup once empty; a restart gets a new one: a killed one is no home)
+            self.cgroups.discard(cgroup)
         rec = self.records.get(name)
         if rec is not None and rec.proc is proc:
             rec.proc = None
             self.apply(name, Event(Ev.EXITED, pid=proc.pid, code=code, signal=signo))
         else:
             self.orphans.discard(proc)
+        # an empty cgroup stays for a restart into it (no rmdir and mkdir again); else gone
+        if cgroup and not left and not (
+                rec is not None and rec.proc is not None and rec.cgroup == cgroup):
+            self.cgroups.remove(cgroup)
         if self.on_reaped is not None:
             self.on_reaped()
 

@@ -224,13 +224,14 @@ def start_ticks(pid: int) -> int | None:
     return int(data[data.rindex(b")") + 2:].split()[19])
 
 
-def dump(path: str, data: bytes, dir_fd: int | None = None) -> None:
-    """Write ``data`` to ``path`` durably: a new temporary file beside it (``O_EXCL``,
-    ``O_NOFOLLOW``: a link planted there is never followed), fsync, rename over ``path``,
-    fsync of the directory. When this returns, the document survives a crash of the
-    daemon and of the machine; when it raises ``OSError``, ``path`` is as it was.
-    ``dir_fd``: the directory, open (``path`` is then relative to it): the daemon keeps
-    one, so that saving takes one fd and the directory cannot be swapped under it."""
+def dump(path: str, data: bytes, dir_fd: int | None = None, *, durable: bool = True) -> None:
+    """Write ``data`` to ``path`` atomically: a new temporary file beside it (``O_EXCL``,
+    ``O_NOFOLLOW``: a link planted there is never followed), rename over ``path``; with
+    ``durable``, fsync of the file before and of the directory after. When this returns,
+    the document survives a crash of the daemon (and, ``durable``, of the machine); when
+    it raises ``OSError``, ``path`` is as it was. ``dir_fd``: the directory, open (``path``
+    is then relative to it): the daemon keeps one, so that saving takes one fd and the
+    directory cannot be swapped under it."""
     tmp = f"{path}.tmp"
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
     try:
@@ -243,7 +244,8 @@ def dump(path: str, data: bytes, dir_fd: int | None = None) -> None:
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view):]
-            os.fsync(fd)
+            if durable:
+                os.fsync(fd)
         finally:
             os.close(fd)
         os.rename(tmp, path, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
@@ -251,6 +253,8 @@ def dump(path: str, data: bytes, dir_fd: int | None = None) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp, dir_fd=dir_fd)
         raise
+    if not durable:
+        return
     if dir_fd is not None:
         os.fsync(dir_fd)
         return
