@@ -131,13 +131,14 @@ static int place_fds(void)
 static int child_main(void *arg)
 {
     const struct sv_spawn *r = arg;
-    struct sigaction dfl;
-    memset(&dfl, 0, sizeof dfl);
-    dfl.sa_handler = SIG_DFL;
-    sigemptyset(&dfl.sa_mask);
+    /* the kernel's own call: glibc's sigaction() refuses its two internal signals (32, 33),
+     * which a daemon started by posix_spawn may have inherited ignored; an ignored signal
+     * survives exec */
+    struct { void *handler; unsigned long flags; void *restorer; uint64_t mask; } dfl;
+    memset(&dfl, 0, sizeof dfl);  /* SIG_DFL, no flags, empty mask */
     for (int sig = 1; sig < _NSIG; sig++)
         if (sig != SIGKILL && sig != SIGSTOP)
-            sigaction(sig, &dfl, NULL);  /* glibc's own (32, 33) refuse: no matter */
+            syscall(SYS_rt_sigaction, sig, &dfl, NULL, (size_t)8);
     /* first of all, a table of our own (the daemon's is shared until now): of its fds, only
      * those up to the slots are copied */
     if (close_range((unsigned)slots_top + 1, UINT_MAX, CLOSE_RANGE_UNSHARE) < 0)
