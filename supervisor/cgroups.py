@@ -58,6 +58,8 @@ class Cgroups:
         self._events = select.epoll(flags=select.EPOLL_CLOEXEC)
         self._emptying: dict[int, str] = {}  # cgroup.events fd -> the dir to remove
         self.killed: set[str] = set()  # killed, not removed yet: never to be spawned into
+        # memory.current and pids.current, until found missing (controllers off here)
+        self._memory = self._tasks = True
         if sel is not None:
             sel.register(self._events, selectors.EVENT_READ, self._on_events)
 
@@ -199,6 +201,49 @@ class Cgroups:
                 return b"populated 1" in f.read()
         except OSError:
             return False
+
+    def usage(self, name: str) -> tuple[float | None, int | None, int | None]:
+        """(CPU seconds, memory bytes, tasks) of everything in cgroup ``name``: CPU from its
+        ``cpu.stat`` (the processes gone included); memory from ``memory.current`` and
+        tasks from ``pids.current`` where those controllers are on, else the sums of the
+        resident memory and threads of its processes (``/proc/<pid>/stat``). None for what
+        cannot be read."""
+        path = self.path(name)
+        cpu = self.cpu_seconds(name)
+        mem = self._counter(path, "memory.current") if self._memory else None
+        if mem is None and self._memory and os.path.isdir(path):
+            self._memory = False  # the controller is off in our tree
+        tasks = self._counter(path, "pids.current") if self._tasks else None
+        if tasks is None and self._tasks and os.path.isdir(path):
+            self._tasks = False
+        if mem is None or tasks is None:
+            data = process.read_small(os.path.join(path, "cgroup.procs"))
+            if data is None:
+                return cpu, mem, tasks
+            rss = threads = 0
+            for pid in data.split():
+                got = process.usage(int(pid))
+                if got is not None:
+                    rss += got[1]
+                    threads += got[2]
+            mem = rss if mem is None else mem
+            tasks = threads if tasks is None else tasks
+        return cpu, mem, tasks
+
+    def cpu_seconds(self, name: str) -> float | None:
+        """The CPU time of everything that ran in cgroup ``name`` so far (``cpu.stat``'s
+        ``usage_usec``, there whatever controllers are on), or None."""
+        data = process.read_small(os.path.join(self.path(name), "cpu.stat"))
+        if data:
+            for line in data.split(b"\n"):
+                if line.startswith(b"usage_usec "):
+                    return int(line[11:]) / 1e6
+        return None
+
+    @staticmethod
+    def _counter(path: str, name: str) -> int | None:
+        data = process.read_small(os.path.join(path, name))
+        return int(data) if data and data.strip().isdigit() else None
 
     def discard(self, name: str) -> None:
         """Kill what is left in cgroup ``name`` (only if anything is: a cgroup killed cannot

@@ -5,8 +5,13 @@ Usage:
   supervisor list-supervisors [--json]
   supervisor close [-i N] [--json]
   supervisor reload [-i N] [--json]
-  supervisor create-service [-i N] [-n NAME] [-r K] [-c] [-d S] [--at TIME] [--every INTERVAL] [--cron EXPR] [--restart MODE] [--restart-delay S] [--start-limit K/T] [-o OUT] [--json] <path> [--] [<args>...]
+  supervisor create-service [-i N] [-n NAME] [-r K] [-c] [-d S] [--at TIME] [--every INTERVAL] [--cron EXPR] [--restart MODE] [--restart-delay S] [--start-limit K/T] [-o OUT] [-e K=V]... [--env-file FILE] [-C DIR] [-u USER] [--stop-signal SIG] [--stop-timeout S] [--json] <path> [--] [<args>...]
   supervisor open-service <pid> [-i N] [-n NAME] [--json]
+  supervisor stop-service <svc>... [-i N] [--json]
+  supervisor start-service <svc>... [-i N] [--json]
+  supervisor restart-service <svc>... [-i N] [--json]
+  supervisor signal-service <svc> <signal> [-i N] [--json]
+  supervisor show-service <svc>... [-i N] [--json]
   supervisor suspend-service <svc> [-i N] [--json]
   supervisor resume-service <svc> [-i N] [--json]
   supervisor close-service <svc> [-i N] [--json]
@@ -15,36 +20,49 @@ Usage:
   supervisor list-supervisor [-i N] [--json]
   supervisor supervisor-freelist <svc>... [-i N] [--json]
   supervisor supervisor-cancel <svc> [-i N] [--json]
-  supervisor logs <svc> [-i N] [-n LINES] [-f] [--json]
+  supervisor logs [<svc>] [-i N] [-n LINES] [-f] [--since TIME] [-p PRIORITY] [--json]
   supervisor (-h | --help)
   supervisor --version
 
 Commands:
   init                 Make sure instance N runs (start its daemon detached if not).
   list-supervisors     The instances that run: number, pid, socket, services, uptime.
-  close                Shut instance N down: services it created are stopped (SIGTERM,
-                       then SIGKILL after a grace period); opened ones are released.
+  close                Shut instance N down: services it created are stopped (their stop
+                       signal, then SIGKILL after their stop timeout, or the daemon's
+                       grace period); opened ones are released.
   reload               Re-execute instance N's daemon in place (same pid): services
                        keep running, clients keep their connections.
   create-service       Start <path> with <args>; prints the service's name and pid.
+                       Its options go before <path>: after it every word is the
+                       program's, but for a trailing -i N or --json.
   open-service         Adopt a running process that the daemon did not start.
+  stop-service         Stop gracefully: the stop signal to the service's process group,
+                       SIGKILL to all of it after the stop timeout. Waits until stopped;
+                       never restarted by its policy. Nothing to do: exit 0.
+  start-service        Start services that do not run (a pending one now); their
+                       restart count and start limit begin again.
+  restart-service      stop-service, then start-service: a new pid.
+  signal-service       Send any signal (TERM, SIGTERM or 15) to the service's process.
+  show-service         Every field of the service, one "key: value" a line.
   suspend-service      SIGSTOP: RUNNING -> STOPPED.
   resume-service       SIGCONT: STOPPED -> RUNNING.
   close-service        SIGKILL: -> KILLED (never restarted).
   remove-service       Forget a service whatever its status (a created one still running
                        is killed first; an opened one is left running).
   service-status       The status of one service.
-  list-supervisor      Every service of instance N.
+  list-supervisor      Every service of instance N, with CPU (share of one CPU since it
+                       started) and memory.
   supervisor-freelist  Remove several services in one request.
   supervisor-cancel    Cancel a PENDING service and remove it.
-  logs                 A service's output and lifecycle entries from the journal
-                       (matched by SUPERVISOR_INSTANCE and SERVICE_NAME).
+  logs                 The output and lifecycle entries of a service, or of every
+                       service of instance N, from the journal (by SUPERVISOR_INSTANCE
+                       and SERVICE_NAME); stderr lines have priority 3 (err).
 
 Options:
   -i N, --instance N       The instance, 0 to 99 [default: 0].
   -n NAME, --name NAME     The service's name (default: the program's basename, made
                            unique with -2, -3...). For logs: -n LINES, how many of the
-                           last entries to show (default 10).
+                           last entries to show (default 10; all with --since).
   -r K, --restart-times K  Restart after a crash at most K times (default 0, or no
                            limit when a restart mode is given).
   -c, --create-stopped     The process exists and has a pid, but none of the program's
@@ -57,21 +75,35 @@ Options:
                            CLOCK_BOOTTIME; a start due while the last run still runs is
                            skipped.
   --cron EXPR              Start when the cron expression fires ("*/5 * * * *", @daily).
-  --restart MODE           on-failure, always or never.
+  --restart MODE           on-failure (not after exit 0, SIGTERM, SIGINT, SIGHUP,
+                           SIGPIPE), always (after any end no command asked for), or
+                           never.
   --restart-delay S        Wait S seconds before a restart, doubled after each quick
                            failure up to 60 s [default: 0].
-  --start-limit K/T        More than K failures within T seconds end in CRASHED (default
+  --start-limit K/T        More than K starts within T seconds end in CRASHED (default
                            5/10s when restarts are unlimited).
   -o OUT, --output OUT     Where the service's stdout and stderr go: journal (one entry
                            a line, SYSLOG_IDENTIFIER=<name>), null, inherit (the
                            daemon's), or a file, appended to [default: journal].
+  -e K=V, --env K=V        Set an environment variable (repeat for more); over the
+                           daemon's environment and --env-file.
+  --env-file FILE          KEY=VALUE lines (# comments), read at each start.
+  -C DIR, --cwd DIR        The working directory (default: the current one).
+  -u USER, --user USER     Run as USER[:GROUP] with USER's groups (root's daemon only).
+  --stop-signal SIG        The signal that asks it to stop [default: TERM].
+  --stop-timeout S         Seconds from the stop signal to SIGKILL (default 10; on
+                           close, the daemon's grace period).
   -f, --follow             logs: keep showing new entries as they come.
+  --since TIME             logs: entries since TIME: 10m (ago), HH:MM, or ISO-8601.
+  -p PRIORITY              logs: entries of this priority or more urgent: emerg, alert,
+                           crit, err, warning, notice, info, debug, or 0-7.
   --json                   Print one JSON document on stdout (logs: one a line).
   -h, --help               Show this text.
   --version                Show the version.
 
-<svc> is a service name or any pid the service has had. Put -- before <args> that start
-with a dash.
+<svc> is a service name, any pid the service has had, or (for commands that take
+several) a shell pattern such as 'web-*'. After create-service's <path>, -- makes every
+following word the program's, a trailing -i N or --json too.
 
 Exit codes: 0 done; 1 the daemon refused or failed; 2 usage error; 3 the instance is not
 running or not reachable.
@@ -189,6 +221,23 @@ def _ago(seconds: float) -> str:
     return f"{s}s"
 
 
+def _clock(when: float, now: float) -> str:
+    """A time for people: "08:30" today, else "Tue 08:30" within a week, else the date."""
+    import time
+
+    t, today = time.localtime(when), time.localtime(now)
+    if t[:3] == today[:3]:
+        return time.strftime("%H:%M:%S" if t.tm_sec else "%H:%M", t)
+    if abs(when - now) < 6 * 86400:
+        return time.strftime("%a %H:%M", t)
+    return time.strftime("%Y-%m-%d %H:%M", t)
+
+
+def _in(when: float, now: float) -> str:
+    """ "in 3h12m (at 08:30)": when a future time comes."""
+    return f"in {_ago(when - now + 0.999)} (at {_clock(when, now)})"
+
+
 def _status_text(svc: dict) -> str:
     status = svc["status"]
     if status in ("CRASHED", "EXITED", "KILLED"):
@@ -200,11 +249,32 @@ def _status_text(svc: dict) -> str:
 
 
 def _uptime(svc: dict, now: float) -> str:
+    """How long it runs; when a pending one starts; how long ago an ended one ended."""
     if svc["status"] == "PENDING" and svc.get("next_start"):
         return f"in {_ago(svc['next_start'] - now + 0.999)}"
-    if svc["status"] in ("RUNNING", "STOPPED") and svc.get("started_at"):
+    if svc["pid"] is not None and svc.get("started_at"):
         return _ago(now - svc["started_at"])
-    return "-"
+    if svc.get("exited_at"):
+        return f"{_ago(now - svc['exited_at'])} ago"
+    return ""
+
+
+def _bytes(n: int | None) -> str:
+    if n is None:
+        return ""
+    for unit in ("B", "K", "M", "G", "T"):
+        if n < 1024 or unit == "T":
+            return f"{n}{unit}" if unit == "B" else f"{n:.1f}{unit}"
+        n /= 1024
+    return ""
+
+
+def _cpu(svc: dict, now: float) -> str:
+    """The share of one CPU the service used since it started."""
+    cpu, since = svc.get("cpu_seconds"), svc.get("started_at")
+    if cpu is None or not since or now <= since:
+        return ""
+    return f"{100 * cpu / (now - since):.1f}"
 
 
 def _table(rows: list[list[str]]) -> str:
@@ -221,12 +291,50 @@ def _service_rows(services: list[dict]) -> str:
     import time
 
     now = time.time()
-    rows = [["NAME", "PID", "STATUS", "RESTARTS", "UPTIME", "COMMAND"]]
+    rows = [["NAME", "PID", "STATUS", "RESTARTS", "CPU%", "MEM", "UPTIME", "COMMAND"]]
     for s in services:
-        rows.append([s["name"], str(s["pid"]) if s["pid"] is not None else "-",
-                     _status_text(s), str(s["restarts"]), _uptime(s, now),
+        rows.append([s["name"], str(s["pid"]) if s["pid"] is not None else "",
+                     _status_text(s), str(s["restarts"]), _cpu(s, now),
+                     _bytes(s.get("memory_bytes")), _uptime(s, now),
                      shlex.join(s["command"]) + (" (opened)" if s.get("opened") else "")])
     return _table(rows)
+
+
+def _show(svc: dict) -> str:
+    """show-service: every field, one "key: value" a line, times for people."""
+    import shlex
+    import time
+
+    now = time.time()
+    out = []
+    for key, value in svc.items():
+        if key in ("started_at", "exited_at") and value is not None:
+            text = f"{_clock(value, now)} ({_ago(now - value)} ago)"
+        elif key == "next_start" and value is not None:
+            text = _in(value, now) if value > now else _clock(value, now)
+        elif key == "command":
+            text = shlex.join(value)
+        elif key == "memory_bytes" and value is not None:
+            text = f"{_bytes(value)} ({value})"
+        elif key == "schedule" and value is not None:
+            kind, what = next(iter(value.items()))
+            if kind == "at":
+                what = _clock(what, now)
+            elif kind == "every":
+                from supervisor.schedule import format_interval
+
+                what = format_interval(what)
+            text = f"{kind} {what}"
+        elif isinstance(value, list):
+            text = " ".join(map(str, value))
+        elif isinstance(value, float):
+            text = f"{value:g}"
+        elif value is None:
+            text = "-"
+        else:
+            text = str(value).lower() if isinstance(value, bool) else str(value)
+        out.append(f"{key}: {text}")
+    return "\n".join(out)
 
 
 def _print(result, as_json: bool, text: str) -> None:
@@ -283,19 +391,11 @@ def run(opts: dict) -> int:
 
     with client.Client(instance) as c:
         if opts.get("create-service"):
-            restarts = (int(_number(opts["--restart-times"], "restart times", integer=True))
-                        if opts["--restart-times"] is not None else None)
-            delay = _number(opts["--delay"], "delay", integer=False)
-            cwd = _cwd()
-            svc = c.create_service(_resolve_path(opts["<path>"], cwd), opts["<args>"],
-                                   name=opts["--name"], restart_times=restarts,
-                                   create_stopped=opts["--create-stopped"], delay=delay,
-                                   cwd=cwd, output=_output(opts["--output"], cwd),
-                                   **_schedule_opts(opts))
+            svc = c.create_service(**_create_args(opts))
             if svc["status"] == "PENDING":
                 import time
 
-                text = f"{svc['name']} PENDING (starts in {svc['next_start'] - time.time():.1f} s)"
+                text = f"{svc['name']} PENDING (starts {_in(svc['next_start'], time.time())})"
             else:
                 text = f"{svc['name']} {svc['pid']}"
             _print(svc, as_json, text)
@@ -312,6 +412,8 @@ def run(opts: dict) -> int:
         elif opts.get("supervisor-freelist"):
             answer = c.supervisor_freelist([_svc(s) for s in opts["<svc>"]])
             _print(answer, as_json, "\n".join(f"removed {s['name']}" for s in answer["removed"]))
+        elif any(opts.get(cmd) for cmd in _VERBS):
+            return _verb(c, opts, as_json)
         else:
             ref = _svc(opts["<svc>"][0])
             for cmd, verb in (("suspend-service", "suspended"), ("resume-service", "resumed"),
@@ -327,19 +429,101 @@ def run(opts: dict) -> int:
     return EXIT_OK
 
 
+def _create_args(opts: dict) -> dict:
+    """create-service's options as the client's arguments (paths made absolute against
+    the caller's directory, numbers checked)."""
+    import os
+
+    cwd = _cwd()
+    args: dict = {
+        "path": _resolve_path(opts["<path>"], cwd), "args": opts["<args>"],
+        "name": opts["--name"], "create_stopped": opts["--create-stopped"],
+        "delay": _number(opts["--delay"], "delay", integer=False),
+        "cwd": os.path.normpath(os.path.join(cwd, opts["--cwd"])) if opts["--cwd"] else cwd,
+        "output": _output(opts["--output"], cwd), **_schedule_opts(opts)}
+    if opts["--restart-times"] is not None:
+        args["restart_times"] = int(_number(opts["--restart-times"], "restart times",
+                                            integer=True))
+    env = {}
+    for pair in opts["--env"]:
+        key, eq, value = pair.partition("=")
+        if not eq or not key:
+            raise UsageError(f"--env {pair!r}: expected KEY=VALUE")
+        env[key] = value
+    if env:
+        args["env"] = env
+    if opts["--env-file"]:
+        args["env_file"] = os.path.normpath(os.path.join(cwd, opts["--env-file"]))
+    if opts["--user"]:
+        args["user"] = opts["--user"]
+    if opts["--stop-signal"] not in (None, "TERM"):
+        args["stop_signal"] = opts["--stop-signal"]
+    if opts["--stop-timeout"] is not None:
+        args["stop_timeout"] = _number(opts["--stop-timeout"], "stop timeout",
+                                       integer=False)
+    return args
+
+
+_VERBS = {"stop-service": "stopped", "start-service": "started",
+          "restart-service": "restarted", "signal-service": "signalled",
+          "show-service": None}
+
+
+def _verb(c, opts: dict, as_json: bool) -> int:
+    """stop/start/restart/signal/show-service: on names, pids and patterns; one line (or
+    block) a service; with --json the service object where one service was named plainly,
+    else ``{"services": [...]}``."""
+    refs = [_svc(ref) for ref in opts["<svc>"]]
+    cmd = next(cmd for cmd in _VERBS if opts.get(cmd))
+    if cmd == "signal-service":
+        answer = c.signal_service(opts["<signal>"], *refs)
+    else:
+        answer = getattr(c, cmd.replace("-", "_"))(*refs)
+    services = answer["services"]
+    plain = len(refs) == 1 and not any(ch in str(refs[0]) for ch in "*?[")
+    failed = [s for s in services if s.get("error") and s["status"] == "PENDING"
+              and cmd in ("start-service", "restart-service")]
+    if as_json:
+        _print(services[0] if plain and len(services) == 1 else {"services": services}, True, "")
+    elif cmd == "show-service":
+        print("\n\n".join(_show(s) for s in services))
+    else:
+        verb = _VERBS[cmd]
+        for s in services:
+            if s in failed:
+                line = f"{s['name']}: could not start: {s['error']} (retrying)"
+            elif not s.get("changed"):
+                line = f"{s['name']}: nothing to do ({_status_text(s)})"
+            elif cmd == "signal-service":
+                line = f"{verb} {s['name']} ({opts['<signal>']})"
+            else:
+                pid = f", pid {s['pid']}" if s["pid"] is not None else ""
+                line = f"{verb} {s['name']} ({_status_text(s)}{pid})"
+            print(line)
+    return EXIT_REFUSED if failed else EXIT_OK
+
+
+_PRIORITIES = ("emerg", "alert", "crit", "err", "warning", "notice", "info", "debug")
+
+
 def _logs(instance: int, opts: dict, as_json: bool) -> int:
     import os
 
     from supervisor import client, journal, paths
 
-    lines = int(_number(opts["--name"] or "10", "lines", integer=True))
-    ref = opts["<svc>"][0]
+    since = _since(opts["--since"]) if opts["--since"] else None
+    given = opts["--name"]
+    lines = int(_number(given, "lines", integer=True)) if given is not None \
+        else (None if since is not None else 10)
+    priority = _priority(opts["-p"]) if opts["-p"] is not None else None
+    ref = opts["<svc>"][0] if opts["<svc>"] else None
     name = ref
-    try:
-        with client.Client(instance, timeout=5) as c:
-            name = c.service_status(_svc(ref))["name"]
-    except client.SupervisorError:
-        pass  # not running, or a service it no longer has: its entries are still there
+    if ref is not None:
+        try:
+            with client.Client(instance, timeout=5) as c:
+                name = c.service_status(_svc(ref))["name"]
+        except client.SupervisorError:
+            pass  # not running, or a service it no longer has: its entries are still there
     if opts["--follow"]:
         import gc
 
@@ -347,7 +531,7 @@ def _logs(instance: int, opts: dict, as_json: bool) -> int:
     shown = 0
     try:
         for item in journal.service_log(instance, name, lines=lines, follow=opts["--follow"],
-                                        as_json=as_json):
+                                        as_json=as_json, since=since, priority=priority):
             if as_json:
                 import json
 
@@ -356,7 +540,7 @@ def _logs(instance: int, opts: dict, as_json: bool) -> int:
             shown += 1
     except KeyboardInterrupt:
         return EXIT_OK
-    if shown or lines == 0:
+    if shown or lines == 0 or name is None or since is not None or priority is not None:
         return EXIT_OK
     fallback = os.path.join(paths.runtime_dir(), f"{instance}.{name}.out")
     if os.path.exists(fallback):  # output kept in a file where no journald ran
@@ -365,6 +549,117 @@ def _logs(instance: int, opts: dict, as_json: bool) -> int:
         return EXIT_OK
     raise client.RemoteError("no-such-service",
                              f"no journal entries for service {ref!r} of instance {instance}")
+
+
+def _since(text: str) -> float:
+    """--since: an interval ago (10m, 1h30m), a time of day today (HH:MM[:SS]; yesterday
+    if that is still to come), or an ISO-8601 date and time."""
+    import time
+    from datetime import datetime
+
+    from supervisor import schedule
+
+    now = time.time()
+    try:
+        return now - schedule.parse_interval(text)
+    except ValueError:
+        pass
+    try:
+        when = schedule.parse_at(text, now)  # HH:MM: the next such time; ISO: in the future
+        return when - 86400 if ":" in text and len(text) <= 8 else when
+    except ValueError as exc:
+        if "in the past" not in str(exc):
+            raise UsageError(f"--since {text!r}: expected 10m (ago), HH:MM or ISO-8601 "
+                             "(2026-12-01T08:00)") from None
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def _priority(text: str) -> int:
+    if text.isascii() and text.isdigit() and int(text) <= 7:
+        return int(text)
+    if text.lower() in _PRIORITIES:
+        return _PRIORITIES.index(text.lower())
+    raise UsageError(f"-p {text!r}: expected {', '.join(_PRIORITIES)} or 0-7")
+
+
+_TRAILING = ("-i", "--instance")
+
+
+def _split_create(argv: list[str]) -> list[str]:
+    """create-service's words put in an order where docopt cannot take a program's option
+    as ours: ``create-service <our options> <path> -- <the program's words>``.
+
+    Ours are the options before <path> (the Options section says which take a value), a
+    ``--`` right after <path> is dropped, and at the end of the line ``-i N``,
+    ``--instance N`` and ``--json`` are ours (the seed writes ``-i`` last) unless a
+    ``--`` came before them. Everything else after <path> is the program's. ``-i N`` in
+    the middle of the program's words could be either: a usage error saying how to
+    write it. Words that docopt must judge (no <path>, an unknown option) are left as
+    they are."""
+    from docopt import parse_options
+
+    takes = {}
+    for opt in parse_options(__doc__):
+        for spelling in (opt.short, opt.longer):
+            if spelling:
+                takes[spelling] = opt.argcount
+    longs = [k for k in takes if k.startswith("--")]
+    ours, i = [], 1
+    while i < len(argv):
+        word = argv[i]
+        if word == "--":
+            i += 1
+            break
+        if not word.startswith("-") or word == "-":
+            break
+        ours.append(word)
+        if word.startswith("--"):
+            name, eq, _value = word.partition("=")
+            match = [k for k in longs if k == name] or [k for k in longs if k.startswith(name)]
+            if len(match) != 1:
+                return argv
+            if takes[match[0]] and not eq:
+                ours.extend(argv[i + 1:i + 2])
+                i += 1
+        else:
+            for j in range(1, len(word)):
+                arity = takes.get("-" + word[j])
+                if arity is None:
+                    return argv
+                if arity:
+                    if j == len(word) - 1:
+                        ours.extend(argv[i + 1:i + 2])
+                        i += 1
+                    break
+        i += 1
+    if i >= len(argv):
+        return argv
+    path, rest = argv[i], argv[i + 1:]
+    if rest[:1] == ["--"]:
+        return [argv[0], *ours, path, "--", *rest[1:]]
+    tail: list[str] = []
+    if "--" not in rest:
+        while rest:
+            if rest[-1] == "--json":
+                tail[:0], rest = rest[-1:], rest[:-1]
+            elif len(rest) >= 2 and rest[-2] in _TRAILING and _instance_like(rest[-1]):
+                tail[:0], rest = rest[-2:], rest[:-2]
+            elif rest[-1].startswith("--instance=") and _instance_like(rest[-1][11:]):
+                tail[:0], rest = rest[-1:], rest[:-1]
+            else:
+                break
+        for k, word in enumerate(rest[:-1]):
+            if word in _TRAILING and _instance_like(rest[k + 1]):
+                raise UsageError(
+                    f"is '{word} {rest[k + 1]}' the instance, or an argument of {path}? "
+                    f"For the instance put it before <path> (create-service {word} "
+                    f"{rest[k + 1]} {path} ...); for the program, put its words after --: "
+                    f"create-service {path} -- {' '.join(rest)}")
+    return [argv[0], *ours, *tail, path, "--", *rest]
+
+
+def _instance_like(word: str) -> bool:
+    return word.isascii() and word.isdigit() and len(word) <= 3
 
 
 def _command_doc(argv: list[str]) -> str | None:
@@ -390,6 +685,8 @@ def _parse(argv: list[str]) -> dict:
     command repeats (<svc>...) is a list, as the whole text makes it."""
     from docopt import DocoptExit, docopt
 
+    if argv[:1] == ["create-service"]:
+        argv = _split_create(argv)
     doc = _command_doc(argv)
     if doc is not None:
         try:
@@ -426,6 +723,9 @@ def main(argv: list[str] | None = None) -> int:
     except DocoptExit:
         print(f"supervisor: usage: {_usage_line(argv)}  (see supervisor --help)",
               file=sys.stderr)
+        return EXIT_USAGE
+    except UsageError as exc:
+        print(f"supervisor: {exc}", file=sys.stderr)
         return EXIT_USAGE
     from supervisor.client import SupervisorError
 

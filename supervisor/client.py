@@ -187,7 +187,9 @@ class Client:
         """``output``: journal (default), null, inherit, or an absolute file path.
         ``schedule``: any of ``at`` (epoch seconds), ``every`` (seconds), ``cron`` (an
         expression), ``restart`` (on-failure/always/never), ``restart_delay`` (seconds),
-        ``start_limit`` ("K/T")."""
+        ``start_limit`` ("K/T"), and the service's context: ``env`` (a dict),
+        ``env_file`` (an absolute path), ``user`` ("USER[:GROUP]"), ``stop_signal``
+        ("TERM", 15), ``stop_timeout`` (seconds)."""
         req: dict[str, Any] = {"path": path, "args": list(args),
                                "create_stopped": create_stopped, "delay": delay,
                                "cwd": cwd or os.getcwd(), "output": output, **schedule}
@@ -223,6 +225,36 @@ class Client:
 
     def supervisor_cancel(self, service: str | int) -> dict:
         return self.call("supervisor-cancel", service=service)
+
+    def stop_service(self, *services: str | int) -> dict:
+        """Stop each service gracefully (its stop signal, SIGKILL after its stop timeout);
+        returns ``{"instance", "services": [service objects, each with "changed"]}`` once
+        they have all stopped: this waits as long as the stops take."""
+        return self._waiting("stop-service", services=list(services))
+
+    def start_service(self, *services: str | int) -> dict:
+        return self._waiting("start-service", services=list(services))
+
+    def restart_service(self, *services: str | int) -> dict:
+        return self._waiting("restart-service", services=list(services))
+
+    def signal_service(self, signal: str | int, *services: str | int) -> dict:
+        return self._waiting("signal-service", services=list(services), signal=signal)
+
+    def show_service(self, *services: str | int) -> dict:
+        return self.call("show-service", services=list(services))
+
+    def _waiting(self, cmd: str, **args: Any) -> Any:
+        """A command whose answer waits for services to stop: no time limit on the
+        answer (the daemon sends SIGKILL after each one's stop timeout)."""
+        self.connect()
+        before = self._sock.gettimeout()
+        self._sock.settimeout(None)
+        try:
+            return self.call(cmd, **args)
+        finally:
+            if self._sock is not None:
+                self._sock.settimeout(before)
 
     def shutdown(self) -> dict:
         return self.call("shutdown")

@@ -9,19 +9,21 @@ daemon's request boundary turns that into the answer and the journal entry.
 
 from __future__ import annotations
 
+import fnmatch
 import math
 import os
 import re
+import signal
 import time
 from datetime import datetime
 
-from supervisor import output, process, schedule
-from supervisor.machine import Ev, Event, Refused, Service, State, name_problem
+from supervisor import context, output, process, schedule
+from supervisor.machine import Ev, Event, Refused, Service, State, name_problem, stop_wait
 from supervisor.shell import signal_name
 
 MAX_SECONDS = 100 * 365 * 86400  # no delay, interval or time is further away than this
-# answered while the instance shuts down: they change nothing
-READ_ONLY = frozenset({"ping", "info", "service-status", "list-supervisor"})
+# answered while the instance shuts down: they change nothing (journaled at debug)
+READ_ONLY = frozenset({"ping", "info", "service-status", "list-supervisor", "show-service"})
 # not about services: their answers do not wait for the state to be saved
 DAEMON_COMMANDS = frozenset({"shutdown", "reload"})
 
@@ -33,21 +35,84 @@ class CommandError(Exception):
         self.message = message
 
 
-def service_object(svc: Service) -> dict:
-    """The service object of ``--json`` output (stable keys; docs/reference.md)."""
+_RUNS = (State.RUNNING, State.STOPPED, State.STOPPING)  # a process of its own exists
+
+
+def service_object(svc: Service, usage: tuple = (None, None, None)) -> dict:
+    """The service object of ``--json`` output (stable keys; docs/reference.md).
+    ``usage``: (cpu_seconds, memory_bytes, tasks) where it runs (``Shell.usage``)."""
     return {
         "name": svc.name,
-        "pid": svc.pid if svc.status != "PENDING" else None,
+        "pid": svc.pid if svc.state in _RUNS else None,
         "status": svc.status,
         "restarts": svc.restarts,
         "exit_code": svc.exit_code,
         "signal": signal_name(svc.signal),
         "started_at": svc.started_at,
+        "exited_at": svc.exited_at,
         "next_start": svc.next_start if svc.status == "PENDING" or (
             svc.schedule is not None and svc.schedule.repeats) else None,
         "command": list(svc.command),
         "opened": svc.opened,
+        "restart": restart_shown(svc),
+        "restart_times": svc.restart_limit,
+        "restart_delay": svc.restart_delay,
+        "start_limit": str(svc.start_limit) if svc.start_limit is not None else None,
+        "schedule": schedule_object(svc.schedule),
+        "delay": svc.delay,
+        "create_stopped": svc.create_stopped,
+        "cwd": svc.cwd,
+        "user": svc.user,
+        "env": [key for key, _value in svc.env],
+        "env_file": svc.env_file,
+        "stop_signal": signal_name(svc.stop_signal),
+        "stop_timeout": stop_wait(svc),
+        "output": svc.output,
+        "declared": svc.declared,
+        "cpu_seconds": usage[0],
+        "memory_bytes": usage[1],
+        "tasks": usage[2],
+        "error": svc.error,
     }
+
+
+def restart_shown(svc: Service) -> str:
+    """The restart mode as users know it: never, on-failure, always, or on-crash (the
+    seed's ``-r K`` alone)."""
+    if svc.opened or svc.restart_limit == 0:
+        return "never"
+    return svc.restart_mode
+
+
+def schedule_object(sch) -> dict | None:
+    if sch is None:
+        return None
+    if sch.kind == "once":
+        return {"at": sch.at}
+    if sch.kind == "every":
+        return {"every": sch.interval}
+    return {"cron": sch.calendar.expr}
+
+
+class Waiting:
+    """The answer to a command on services some of which are stopping: sent once none of
+    them is any more (the daemon checks at the end of each turn, :meth:`ready`)."""
+
+    __slots__ = ("changed", "commands", "names")
+
+    def __init__(self, commands: Commands, names: list[str], changed: set[str]) -> None:
+        self.commands, self.names, self.changed = commands, names, changed
+
+    def ready(self) -> bool:
+        records = self.commands.shell.records
+        return all(name not in records or records[name].svc.state is not State.STOPPING
+                   for name in self.names)
+
+    def result(self) -> dict:
+        shell = self.commands.shell
+        return {"instance": self.commands.daemon.instance,
+                "services": [{**self.commands.view(name), "changed": name in self.changed}
+                             for name in self.names if name in shell]}
 
 
 class Commands:
@@ -60,6 +125,9 @@ class Commands:
         # set by a command that made a service: how to unmake it if the state that reports
         # it cannot be saved (the daemon resets it before each command)
         self.undo = None
+        # the service a one-service command was about, as it was found (its journal entry
+        # names the pid it had, even once it runs no more)
+        self.about: Service | None = None
         self.table = {
             "ping": self.ping,
             "info": self.info,
@@ -73,6 +141,11 @@ class Commands:
             "list-supervisor": self.list,
             "supervisor-freelist": self.freelist,
             "supervisor-cancel": self.cancel,
+            "stop-service": self._verb(Ev.STOP),
+            "start-service": self._verb(Ev.START),
+            "restart-service": self._verb(Ev.RESTART),
+            "signal-service": self.signal,
+            "show-service": self.show,
             "shutdown": self.shutdown,
             "reload": self.reload,
         }
@@ -87,7 +160,37 @@ class Commands:
         if name is None:
             raise CommandError("no-such-service",
                                f"no service {str(ref)!r} in instance {self.daemon.instance}")
+        self.about = self.shell.get(name)
         return name
+
+    def resolve_many(self, args: dict) -> list[str]:
+        """The services that ``args["services"]`` names: names, pids, and shell patterns
+        (``web-*``: every service whose name matches, in the order they were made). All
+        or nothing: a name or pid that names none, or a pattern that matches none, is an
+        error."""
+        refs = args.get("services")
+        if refs is None and "service" in args:
+            refs = [args["service"]]
+        if not isinstance(refs, list) or not refs:
+            raise CommandError("invalid-argument", "name at least one service")
+        names: list[str] = []
+        for ref in refs:
+            if isinstance(ref, str) and any(c in ref for c in "*?["):
+                found = [n for n in self.shell.records if fnmatch.fnmatchcase(n, ref)]
+                if not found:
+                    raise CommandError("no-such-service", f"no service of instance "
+                                       f"{self.daemon.instance} matches {ref!r}")
+                names += found
+            else:
+                names.append(self.resolve(ref))
+        return list(dict.fromkeys(names))
+
+    def view(self, name: str, *, fresh: bool = False) -> dict:
+        """The service object of ``name``, its resource usage read now; ``fresh``: an
+        opened process's stop or continue read from /proc first (never right after a
+        signal of ours, which the process may not have acted on yet)."""
+        svc = self.shell.refresh(name) if fresh else self.shell.get(name)
+        return service_object(svc, self.shell.usage(name))
 
     def apply(self, name: str, event: Event, **kw) -> Service:
         """The shell's apply, with a refusal as the command's error."""
@@ -158,8 +261,9 @@ class Commands:
             raise CommandError(code, why)
         cwd = arg(args, "cwd", str, "/")
         _bytes_of(cwd)
-        if not os.path.isdir(cwd):
-            cwd = "/"
+        if not os.path.isabs(cwd) or not os.path.isdir(cwd):
+            raise CommandError("invalid-argument", f"--cwd {cwd}: no such directory")
+        context_fields = _context(args)
         why = process.check_executable(path, deferred=stopped)
         if why is not None:
             raise CommandError("not-executable", why)
@@ -168,10 +272,10 @@ class Commands:
                       create_stopped=stopped, delay=float(delay), cwd=cwd, output=out,
                       schedule=sched, restart_mode=policy.mode,
                       restart_delay=policy.delay, restart_max_delay=policy.max_delay,
-                      start_limit=limit)
-        svc = self.apply(name, Event(Ev.CREATE), new=svc)
+                      start_limit=limit, **context_fields)
+        self.apply(name, Event(Ev.CREATE), new=svc)
         self._undo_by_removing(name)
-        return service_object(svc)
+        return self.view(name) if name in self.shell else service_object(svc)
 
     def open(self, args) -> dict:
         pid = arg(args, "pid", int)
@@ -198,10 +302,10 @@ class Commands:
         command = tuple(process.cmdline(pid)) or (process.comm(pid),)
         svc = Service(name=name, command=command,
                       started_at=process.start_time(pid) or time.time())
-        svc = self.apply(name, Event(Ev.OPEN, pid=pid, stopped=bool(process.is_stopped(pid))),
-                         new=svc, proc=proc)
+        self.apply(name, Event(Ev.OPEN, pid=pid, stopped=bool(process.is_stopped(pid))),
+                   new=svc, proc=proc)
         self._undo_by_removing(name)
-        return service_object(svc)
+        return self.view(name)
 
     def _undo_by_removing(self, name: str) -> None:
         """If the state cannot be saved, remove the service just made (killing what it
@@ -217,8 +321,40 @@ class Commands:
         def handler(args) -> dict:
             name = self.resolve(args.get("service"))
             self.shell.refresh(name)
-            return service_object(self.apply(name, Event(kind)))
+            self.apply(name, Event(kind))
+            return self.view(name)
         return handler
+
+    def _verb(self, kind: Ev):
+        """stop-service, start-service, restart-service: on every service named, checked
+        first (all or nothing); the answer waits for the stops to end."""
+        def handler(args) -> Waiting:
+            return self._on_all(self.resolve_many(args), Event(kind))
+        return handler
+
+    def _on_all(self, names: list[str], event: Event) -> Waiting:
+        for name in names:
+            self.shell.refresh(name)
+            try:
+                self.shell.check(name, event)
+            except Refused as exc:
+                raise CommandError(exc.code, str(exc)) from None
+        changed = set()
+        for name in names:
+            before = self.shell.get(name)
+            if self.apply(name, event) is not before or event.kind is Ev.SIGNAL:
+                changed.add(name)
+        return Waiting(self, names, changed)
+
+    def signal(self, args) -> Waiting:
+        """signal-service: a signal to each service's process, through its pidfd."""
+        signo = parse_signal(args.get("signal"))
+        return self._on_all(self.resolve_many(args), Event(Ev.SIGNAL, signal=signo))
+
+    def show(self, args) -> dict:
+        return {"instance": self.daemon.instance,
+                "services": [self.view(name, fresh=True)
+                             for name in self.resolve_many(args)]}
 
     def remove(self, args) -> dict:
         name = self.resolve(args.get("service"))
@@ -240,12 +376,11 @@ class Commands:
         return {**service_object(svc if removed else after), "removed": removed}
 
     def status(self, args) -> dict:
-        return service_object(self.shell.refresh(self.resolve(args.get("service"))))
+        return self.view(self.resolve(args.get("service")), fresh=True)
 
     def list(self, args) -> dict:
-        shell = self.shell
         return {"instance": self.daemon.instance,
-                "services": [service_object(shell.refresh(n)) for n in list(shell.records)]}
+                "services": [self.view(n, fresh=True) for n in list(self.shell.records)]}
 
     def freelist(self, args) -> dict:
         refs = arg(args, "services", list)
@@ -302,7 +437,8 @@ def arg(args: dict, key: str, types, default=...):
 
 # how users know each number argument (the CLI's options)
 _SHOWN = {"delay": "--delay", "at": "--at", "every": "--every",
-          "restart_delay": "--restart-delay", "restart_max_delay": "the maximum restart delay"}
+          "restart_delay": "--restart-delay", "restart_max_delay": "the maximum restart delay",
+          "stop_timeout": "--stop-timeout"}
 
 
 def number_arg(args: dict, key: str, default, *, most: float = MAX_SECONDS):
@@ -321,6 +457,73 @@ def number_arg(args: dict, key: str, default, *, most: float = MAX_SECONDS):
                  else "a number of seconds from 0 to 100 years")
         raise CommandError("invalid-argument", f"{what} must be {limit}, not {value!r:.40}")
     return float(value)
+
+
+def parse_signal(value) -> int:
+    """A signal as users write it: ``TERM``, ``SIGTERM``, ``term``, ``15``, ``RTMIN+2``."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        signo = value
+    elif isinstance(value, str) and value.isascii() and value.isdigit() and len(value) < 4:
+        signo = int(value)
+    elif isinstance(value, str) and value.isascii():
+        text = value.upper()
+        text = text if text.startswith("SIG") else "SIG" + text
+        rt = re.fullmatch(r"SIGRTM(IN|AX)([+-]\d{1,2})?", text)
+        if rt:
+            base = signal.SIGRTMIN if rt[1] == "IN" else signal.SIGRTMAX
+            signo = base + int(rt[2] or 0)
+        else:
+            signo = getattr(signal.Signals, text, None) if text.isidentifier() else None
+            if not isinstance(signo, signal.Signals):
+                signo = 0
+    else:
+        signo = 0
+    if not 0 < signo <= signal.SIGRTMAX:
+        raise CommandError("invalid-argument", f"{value!r:.40} is not a signal (TERM, "
+                           "SIGTERM or 15)")
+    return int(signo)
+
+
+def _context(args: dict) -> dict:
+    """The --env, --env-file, --user, --stop-signal and --stop-timeout of a create-service,
+    checked, as fields of the service."""
+    env = arg(args, "env", dict, {})
+    pairs = []
+    for key, value in env.items():
+        if not isinstance(value, str):
+            raise CommandError("invalid-argument", f"--env {key}: the value must be a string")
+        _bytes_of(key)
+        _bytes_of(value)
+        try:
+            pairs.append(context.env_pair(f"{key}={value}"))
+        except ValueError as exc:
+            raise CommandError("invalid-argument", str(exc)) from None
+    env_file = arg(args, "env_file", str, None)
+    if env_file is not None:
+        _bytes_of(env_file)
+        if not os.path.isabs(env_file):
+            raise CommandError("invalid-argument", f"--env-file {env_file}: not an absolute "
+                               "path")
+        try:
+            context.read_env_file(env_file)
+        except OSError as exc:
+            raise CommandError("invalid-argument", f"--env-file {env_file}: "
+                               f"{exc.strerror or exc}") from None
+        except ValueError as exc:
+            raise CommandError("invalid-argument", f"--env-file {exc}") from None
+    user = arg(args, "user", str, None)
+    if user is not None:
+        if os.geteuid() != 0:
+            raise CommandError("permission-denied", f"--user {user}: this daemon does not "
+                               "run as root, so its services run as its own user only")
+        try:
+            context.resolve_user(user)
+        except ValueError as exc:
+            raise CommandError("invalid-argument", f"--user {user}: {exc}") from None
+    stop_signal = parse_signal(args.get("stop_signal", "TERM"))
+    stop_timeout = number_arg(args, "stop_timeout", None)
+    return {"env": tuple(pairs), "env_file": env_file, "user": user,
+            "stop_signal": stop_signal, "stop_timeout": stop_timeout}
 
 
 def _schedule_and_policy(args: dict, restart: int | None, delay: float, mono: float):

@@ -38,10 +38,11 @@ _MAX_DISCARD = 64 * 1024 * 1024  # dropped after an oversized request before han
 class Reply:
     """An answer whose bytes may change or come later (``data`` None: not yet)."""
 
-    __slots__ = ("data",)
+    __slots__ = ("data", "held")
 
     def __init__(self, data: bytes | None = None) -> None:
         self.data = data
+        self.held: bytes | None = None  # bytes to send later (a reload's, at the re-exec)
 
 
 class Peer:

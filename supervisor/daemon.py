@@ -33,7 +33,7 @@ import traceback
 
 from supervisor import paths, process, protocol, state
 from supervisor.cgroups import Cgroups
-from supervisor.commands import DAEMON_COMMANDS, READ_ONLY, CommandError, Commands
+from supervisor.commands import DAEMON_COMMANDS, READ_ONLY, CommandError, Commands, Waiting
 from supervisor.control import Connection, Reply, Server, bind_listener
 from supervisor.journal import Journal
 from supervisor.machine import Ev, State
@@ -93,6 +93,9 @@ class Daemon:
         # answers of this turn's commands that changed services, with their undo: sent
         # only once the state they report is on disk
         self.unsaved: list[tuple[Reply, object, object]] = []
+        # answers that wait for services to stop: (reply, request, connection, Waiting)
+        self.waiting: list[tuple[Reply, object, Connection, Waiting]] = []
+        self.held_reloads: list[tuple[Reply, Connection]] = []  # answered at the re-exec
         self.save_error: str | None = None  # why the last save failed, while it fails
 
     # ---- the loop ------------------------------------------------------------------------
@@ -122,6 +125,8 @@ class Daemon:
         self._end_of_turn()
 
     def _end_of_turn(self) -> None:
+        if self.waiting:
+            self._answer_waiting()
         if self.shell.dirty and not self.save_state():
             self._not_saved()
         self.unsaved.clear()
@@ -130,9 +135,27 @@ class Daemon:
             self.shell.counts_changed = False
             self.notifier.status(self.status_line())
         self.journal.flush()
-        if self.reexec_requested:
+        if self.reexec_requested and not self.waiting:  # not while a stop is answered
             self.reexec_requested = False
+            if self.held_reloads:  # their answers go out now, just before the exec
+                for reply, conn in self.held_reloads:
+                    reply.data = reply.held
+                    self.server.pending.add(conn)
+                self.held_reloads.clear()
+                self.server.flush_pending()
             self.reexec()
+
+    def _answer_waiting(self) -> None:
+        """Answers whose services are done stopping: they go out with this turn's save."""
+        still = []
+        for reply, req, conn, waiting in self.waiting:
+            if not waiting.ready():
+                still.append((reply, req, conn, waiting))
+                continue
+            reply.data = protocol.encode_result(req.id, waiting.result())
+            self.unsaved.append((reply, req, None))
+            self.server.pending.add(conn)
+        self.waiting = still
 
     def status_line(self) -> str:
         """The STATUS= text for the service manager: counts by status."""
@@ -352,10 +375,7 @@ class Daemon:
         if not self.stopping:
             self.stopping = True
             self.notifier.stopping()
-            self.shell.apply_all(Ev.TERMINATE)
-            if self.shell.counts[State.STOPPING]:
-                self.timers.call_at(self.timers.now() + self.grace,
-                                    lambda: self.shell.apply_all(Ev.GRACE_EXPIRED))
+            self.shell.apply_all(Ev.TERMINATE, timeout=self.grace)
         self._maybe_finish()
         return self.shell.counts[State.STOPPING]
 
@@ -393,7 +413,7 @@ class Daemon:
             if self.stopping and req.cmd not in READ_ONLY | {"shutdown"}:
                 raise CommandError("shutting-down",
                                    f"instance {self.instance} is shutting down")
-            self.commands.undo = None
+            self.commands.undo = self.commands.about = None
             result = self.commands.table[req.cmd](req.args)
         except CommandError as exc:
             ref = req.args.get("service")
@@ -410,10 +430,28 @@ class Daemon:
                               ERROR_CODE="internal")
             return protocol.encode_error(req.id, "internal",
                                          f"{req.cmd} failed inside the daemon: {exc}")
+        if req.cmd == "reload" and self.waiting:
+            # a stop is under way and its client waits: the re-exec comes after it, and so
+            # does this answer (the client's next request is then the new program's)
+            self._log_command(req, peer, "ok (after the stops under way)", 6)
+            reply = Reply()
+            reply.held = protocol.encode_result(req.id, result)
+            self.held_reloads.append((reply, conn))
+            return reply
+        if isinstance(result, Waiting):
+            self._log_command(req, peer, f"ok: {' '.join(result.names)[:200]}", 6)
+            reply = Reply()  # sent once its services are done stopping
+            self.waiting.append((reply, req, conn, result))
+            return reply
         if req.cmd not in ("ping", "info"):
             svc = result if isinstance(result, dict) and "status" in result else {}
-            self._log_command(req, peer, f"ok{': ' + svc['name'] if svc else ''}", 6,
-                              SERVICE_NAME=svc.get("name"), SERVICE_PID=svc.get("pid"),
+            pid = svc.get("pid")
+            about = self.commands.about
+            if pid is None and about is not None and about.name == svc.get("name"):
+                pid = about.pid  # the process it had (a KILLED one shows none)
+            self._log_command(req, peer, f"ok{': ' + svc['name'] if svc else ''}",
+                              7 if req.cmd in READ_ONLY else 6,
+                              SERVICE_NAME=svc.get("name"), SERVICE_PID=pid,
                               SERVICE_STATUS=svc.get("status"))
         answer = protocol.encode_result(req.id, result)
         if req.cmd in READ_ONLY or req.cmd in DAEMON_COMMANDS:

@@ -76,7 +76,8 @@ def _as_json(entry: dict) -> dict:
     return {"time": when.timestamp() if when else None,
             "identifier": entry.get("SYSLOG_IDENTIFIER"),
             "pid": _int(entry.get("SERVICE_PID")), "message": entry.get("MESSAGE"),
-            "event": entry.get("SUPERVISOR_EVENT"), "priority": _int(entry.get("PRIORITY"))}
+            "event": entry.get("SUPERVISOR_EVENT"), "priority": _int(entry.get("PRIORITY")),
+            "service": entry.get("SERVICE_NAME"), "stream": entry.get("SERVICE_STREAM")}
 
 
 def _int(value):
@@ -86,30 +87,49 @@ def _int(value):
         return None
 
 
-def service_log(instance: int, name: str, *, lines: int = 10, follow: bool = False,
-                as_json: bool = False):
-    """Yield the last ``lines`` entries of a service's output and lifecycle, formatted
-    (a line of text, or a dict with ``as_json``); with ``follow`` go on yielding new ones
-    as they come, like ``journalctl -f``. Entries are matched by fields
-    (``SUPERVISOR_INSTANCE``, ``SERVICE_NAME``), commands about the service left out."""
+def service_log(instance: int, name: str | None, *, lines: int | None = 10,
+                follow: bool = False, as_json: bool = False, since: float | None = None,
+                priority: int | None = None):
+    """Yield the last ``lines`` entries (None: all) of a service's output and lifecycle, or
+    of every service of the instance (``name`` None), formatted (a line of text, or a dict
+    with ``as_json``): only those since ``since`` (epoch seconds) and of ``priority`` or
+    more urgent, where given. With ``follow`` go on yielding new ones as they come, like
+    ``journalctl -f``. Entries are matched by fields (``SUPERVISOR_INSTANCE``,
+    ``SERVICE_NAME``), commands about services left out."""
     if _journal is None:  # pragma: no cover - systemd-python is a dependency
         return
+    import collections
+    from datetime import datetime
+
     from systemd import journal as reading
 
     render = _as_json if as_json else _format
 
     def wanted(entry: dict) -> bool:
-        return "SUPERVISOR_COMMAND" not in entry
+        return "SUPERVISOR_COMMAND" not in entry and "SERVICE_NAME" in entry
 
     with reading.Reader() as reader:
-        reader.add_match(SUPERVISOR_INSTANCE=str(instance), SERVICE_NAME=name)
-        reader.seek_tail()
-        last: list[dict] = []
-        while len(last) < lines and (entry := reader.get_previous()):
-            if wanted(entry):
-                last.append(entry)
-        for entry in reversed(last):
-            yield render(entry)
+        match = {"SUPERVISOR_INSTANCE": str(instance)}
+        if name is not None:
+            match["SERVICE_NAME"] = name
+        reader.add_match(**match)
+        if priority is not None:
+            reader.log_level(priority)
+        if since is not None:  # forwards from that time; the last ``lines`` of them
+            reader.seek_realtime(datetime.fromtimestamp(since))
+            last = collections.deque(maxlen=lines)
+            while entry := reader.get_next():
+                if wanted(entry):
+                    last.append(entry)
+            yield from map(render, last)
+        else:
+            reader.seek_tail()
+            newest: list[dict] = []
+            while (lines is None or len(newest) < lines) and (entry := reader.get_previous()):
+                if wanted(entry):
+                    newest.append(entry)
+            for entry in reversed(newest):
+                yield render(entry)
         if not follow:
             return
         reader.seek_tail()

@@ -9,9 +9,11 @@ end to the relay (``SCM_RIGHTS`` over the relay's stdin, a ``SOCK_SEQPACKET`` so
 keeps neither. The daemon is not in the data path: its CPU time does not grow with what
 services print.
 
-Each line becomes one entry: ``MESSAGE``, ``PRIORITY=6``, ``SYSLOG_IDENTIFIER=<service>``,
-``SUPERVISOR_INSTANCE``, ``SERVICE_NAME``, ``SERVICE_PID``. A line longer than
-:data:`LINE_MAX` is cut into several entries, as journald does.
+Each line becomes one entry: ``MESSAGE``, ``PRIORITY`` (6 for stdout, 3 for stderr, as
+docker's journald driver does), ``SYSLOG_IDENTIFIER=<service>``, ``SYSLOG_PID=<its pid>``
+(what ``journalctl -t <service>`` shows in brackets), ``SUPERVISOR_INSTANCE``,
+``SERVICE_NAME``, ``SERVICE_PID``, ``SERVICE_STREAM`` (stdout or stderr). A line longer
+than :data:`LINE_MAX` is cut into several entries, as journald does.
 
 The relay exits once the daemon has hung up and every pipe has reached EOF.
 """
@@ -31,16 +33,21 @@ from systemd._journal import sendv  # systemd.journal.sendv, without its Python 
 LINE_MAX = 48 * 1024  # journald's default LineMax
 
 
+PRIORITY = {"stdout": 6, "stderr": 3}
+
+
 class Stream:
     __slots__ = ("buf", "fd", "fields", "name", "pid")
 
-    def __init__(self, fd: int, name: str, pid: int, instance: int) -> None:
+    def __init__(self, fd: int, name: str, pid: int, instance: int, label: str) -> None:
         self.fd = fd
         self.name = name
         self.pid = pid
         self.buf = b""
-        self.fields = (f"SYSLOG_IDENTIFIER={name}", f"SUPERVISOR_INSTANCE={instance}",
-                       f"SERVICE_NAME={name}", f"SERVICE_PID={pid}")
+        self.fields = (f"PRIORITY={PRIORITY.get(label, 6)}", f"SYSLOG_IDENTIFIER={name}",
+                       f"SYSLOG_PID={pid}", f"SUPERVISOR_INSTANCE={instance}",
+                       f"SERVICE_NAME={name}", f"SERVICE_PID={pid}",
+                       f"SERVICE_STREAM={label}")
 
 
 class Relay:
@@ -71,13 +78,15 @@ class Relay:
         try:
             meta = json.loads(msg)
             name, pid = str(meta["name"]), int(meta["pid"])
+            labels = [str(x) for x in meta.get("streams", ())]
+            labels += ["stdout"] * (len(fds) - len(labels))
         except (ValueError, KeyError, TypeError):
             for fd in fds:
                 os.close(fd)
             return
-        for fd in fds:
+        for fd, label in zip(fds, labels, strict=False):
             os.set_blocking(fd, False)
-            stream = Stream(fd, name, pid, self.instance)
+            stream = Stream(fd, name, pid, self.instance, label)
             self.sel.register(fd, selectors.EVENT_READ,
                               functools.partial(self._on_output, stream))
             self.streams += 1
@@ -109,7 +118,7 @@ class Relay:
         try:
             # sendv with the fields given: journal.send() would walk the stack for CODE_*
             # on every line, which costs more than the line itself
-            sendv("MESSAGE=" + line.decode(errors="replace"), "PRIORITY=6", *stream.fields)
+            sendv("MESSAGE=" + line.decode(errors="replace"), *stream.fields)
         except OSError:
             pass  # journald is gone: the line is lost, the service is not hurt
 

@@ -1,6 +1,6 @@
 """The service lifecycle as a pure state machine.
 
-``step(service, event, now)`` looks up ``TABLE[(state, kind)]`` and returns a new
+``step(service, event, now, mono)`` looks up ``TABLE[(state, kind)]`` and returns a new
 :class:`Service` with the :class:`Effect` values the shell must carry out. Every
 (state, event) pair has an explicit entry (s6-supervise keeps an action table the same
 way); ``tests/test_machine.py`` checks that the table is complete.
@@ -8,8 +8,14 @@ way); ``tests/test_machine.py`` checks that the table is complete.
 A service is born in ``NEW`` and enters the table through a command like any other:
 ``CREATE`` (its first start, now or when it is due) or ``OPEN`` (an adopted process). A
 first start that cannot spawn is refused here (``Reject``: the create fails and nothing is
-left), not undone by the shell afterwards. The meanings of the statuses users see are in
-``docs/reference.md``.
+left), not undone by the shell afterwards.
+
+A graceful stop is in the table like every other transition: ``STOP``, ``RESTART`` and
+``TERMINATE`` (the instance closing) send the service's stop signal and arm its stop timer
+(``STOPPING``, with the goal); ``STOP_TIMEOUT`` escalates to SIGKILL; the exit ends the
+stop as its goal says. How ends are classified and which are restarted follows systemd's
+``Restart=``; the start limit counts starts (see :func:`exited`). The statuses users see
+are described in ``docs/reference.md``.
 
 This module imports neither ``os`` nor ``time``: ``now`` (wall-clock seconds, for display)
 and ``mono`` (CLOCK_BOOTTIME seconds, for deadlines) are passed in.
@@ -32,10 +38,10 @@ class State(enum.Enum):
     PENDING."""
 
     NEW = "NEW"  # being created or opened: exists only within the command that makes it
-    PENDING = "PENDING"  # no process yet: waiting for its due time or being started
+    PENDING = "PENDING"  # no process: waiting for its due time, a restart, or being started
     RUNNING = "RUNNING"
     STOPPED = "STOPPED"  # suspended (SIGSTOP from us or from outside)
-    STOPPING = "STOPPING"  # SIGTERM sent on instance shutdown, waiting for the exit
+    STOPPING = "STOPPING"  # its stop signal sent (stop, restart, shutdown): waiting for the exit
     KILLED = "KILLED"
     CRASHED = "CRASHED"
     EXITED = "EXITED"
@@ -58,7 +64,7 @@ class Ev(enum.Enum):
     EXITED = "exited"  # the process ended: code/signal (both None: not knowable)
     STOPPED_SEEN = "stopped-seen"  # observed stopped (waitid or /proc)
     CONTINUED_SEEN = "continued-seen"  # observed running again
-    GRACE_EXPIRED = "grace-expired"  # a STOPPING service outlived the shutdown grace
+    STOP_TIMEOUT = "stop-timeout"  # a stopping service outlived its stop timeout
     CLOCK_CHANGED = "clock-changed"  # the wall clock was set: calendar firings move
     # commands
     CREATE = "create"  # create-service: the first start, now or when due
@@ -68,7 +74,11 @@ class Ev(enum.Enum):
     KILL = "close"  # close-service: SIGKILL
     REMOVE = "remove"
     CANCEL = "cancel"
-    TERMINATE = "terminate"  # instance shutdown
+    TERMINATE = "terminate"  # instance shutdown: timeout (the daemon's grace)
+    STOP = "stop"  # stop-service: the stop signal, then SIGKILL after the stop timeout
+    START = "start"  # start-service
+    RESTART = "restart"  # restart-service: stop, then start
+    SIGNAL = "signal"  # signal-service: signal
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +89,7 @@ class Event:
     code: int | None = None
     signal: int | None = None
     error: str | None = None
+    timeout: float | None = None
 
 
 # Effects the shell carries out, in order.
@@ -89,18 +100,25 @@ class Spawn:
 
 @dataclass(frozen=True, slots=True)
 class Signal:
+    """A signal to the service's process: ``group``, to its whole process group (a created
+    service's; an opened one gets it alone), and SIGKILL to its cgroup too."""
+
     signo: int
+    group: bool = True
 
 
 @dataclass(frozen=True, slots=True)
 class ArmTimer:
+    """``slot`` "start": the start it waits for; "stop": its stop timeout."""
+
     due: float  # CLOCK_BOOTTIME seconds, or with ``wall`` CLOCK_REALTIME (epoch) seconds
     wall: bool = False
+    slot: str = "start"
 
 
 @dataclass(frozen=True, slots=True)
 class CancelTimer:
-    pass
+    slot: str = "start"
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,32 +159,44 @@ class Refused(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Service:
+    # what it is (its definition)
     name: str
     command: tuple[str, ...]
     opened: bool = False
+    restart_limit: int | None = 0  # at most this many restarts; None: no limit
+    restart_mode: str = "on-crash"  # on-crash (the seed's -r K), on-failure, always, never
+    restart_delay: float = 0.0  # before the first restart; doubled each time, up to the cap
+    restart_max_delay: float = 60.0
+    start_limit: StartLimit | None = None
+    schedule: Schedule | None = None  # --at, --every, --cron
+    create_stopped: bool = False
+    delay: float = 0.0  # the first start waits this long (CLOCK_BOOTTIME seconds)
+    cwd: str = "/"
+    output: str = "journal"  # journal, null, inherit or an absolute path
+    env: tuple[tuple[str, str], ...] = ()  # --env, over the daemon's and --env-file's
+    env_file: str | None = None  # KEY=VALUE lines, read at each start
+    user: str | None = None  # USER[:GROUP] it runs as (a root daemon's only)
+    stop_signal: int = signal.SIGTERM
+    stop_timeout: float | None = None  # None: STOP_TIMEOUT, or on shutdown the daemon's grace
+    declared: bool = False  # it comes from the instance's config file
+    # where it is
     state: State = State.NEW
     pid: int | None = None
     pids: tuple[int, ...] = ()  # every pid it has had, oldest first
     alive: bool = False  # a process exists (not yet reaped or seen gone)
     restarts: int = 0
-    restart_limit: int | None = 0  # at most this many restarts; None: no limit
-    restart_mode: str = "on-failure"  # on-failure, always, never
-    restart_delay: float = 0.0  # before the first restart; doubled each time, up to the cap
-    restart_max_delay: float = 60.0
-    start_limit: StartLimit | None = None
-    failures: tuple[float, ...] = ()  # recent failure times, for the start limit
+    starts: tuple[float, ...] = ()  # recent starts, for the start limit (see exited)
+    waited: float = 0.0  # seconds spent waiting out back-off since its count began
     streak: int = 0  # restarts since the last run that lasted (for the back-off)
-    schedule: Schedule | None = None  # --at, --every, --cron
     exit_code: int | None = None
     signal: int | None = None
     started_at: float | None = None  # wall clock
+    exited_at: float | None = None  # wall clock
     next_start: float | None = None  # wall clock, while PENDING
     due: float | None = None  # CLOCK_BOOTTIME, while PENDING
-    create_stopped: bool = False
     held: bool = False  # stopped by our suspend-service (not from outside)
-    delay: float = 0.0  # the first start waits this long (CLOCK_BOOTTIME seconds)
-    cwd: str = "/"
-    output: str = "journal"  # journal, null, inherit or an absolute path
+    stopping: str | None = None  # while STOPPING: what for (stop, restart, shutdown)
+    killing: bool = False  # while STOPPING: SIGKILL was needed
     error: str | None = field(default=None, compare=False)
 
     @property
@@ -188,8 +218,11 @@ def name_problem(name: str) -> str | None:
     return None
 
 
-# Signals after which a process counts as KILLED rather than failed (never restarted).
-KILL_SIGNALS = frozenset({signal.SIGKILL, signal.SIGTERM, signal.SIGINT, signal.SIGHUP})
+# Signals after which a process counts as KILLED: ended, not failed.
+KILL_SIGNALS = frozenset({signal.SIGKILL, signal.SIGTERM, signal.SIGINT, signal.SIGHUP,
+                          signal.SIGPIPE})
+# Of those, the ones systemd calls clean: on-failure does not restart after them.
+CLEAN_SIGNALS = KILL_SIGNALS - {signal.SIGKILL}
 
 Handler = Callable[[Service, Event, float, float], tuple[Service, list]]
 
@@ -199,6 +232,10 @@ def _sig_name(signo: int) -> str:
         return signal.Signals(signo).name
     except ValueError:
         return f"signal {signo}"
+
+
+def _r(svc: Service, **changes) -> Service:
+    return dataclasses.replace(svc, **changes)
 
 
 # ---- handlers --------------------------------------------------------------------------
@@ -213,10 +250,93 @@ def refuse(svc, ev, now, mono):
     raise Refused(f"service {svc.name} is {svc.status}: cannot {ev.kind.value} it")
 
 
+def no_process(svc, ev, now, mono):
+    raise Refused(f"service {svc.name} is {svc.status}: it has no process to signal")
+
+
+# -- birth
+
+def create(svc, ev, now, mono):
+    """create-service: the first start now, after ``delay`` (CLOCK_BOOTTIME), or when the
+    schedule says. An immediate start stays NEW until the spawn's outcome is known."""
+    schedule = svc.schedule
+    if schedule is not None:
+        clock_now = now if schedule.wall else mono
+        due = schedule.first_due(clock_now)
+        if due <= clock_now and schedule.repeats:  # first start now; the next is armed
+            svc, effects = _arm_next(_r(svc, next_start=now), now, mono)
+            return svc, [Spawn(stopped=svc.create_stopped), *effects]
+        wall_due = due if schedule.wall else now + (due - mono)
+        svc = _r(svc, state=State.PENDING, due=due, next_start=wall_due)
+        return svc, [ArmTimer(due, wall=schedule.wall),
+                     Log("scheduled", f"{svc.name} scheduled ({schedule.describe()}), first "
+                                      f"start at {wall_due:.3f}")]
+    if svc.delay > 0:
+        svc = _r(svc, state=State.PENDING, due=mono + svc.delay, next_start=now + svc.delay)
+        return svc, [ArmTimer(mono + svc.delay),
+                     Log("scheduled", f"{svc.name} scheduled to start in {svc.delay:g} s")]
+    return _r(svc, next_start=now), [Spawn(stopped=svc.create_stopped)]
+
+
+def open_(svc, ev, now, mono):
+    """open-service: adopt the running (or stopped) process ``ev.pid``."""
+    svc = _r(svc, opened=True, state=State.STOPPED if ev.stopped else State.RUNNING,
+             pid=ev.pid, pids=(ev.pid,), alive=True)
+    return svc, [Log("opened", f"{svc.name} (pid {ev.pid}) opened")]
+
+
+def create_failed(svc, ev, now, mono):
+    """The first start of a new service could not spawn: the create fails, nothing stays."""
+    return svc, [CancelTimer(), Forget(), Reject("spawn-failed", f"cannot start {ev.error}")]
+
+
+# -- starting
+
+def spawned(svc, ev, now, mono):
+    state = State.STOPPED if ev.stopped else State.RUNNING
+    recurring = svc.schedule is not None and svc.schedule.repeats  # its next start is armed
+    svc = _r(svc, state=state, pid=ev.pid, pids=(*svc.pids, ev.pid), alive=True,
+             started_at=now, next_start=svc.next_start if recurring else None,
+             due=svc.due if recurring else None, exit_code=None, signal=None, error=None,
+             starts=(*svc.starts[-32:], mono - svc.waited))
+    what = "restarted" if svc.restarts else "started"
+    extra = " (stopped before exec)" if ev.stopped else ""
+    return svc, [Log(what, f"{svc.name} {what} with pid {ev.pid}{extra}")]
+
+
+SPAWN_RETRY = 1.0  # seconds before retrying a start that could not spawn; doubled, to 60 s
+
+
+def spawn_failed(svc, ev, now, mono):
+    """A start (a restart, a due one) could not spawn: EAGAIN, ENOMEM, a missing file.
+    Whatever the policy, it is retried with back-off, as s6's ``trystart`` does: the cause
+    is often passing. A recurring schedule's next firing is its retry. It counts as a
+    start for the start limit."""
+    svc = _r(svc, alive=False, error=ev.error)
+    if svc.schedule is not None and svc.schedule.repeats and svc.due is not None:
+        return svc, [Log("crashed", f"{svc.name} could not be started: {ev.error}; next "
+                                    f"start {_when(svc)}", 4)]
+    clock = mono - svc.waited
+    starts = (*svc.starts, clock)
+    if svc.start_limit is not None:
+        ok, starts = svc.start_limit.allows(starts, clock)
+        if not ok:
+            svc = _r(svc, state=State.CRASHED, starts=starts, due=None, next_start=None)
+            return svc, [Log("crashed", f"{svc.name} could not be started: {ev.error}; "
+                                        f"{_limit_hit(svc)}", 3)]
+    cap = max(svc.restart_max_delay, SPAWN_RETRY)
+    delay = min(max(svc.restart_delay, SPAWN_RETRY) * 2.0 ** min(svc.streak, 16), cap)
+    svc = _r(svc, state=State.PENDING, starts=starts, streak=svc.streak + 1,
+             waited=svc.waited + delay, due=mono + delay, next_start=now + delay)
+    return svc, [ArmTimer(mono + delay),
+                 Log("crashed", f"{svc.name} could not be started: {ev.error}; retrying in "
+                                f"{delay:g} s", 4)]
+
+
 def start_due(svc, ev, now, mono):
     if svc.due is None:  # not waiting for a timer: a stray or late one must not start twice
         return svc, []
-    svc, effects = _arm_next(dataclasses.replace(svc, due=None), now, mono)
+    svc, effects = _arm_next(_r(svc, due=None), now, mono)
     return svc, [Spawn(stopped=svc.create_stopped), *effects]
 
 
@@ -227,9 +347,26 @@ def _arm_next(svc, now, mono):
         return svc, []
     clock_now = now if sch.wall else mono
     nxt = sch.next_after(clock_now)
-    svc = dataclasses.replace(svc, due=nxt, next_start=nxt if sch.wall else now + (nxt - mono))
+    svc = _r(svc, due=nxt, next_start=nxt if sch.wall else now + (nxt - mono))
     return svc, [ArmTimer(nxt, wall=sch.wall)]
 
+
+def start_now(svc, ev, now, mono):
+    """start-service (and restart-service of a service that does not run): started now,
+    its restart count and start limit starting over. A pending start is replaced (a
+    recurring schedule's next firing stays). An opened process was never ours to start."""
+    if svc.opened:
+        raise Refused(f"service {svc.name} was opened, not created: there is nothing to "
+                      "start again")
+    repeats = svc.schedule is not None and svc.schedule.repeats
+    effects = [] if repeats else [CancelTimer()]
+    svc = _r(svc, state=State.PENDING, restarts=0, starts=(), waited=0.0, streak=0,
+             error=None, stopping=None, killing=False, next_start=now,
+             due=svc.due if repeats else None)
+    return svc, [*effects, Spawn()]
+
+
+# -- a schedule
 
 def due_while_running(svc, ev, now, mono):
     """A recurring service's start came while its last run still runs: this start is
@@ -239,7 +376,7 @@ def due_while_running(svc, ev, now, mono):
     if svc.due is None or svc.schedule is None:
         return svc, []
     skipped = svc.next_start
-    svc = dataclasses.replace(svc, due=None, next_start=None)
+    svc = _r(svc, due=None, next_start=None)
     return svc, [Log("skipped", f"{svc.name}: start at {skipped:.3f} skipped, its last run "
                                 f"(pid {svc.pid}) still runs; the next start comes after "
                                 "it ends", 4)]
@@ -259,116 +396,145 @@ def cancel_schedule(svc, ev, now, mono):
     if svc.schedule is None or not svc.schedule.repeats:
         raise Refused(f"service {svc.name} is {svc.status}, not PENDING: only a pending or "
                       "scheduled service can be cancelled")
-    svc = dataclasses.replace(svc, schedule=None, due=None, next_start=None)
+    svc = _r(svc, schedule=None, due=None, next_start=None)
     return svc, [CancelTimer(), Log("cancelled", f"{svc.name}: schedule cancelled; the "
                                                  "current run goes on")]
 
 
-def spawned(svc, ev, now, mono):
-    state = State.STOPPED if ev.stopped else State.RUNNING
-    first = not svc.pids
-    recurring = svc.schedule is not None and svc.schedule.repeats  # its next start is armed
-    svc = dataclasses.replace(
-        svc, state=state, pid=ev.pid, pids=(*svc.pids, ev.pid), alive=True, started_at=now,
-        next_start=svc.next_start if recurring else None, due=svc.due if recurring else None,
-        exit_code=None, signal=None, error=None,
-    )
-    what = "started" if first else "restarted"
-    extra = " (stopped before exec)" if ev.stopped else ""
-    return svc, [Log(what, f"{svc.name} {what} with pid {ev.pid}{extra}")]
+def cancel(svc, ev, now, mono):
+    return svc, [CancelTimer(), Forget(), Log("removed", f"{svc.name} cancelled before start")]
 
 
-def create(svc, ev, now, mono):
-    """create-service: the first start now, after ``delay`` (CLOCK_BOOTTIME), or when the
-    schedule says. An immediate start stays NEW until the spawn's outcome is known."""
-    schedule = svc.schedule
-    if schedule is not None:
-        clock_now = now if schedule.wall else mono
-        due = schedule.first_due(clock_now)
-        if due <= clock_now and schedule.repeats:  # first start now; the next is armed
-            svc, effects = _arm_next(dataclasses.replace(svc, next_start=now), now, mono)
-            return svc, [Spawn(stopped=svc.create_stopped), *effects]
-        wall_due = due if schedule.wall else now + (due - mono)
-        svc = dataclasses.replace(svc, state=State.PENDING, due=due, next_start=wall_due)
-        return svc, [ArmTimer(due, wall=schedule.wall),
-                     Log("scheduled", f"{svc.name} scheduled ({schedule.describe()}), first "
-                                      f"start at {wall_due:.3f}")]
-    if svc.delay > 0:
-        svc = dataclasses.replace(svc, state=State.PENDING, due=mono + svc.delay,
-                                  next_start=now + svc.delay)
-        return svc, [ArmTimer(mono + svc.delay),
-                     Log("scheduled", f"{svc.name} scheduled to start in {svc.delay:g} s")]
-    return dataclasses.replace(svc, next_start=now), [Spawn(stopped=svc.create_stopped)]
-
-
-def open_(svc, ev, now, mono):
-    """open-service: adopt the running (or stopped) process ``ev.pid``."""
-    svc = dataclasses.replace(svc, opened=True,
-                              state=State.STOPPED if ev.stopped else State.RUNNING,
-                              pid=ev.pid, pids=(ev.pid,), alive=True)
-    return svc, [Log("opened", f"{svc.name} (pid {ev.pid}) opened")]
-
-
-def create_failed(svc, ev, now, mono):
-    """The first start of a new service could not spawn: the create fails, nothing stays."""
-    return svc, [CancelTimer(), Forget(), Reject("spawn-failed", f"cannot start {ev.error}")]
-
-
-SPAWN_RETRY = 1.0  # seconds before retrying a start that could not spawn; doubled, to 60 s
-
-
-def spawn_failed(svc, ev, now, mono):
-    """A start (a restart, a due one) could not spawn: EAGAIN, ENOMEM, a missing file.
-    Whatever the policy, it is retried with back-off, as s6's ``trystart`` does: the cause
-    is often passing. A recurring schedule's next firing is its retry. It counts as a
-    failure for the start limit."""
-    base = dict(alive=False, error=ev.error)
-    if svc.schedule is not None and svc.schedule.repeats and svc.due is not None:
-        svc = dataclasses.replace(svc, **base)
-        return svc, [Log("crashed", f"{svc.name} could not be started: {ev.error}; next "
-                                    f"start {_when(svc)}", 4)]
-    failures = svc.failures
-    if svc.start_limit is not None:
-        ok, failures = svc.start_limit.allows((*svc.failures, now), now)
-        if not ok:
-            svc = dataclasses.replace(svc, state=State.CRASHED, failures=failures, due=None,
-                                      next_start=None, **base)
-            return svc, [Log("crashed", f"{svc.name} could not be started: {ev.error}; start "
-                                        f"limit hit: {svc.start_limit.reason()}", 3)]
-    cap = max(svc.restart_max_delay, SPAWN_RETRY)
-    delay = min(max(svc.restart_delay, SPAWN_RETRY) * 2.0 ** min(svc.streak, 16), cap)
-    svc = dataclasses.replace(svc, state=State.PENDING, failures=failures,
-                              streak=svc.streak + 1, due=mono + delay,
-                              next_start=now + delay, **base)
-    return svc, [ArmTimer(mono + delay),
-                 Log("crashed", f"{svc.name} could not be started: {ev.error}; retrying in "
-                                f"{delay:g} s", 4)]
-
+# -- running
 
 def suspend(svc, ev, now, mono):
-    svc = dataclasses.replace(svc, state=State.STOPPED, held=True)
+    svc = _r(svc, state=State.STOPPED, held=True)
     return svc, [Signal(signal.SIGSTOP), Log("stopped", f"{svc.name} suspended")]
 
 
 def resume(svc, ev, now, mono):
-    svc = dataclasses.replace(svc, state=State.RUNNING, held=False)
+    svc = _r(svc, state=State.RUNNING, held=False)
     return svc, [Signal(signal.SIGCONT), Log("continued", f"{svc.name} resumed")]
 
 
 def seen_stopped(svc, ev, now, mono):
-    svc = dataclasses.replace(svc, state=State.STOPPED)
+    svc = _r(svc, state=State.STOPPED)
     return svc, [Log("stopped", f"{svc.name} was stopped from outside")]
 
 
 def seen_continued(svc, ev, now, mono):
-    svc = dataclasses.replace(svc, state=State.RUNNING, held=False)
+    svc = _r(svc, state=State.RUNNING, held=False)
     return svc, [Log("continued", f"{svc.name} was continued from outside")]
 
 
-def kill(svc, ev, now, mono):
-    svc = dataclasses.replace(svc, state=State.KILLED)
-    return svc, [Signal(signal.SIGKILL), Log("killed", f"{svc.name} killed (SIGKILL)", 5)]
+def send_signal(svc, ev, now, mono):
+    """signal-service: any signal to the service's process, through its pidfd. What it
+    does shows as it happens (a stop, a continue, an exit are reported as any other)."""
+    return svc, [Signal(ev.signal, group=False),
+                 Log("signalled", f"{svc.name} (pid {svc.pid}) sent {_sig_name(ev.signal)}")]
 
+
+def kill(svc, ev, now, mono):
+    svc = _r(svc, state=State.KILLED, stopping=None)
+    return svc, [CancelTimer(slot="stop"), Signal(signal.SIGKILL),
+                 Log("killed", f"{svc.name} killed (SIGKILL)", 5)]
+
+
+# -- stopping
+
+STOP_TIMEOUT = 10.0  # seconds from the stop signal to SIGKILL, unless the service says
+
+
+def stop_wait(svc: Service, grace: float | None = None) -> float:
+    """Seconds from its stop signal to SIGKILL: its own ``--stop-timeout``; else, when the
+    instance closes, the daemon's ``grace``; else :data:`STOP_TIMEOUT`."""
+    if svc.stop_timeout is not None:
+        return svc.stop_timeout
+    return STOP_TIMEOUT if grace is None else grace
+
+
+def _begin_stop(svc, goal: str, now, mono, grace: float | None = None):
+    """The stop signal to the service (its process group), SIGCONT after it (a stopped
+    process acts on nothing until continued, and a stop from outside may not be reported
+    yet), and its stop timer."""
+    wait = stop_wait(svc, grace)
+    effects = [Signal(svc.stop_signal)]
+    if svc.stop_signal not in (signal.SIGCONT, signal.SIGKILL):
+        effects.append(Signal(signal.SIGCONT))  # as systemd does: a stopped one acts on it
+    svc = _r(svc, state=State.STOPPING, stopping=goal, killing=False, held=False)
+    why = {"stop": "stopping", "restart": "restarting", "shutdown": "closing the instance"}
+    return svc, [*effects, ArmTimer(mono + wait, slot="stop"),
+                 Log("stopping", f"{svc.name} ({why[goal]}): {_sig_name(svc.stop_signal)} to "
+                                 f"pid {svc.pid}, SIGKILL in {wait:g} s", 5)]
+
+
+def stop(svc, ev, now, mono):
+    return _begin_stop(svc, "stop", now, mono)
+
+
+def restart(svc, ev, now, mono):
+    if svc.opened:
+        raise Refused(f"service {svc.name} was opened, not created: it cannot be started "
+                      "again once stopped")
+    return _begin_stop(svc, "restart", now, mono)
+
+
+def stop_pending(svc, ev, now, mono):
+    """stop-service on a service without a process: nothing to do -- but a restart it waits
+    for (after a crash, a back-off) is called off."""
+    if svc.schedule is not None or not svc.pids or svc.due is None:
+        return svc, []  # a first start still to come, or a schedule: supervisor-cancel
+    svc = _r(svc, state=State.EXITED, due=None, next_start=None)
+    return svc, [CancelTimer(), Log("exited", f"{svc.name}: its restart called off "
+                                              "(stop-service)")]
+
+
+def stop_timeout(svc, ev, now, mono):
+    """It outlived its stop timeout: SIGKILL, to everything left of it."""
+    svc = _r(svc, killing=True)
+    return svc, [Signal(signal.SIGKILL),
+                 Log("killed", f"{svc.name} did not stop within its stop timeout: SIGKILL",
+                     4)]
+
+
+def retarget(goal: str):
+    """A stop already under way gets another goal (a start after it, or none)."""
+    def handler(svc, ev, now, mono):
+        if goal == "restart" and svc.opened:
+            raise Refused(f"service {svc.name} was opened, not created: it cannot be "
+                          "started again once stopped")
+        if svc.stopping == "shutdown" or svc.stopping == goal:
+            return svc, []
+        return _r(svc, stopping=goal), []
+    handler.__name__ = f"retarget_{goal}"
+    return handler
+
+
+def stopped_exit(svc, ev, now, mono):
+    """The process of a stopping service ended: as the stop's goal says."""
+    goal, killed = svc.stopping, svc.killing
+    svc = _r(svc, alive=False, exit_code=ev.code, signal=ev.signal, exited_at=now,
+             stopping=None, killing=False)
+    effects: list = [CancelTimer(slot="stop")]
+    how = _how(ev)
+    if goal == "restart":
+        svc, more = start_now(svc, ev, now, mono)
+        return svc, [*effects, *more, Log("exited", f"{svc.name} stopped ({how}): "
+                                                    "starting it again")]
+    if goal == "shutdown":
+        return _r(svc, state=State.KILLED), [
+            *effects, Log("killed", f"{svc.name} (pid {svc.pid}) ended on shutdown ({how})", 5)]
+    final = State.KILLED if killed else State.EXITED
+    if svc.schedule is not None and svc.schedule.repeats and svc.due is not None:
+        final = State.PENDING  # the schedule goes on: stop-service ended this run only
+    svc = _r(svc, state=final)
+    return svc, [*effects, Log("killed" if killed else "exited",
+                               f"{svc.name} stopped ({how})" + (
+                                   f"; next start {_when(svc)}" if final is State.PENDING
+                                   else ""), 5 if killed else 6)]
+
+
+# -- an end
 
 def policy_of(svc: Service) -> RestartPolicy:
     return RestartPolicy(mode=svc.restart_mode, limit=svc.restart_limit,
@@ -379,81 +545,95 @@ def policy_of(svc: Service) -> RestartPolicy:
 LASTED = 10.0  # a run this long (seconds) resets the back-off
 
 
-def exited(svc, ev, now, mono):
-    """A RUNNING or STOPPED service's process ended: classify it, then restart it, wait for
-    its next scheduled start, or leave it ended, as its policy says."""
-    svc = dataclasses.replace(svc, alive=False, exit_code=ev.code, signal=ev.signal)
-    who = f"{svc.name} (pid {svc.pid})"
+def classify(ev: Event) -> tuple[str, State, str]:
+    """(kind of end for the restart policy, the status it shows, why in words)."""
     if ev.code is None and ev.signal is None:  # ended while not watched, or an old kernel
-        kind, final, why = "unknown", State.EXITED, "ended (its exit status is not knowable)"
-    elif ev.signal is None and ev.code == 0:
-        kind, final, why = "success", State.EXITED, "exited with code 0"
-    elif ev.signal in KILL_SIGNALS:
-        kind, final, why = "killed", State.KILLED, f"killed by {_sig_name(ev.signal)}"
-    elif ev.signal is not None:
-        kind, final, why = "failure", State.CRASHED, f"killed by {_sig_name(ev.signal)}"
-    else:
-        kind, final, why = "failure", State.CRASHED, f"exited with code {ev.code}"
+        return "unknown", State.EXITED, "ended (its exit status is not knowable)"
+    if ev.signal is None:
+        if ev.code == 0:
+            return "success", State.EXITED, "exited with code 0"
+        return "failure", State.CRASHED, f"exited with code {ev.code}"
+    why = f"killed by {_sig_name(ev.signal)}"
+    if ev.signal == signal.SIGKILL:
+        return "killed", State.KILLED, why
+    if ev.signal in CLEAN_SIGNALS:
+        return "clean", State.KILLED, why
+    return "failure", State.CRASHED, why
+
+
+def _how(ev: Event) -> str:
+    return classify(ev)[2]
+
+
+def exited(svc, ev, now, mono):
+    """A RUNNING or STOPPED service's process ended, and no command asked for it: classify
+    the end, then restart it, wait for its next scheduled start, or leave it ended, as its
+    policy says (systemd's ``Restart=``: :meth:`RestartPolicy.should_restart`).
+
+    The start limit counts starts, back-off or not: on a clock that stops while the
+    service waits out a back-off, more than K starts within T end in CRASHED."""
+    svc = _r(svc, alive=False, exit_code=ev.code, signal=ev.signal, exited_at=now)
+    who = f"{svc.name} (pid {svc.pid})"
+    kind, final, why = classify(ev)
     if svc.opened:  # not ours to restart: EXITED, with how it ended where known
-        svc = dataclasses.replace(svc, state=State.EXITED)
+        svc = _r(svc, state=State.EXITED)
         how = "its exit status is not knowable" if kind == "unknown" else why
         return svc, [Log("exited", f"{who} ended: {how}")]
     event = {State.EXITED: "exited", State.KILLED: "killed", State.CRASHED: "crashed"}[final]
-    if svc.schedule is not None and svc.schedule.repeats and kind != "killed":
+    if svc.schedule is not None and svc.schedule.repeats:
         # a recurring service between runs: its next start is armed already -- unless
         # starts were skipped while this run went on: then the next one after now
-        svc = dataclasses.replace(svc, state=State.PENDING)
+        svc = _r(svc, state=State.PENDING)
         effects = []
         if svc.due is None:
             svc, effects = _arm_next(svc, now, mono)
         return svc, [*effects, Log(event, f"{who} {why}; next start {_when(svc)}",
                                    4 if final is State.CRASHED else 6)]
     policy = policy_of(svc)
-    # a re-adopted process that ended may have failed: it was meant to keep running
-    decide = "failure" if kind == "unknown" else kind
-    if not policy.should_restart(decide, svc.restarts):
+    if not policy.should_restart(kind, svc.restarts):
         left = ("no restart left" if svc.restart_limit else "no restarts configured") \
             if final is State.CRASHED else "not restarted"
-        svc = dataclasses.replace(svc, state=final)
+        svc = _r(svc, state=final)
         priority = {State.CRASHED: 3, State.KILLED: 5, State.EXITED: 6}[final]
         text = f"{who} {why}" + (f"; {left}" if final is State.CRASHED else "")
         return svc, [Log(event, text, priority)]
-    failures = svc.failures
-    if decide == "failure" and svc.start_limit is not None:
-        ok, failures = svc.start_limit.allows((*svc.failures, now), now)
+    clock = mono - svc.waited
+    starts = svc.starts
+    if svc.start_limit is not None:
+        ok, starts = svc.start_limit.allows((*svc.starts, clock), clock)
         if not ok:
-            svc = dataclasses.replace(svc, state=State.CRASHED, failures=failures)
-            return svc, [Log("crashed", f"{who} {why}; start limit hit: "
-                                        f"{svc.start_limit.reason()}: not restarted", 3)]
+            svc = _r(svc, state=State.CRASHED, starts=starts)
+            return svc, [Log("crashed", f"{who} {why}; {_limit_hit(svc)}: not restarted", 3)]
+        starts = starts[:-1]  # the start itself is counted when it happens
     lasted = svc.started_at is not None and now - svc.started_at >= LASTED
     streak = 0 if lasted else svc.streak
     delay = policy.delay_for(streak)
     of = f" of {svc.restart_limit}" if svc.restart_limit is not None else ""
-    svc = dataclasses.replace(svc, state=State.PENDING, restarts=svc.restarts + 1,
-                              streak=streak + 1, failures=failures, next_start=now + delay,
-                              due=mono + delay if delay > 0 else None)
+    svc = _r(svc, state=State.PENDING, restarts=svc.restarts + 1, streak=streak + 1,
+             starts=starts, waited=svc.waited + delay, next_start=now + delay,
+             due=mono + delay if delay > 0 else None)
     log = Log(event, f"{who} {why}; restarting ({svc.restarts}{of})"
                      + (f" in {delay:g} s" if delay > 0 else ""), 4 if kind != "success" else 6)
     return svc, [ArmTimer(mono + delay) if delay > 0 else Spawn(), log]  # start first
+
+
+def _limit_hit(svc: Service) -> str:
+    return f"start limit hit: {svc.start_limit.reason()}"
 
 
 def _when(svc: Service) -> str:
     return "not scheduled" if svc.next_start is None else f"at {svc.next_start:.3f}"
 
 
-def exited_while_stopping(svc, ev, now, mono):
-    svc = dataclasses.replace(svc, state=State.KILLED, alive=False, exit_code=ev.code,
-                              signal=ev.signal)
-    return svc, [Log("killed", f"{svc.name} (pid {svc.pid}) ended on shutdown", 5)]
-
-
 def reaped(svc, ev, now, mono):
     """The process of an already KILLED service is gone: record how it ended."""
-    return dataclasses.replace(svc, alive=False, exit_code=ev.code, signal=ev.signal), []
+    return _r(svc, alive=False, exit_code=ev.code, signal=ev.signal, exited_at=now), []
 
+
+# -- leaving
 
 def remove(svc, ev, now, mono):
-    effects: list = [CancelTimer()]
+    effects: list = [CancelTimer(), CancelTimer(slot="stop")]
     if svc.alive and not svc.opened:
         effects.append(Signal(signal.SIGKILL))
         note = " (its process was killed)"
@@ -473,17 +653,13 @@ def _release(svc, effects: list) -> list:
     return effects
 
 
-def cancel(svc, ev, now, mono):
-    return svc, [CancelTimer(), Forget(), Log("removed", f"{svc.name} cancelled before start")]
-
-
 def terminate(svc, ev, now, mono):
-    """Instance shutdown: created processes get SIGTERM (and SIGCONT, so a stopped one acts
-    on it); opened ones are released untouched; the rest are forgotten."""
-    if svc.alive and not svc.opened and svc.state is not State.KILLED:
-        svc = dataclasses.replace(svc, state=State.STOPPING)
-        return svc, [CancelTimer(), Signal(signal.SIGTERM), Signal(signal.SIGCONT),
-                     Log("stopping", f"{svc.name} sent SIGTERM on shutdown")]
+    """Instance shutdown: a created process gets its stop signal (and SIGCONT, so a stopped
+    one acts on it), SIGKILL after its own stop timeout, or the daemon's grace
+    (``ev.timeout``) where it has none; an opened one is released untouched; the rest are
+    forgotten."""
+    if svc.alive and not svc.opened:
+        return _begin_stop(svc, "shutdown", now, mono, ev.timeout)
     effects: list = [CancelTimer()]
     if svc.alive and svc.opened:
         effects = _release(svc, effects)
@@ -491,156 +667,90 @@ def terminate(svc, ev, now, mono):
     return svc, [*effects, Forget(), Log("removed", f"{svc.name} {what} on shutdown")]
 
 
-def terminate_again(svc, ev, now, mono):
-    return svc, []
+def terminate_stopping(svc, ev, now, mono):
+    """Shutdown while a stop is under way: no start after it any more."""
+    return _r(svc, stopping="shutdown"), []
 
 
-def grace_expired(svc, ev, now, mono):
-    return svc, [Signal(signal.SIGKILL),
-                 Log("killed", f"{svc.name} outlived the shutdown grace period: SIGKILL", 4)]
+def terminate_killed(svc, ev, now, mono):
+    """Shutdown of a KILLED service whose process is not reaped yet: the daemon waits for
+    it; else it is forgotten."""
+    if svc.alive:
+        return svc, []
+    return terminate(svc, ev, now, mono)
 
 
 # ---- the table --------------------------------------------------------------------------
 
 S, E = State, Ev
 
+_NEW = {
+    E.SPAWNED: spawned, E.SPAWN_FAILED: create_failed, E.DUE: ignore, E.EXITED: ignore,
+    E.STOPPED_SEEN: ignore, E.CONTINUED_SEEN: ignore, E.STOP_TIMEOUT: ignore,
+    E.CLOCK_CHANGED: ignore,
+    E.CREATE: create, E.OPEN: open_, E.SUSPEND: refuse, E.RESUME: refuse, E.KILL: refuse,
+    E.REMOVE: remove, E.CANCEL: refuse, E.TERMINATE: terminate, E.STOP: refuse,
+    E.START: refuse, E.RESTART: refuse, E.SIGNAL: refuse,
+}
+_PENDING = {  # no process yet: waiting for its due time, a restart, or its spawn
+    E.SPAWNED: spawned, E.SPAWN_FAILED: spawn_failed, E.DUE: start_due,
+    E.EXITED: ignore,  # a previous process's late report
+    E.STOPPED_SEEN: ignore, E.CONTINUED_SEEN: ignore, E.STOP_TIMEOUT: ignore,
+    E.CLOCK_CHANGED: clock_changed,
+    E.CREATE: refuse, E.OPEN: refuse, E.SUSPEND: refuse, E.RESUME: refuse, E.KILL: refuse,
+    E.REMOVE: remove, E.CANCEL: cancel, E.TERMINATE: terminate, E.STOP: stop_pending,
+    E.START: start_now, E.RESTART: start_now, E.SIGNAL: no_process,
+}
+_RUNNING = {
+    E.SPAWNED: ignore, E.SPAWN_FAILED: ignore, E.DUE: due_while_running, E.EXITED: exited,
+    E.STOPPED_SEEN: seen_stopped, E.CONTINUED_SEEN: ignore, E.STOP_TIMEOUT: ignore,
+    E.CLOCK_CHANGED: clock_changed,
+    E.CREATE: refuse, E.OPEN: refuse, E.SUSPEND: suspend, E.RESUME: refuse, E.KILL: kill,
+    E.REMOVE: remove, E.CANCEL: cancel_schedule, E.TERMINATE: terminate, E.STOP: stop,
+    E.START: ignore,  # runs already: nothing to do
+    E.RESTART: restart, E.SIGNAL: send_signal,
+}
+_STOPPED = {  # suspended
+    E.SPAWNED: ignore, E.SPAWN_FAILED: ignore, E.DUE: due_while_running, E.EXITED: exited,
+    E.STOPPED_SEEN: ignore, E.CONTINUED_SEEN: seen_continued, E.STOP_TIMEOUT: ignore,
+    E.CLOCK_CHANGED: clock_changed,
+    E.CREATE: refuse, E.OPEN: refuse, E.SUSPEND: refuse, E.RESUME: resume, E.KILL: kill,
+    E.REMOVE: remove, E.CANCEL: cancel_schedule, E.TERMINATE: terminate, E.STOP: stop,
+    E.START: ignore, E.RESTART: restart, E.SIGNAL: send_signal,
+}
+_STOPPING = {  # its stop signal sent; the stop timer armed
+    E.SPAWNED: ignore, E.SPAWN_FAILED: ignore, E.DUE: due_while_running,
+    E.EXITED: stopped_exit, E.STOPPED_SEEN: ignore, E.CONTINUED_SEEN: ignore,
+    E.STOP_TIMEOUT: stop_timeout, E.CLOCK_CHANGED: clock_changed,
+    E.CREATE: refuse, E.OPEN: refuse, E.SUSPEND: refuse, E.RESUME: refuse, E.KILL: kill,
+    E.REMOVE: remove, E.CANCEL: refuse, E.TERMINATE: terminate_stopping,
+    E.STOP: retarget("stop"), E.START: retarget("restart"), E.RESTART: retarget("restart"),
+    E.SIGNAL: send_signal,
+}
+
+
+def _ended(final: State) -> dict:
+    """KILLED, CRASHED, EXITED: no process (a KILLED one's may await reaping)."""
+    return {
+        E.SPAWNED: ignore, E.SPAWN_FAILED: ignore, E.DUE: ignore,
+        E.EXITED: reaped if final is S.KILLED else ignore,
+        E.STOPPED_SEEN: ignore, E.CONTINUED_SEEN: ignore, E.STOP_TIMEOUT: ignore,
+        E.CLOCK_CHANGED: ignore,
+        E.CREATE: refuse, E.OPEN: refuse, E.SUSPEND: refuse, E.RESUME: refuse,
+        E.KILL: refuse, E.REMOVE: remove, E.CANCEL: refuse,
+        E.TERMINATE: terminate_killed if final is S.KILLED else terminate,
+        E.STOP: ignore,  # does not run: nothing to do
+        E.START: start_now, E.RESTART: start_now, E.SIGNAL: no_process,
+    }
+
+
 TABLE: dict[tuple[State, Ev], Handler] = {
-    # NEW: being made by create-service or open-service, within that one command.
-    (S.NEW, E.SPAWNED): spawned,
-    (S.NEW, E.SPAWN_FAILED): create_failed,
-    (S.NEW, E.DUE): ignore,
-    (S.NEW, E.EXITED): ignore,
-    (S.NEW, E.STOPPED_SEEN): ignore,
-    (S.NEW, E.CONTINUED_SEEN): ignore,
-    (S.NEW, E.GRACE_EXPIRED): ignore,
-    (S.NEW, E.CLOCK_CHANGED): ignore,
-    (S.NEW, E.CREATE): create,
-    (S.NEW, E.OPEN): open_,
-    (S.NEW, E.SUSPEND): refuse,
-    (S.NEW, E.RESUME): refuse,
-    (S.NEW, E.KILL): refuse,
-    (S.NEW, E.REMOVE): remove,
-    (S.NEW, E.CANCEL): refuse,
-    (S.NEW, E.TERMINATE): terminate,
-    # PENDING: no process yet.
-    (S.PENDING, E.SPAWNED): spawned,
-    (S.PENDING, E.SPAWN_FAILED): spawn_failed,
-    (S.PENDING, E.DUE): start_due,
-    (S.PENDING, E.EXITED): ignore,  # a previous process's late report
-    (S.PENDING, E.STOPPED_SEEN): ignore,
-    (S.PENDING, E.CONTINUED_SEEN): ignore,
-    (S.PENDING, E.GRACE_EXPIRED): ignore,
-    (S.PENDING, E.CLOCK_CHANGED): clock_changed,
-    (S.PENDING, E.CREATE): refuse,
-    (S.PENDING, E.OPEN): refuse,
-    (S.PENDING, E.SUSPEND): refuse,
-    (S.PENDING, E.RESUME): refuse,
-    (S.PENDING, E.KILL): refuse,
-    (S.PENDING, E.REMOVE): remove,
-    (S.PENDING, E.CANCEL): cancel,
-    (S.PENDING, E.TERMINATE): terminate,
-    # RUNNING
-    (S.RUNNING, E.SPAWNED): ignore,
-    (S.RUNNING, E.SPAWN_FAILED): ignore,
-    (S.RUNNING, E.DUE): due_while_running,
-    (S.RUNNING, E.EXITED): exited,
-    (S.RUNNING, E.STOPPED_SEEN): seen_stopped,
-    (S.RUNNING, E.CONTINUED_SEEN): ignore,
-    (S.RUNNING, E.GRACE_EXPIRED): ignore,
-    (S.RUNNING, E.CLOCK_CHANGED): clock_changed,
-    (S.RUNNING, E.CREATE): refuse,
-    (S.RUNNING, E.OPEN): refuse,
-    (S.RUNNING, E.SUSPEND): suspend,
-    (S.RUNNING, E.RESUME): refuse,
-    (S.RUNNING, E.KILL): kill,
-    (S.RUNNING, E.REMOVE): remove,
-    (S.RUNNING, E.CANCEL): cancel_schedule,
-    (S.RUNNING, E.TERMINATE): terminate,
-    # STOPPED
-    (S.STOPPED, E.SPAWNED): ignore,
-    (S.STOPPED, E.SPAWN_FAILED): ignore,
-    (S.STOPPED, E.DUE): due_while_running,
-    (S.STOPPED, E.EXITED): exited,
-    (S.STOPPED, E.STOPPED_SEEN): ignore,
-    (S.STOPPED, E.CONTINUED_SEEN): seen_continued,
-    (S.STOPPED, E.GRACE_EXPIRED): ignore,
-    (S.STOPPED, E.CLOCK_CHANGED): clock_changed,
-    (S.STOPPED, E.CREATE): refuse,
-    (S.STOPPED, E.OPEN): refuse,
-    (S.STOPPED, E.SUSPEND): refuse,
-    (S.STOPPED, E.RESUME): resume,
-    (S.STOPPED, E.KILL): kill,
-    (S.STOPPED, E.REMOVE): remove,
-    (S.STOPPED, E.CANCEL): cancel_schedule,
-    (S.STOPPED, E.TERMINATE): terminate,
-    # STOPPING: SIGTERM sent on shutdown.
-    (S.STOPPING, E.SPAWNED): ignore,
-    (S.STOPPING, E.SPAWN_FAILED): ignore,
-    (S.STOPPING, E.DUE): ignore,
-    (S.STOPPING, E.EXITED): exited_while_stopping,
-    (S.STOPPING, E.STOPPED_SEEN): ignore,
-    (S.STOPPING, E.CONTINUED_SEEN): ignore,
-    (S.STOPPING, E.CLOCK_CHANGED): ignore,
-    (S.STOPPING, E.GRACE_EXPIRED): grace_expired,
-    (S.STOPPING, E.CREATE): refuse,
-    (S.STOPPING, E.OPEN): refuse,
-    (S.STOPPING, E.SUSPEND): refuse,
-    (S.STOPPING, E.RESUME): refuse,
-    (S.STOPPING, E.KILL): kill,
-    (S.STOPPING, E.REMOVE): remove,
-    (S.STOPPING, E.CANCEL): refuse,
-    (S.STOPPING, E.TERMINATE): terminate_again,
-    # KILLED: never restarted; the process may still await reaping.
-    (S.KILLED, E.SPAWNED): ignore,
-    (S.KILLED, E.SPAWN_FAILED): ignore,
-    (S.KILLED, E.DUE): ignore,
-    (S.KILLED, E.EXITED): reaped,
-    (S.KILLED, E.STOPPED_SEEN): ignore,
-    (S.KILLED, E.CONTINUED_SEEN): ignore,
-    (S.KILLED, E.CLOCK_CHANGED): ignore,
-    (S.KILLED, E.GRACE_EXPIRED): ignore,
-    (S.KILLED, E.CREATE): refuse,
-    (S.KILLED, E.OPEN): refuse,
-    (S.KILLED, E.SUSPEND): refuse,
-    (S.KILLED, E.RESUME): refuse,
-    (S.KILLED, E.KILL): refuse,
-    (S.KILLED, E.REMOVE): remove,
-    (S.KILLED, E.CANCEL): refuse,
-    (S.KILLED, E.TERMINATE): terminate,
-    # CRASHED: no restart left.
-    (S.CRASHED, E.SPAWNED): ignore,
-    (S.CRASHED, E.SPAWN_FAILED): ignore,
-    (S.CRASHED, E.DUE): ignore,
-    (S.CRASHED, E.EXITED): ignore,
-    (S.CRASHED, E.STOPPED_SEEN): ignore,
-    (S.CRASHED, E.CONTINUED_SEEN): ignore,
-    (S.CRASHED, E.CLOCK_CHANGED): ignore,
-    (S.CRASHED, E.GRACE_EXPIRED): ignore,
-    (S.CRASHED, E.CREATE): refuse,
-    (S.CRASHED, E.OPEN): refuse,
-    (S.CRASHED, E.SUSPEND): refuse,
-    (S.CRASHED, E.RESUME): refuse,
-    (S.CRASHED, E.KILL): refuse,
-    (S.CRASHED, E.REMOVE): remove,
-    (S.CRASHED, E.CANCEL): refuse,
-    (S.CRASHED, E.TERMINATE): terminate,
-    # EXITED
-    (S.EXITED, E.SPAWNED): ignore,
-    (S.EXITED, E.SPAWN_FAILED): ignore,
-    (S.EXITED, E.DUE): ignore,
-    (S.EXITED, E.EXITED): ignore,
-    (S.EXITED, E.STOPPED_SEEN): ignore,
-    (S.EXITED, E.CONTINUED_SEEN): ignore,
-    (S.EXITED, E.CLOCK_CHANGED): ignore,
-    (S.EXITED, E.GRACE_EXPIRED): ignore,
-    (S.EXITED, E.CREATE): refuse,
-    (S.EXITED, E.OPEN): refuse,
-    (S.EXITED, E.SUSPEND): refuse,
-    (S.EXITED, E.RESUME): refuse,
-    (S.EXITED, E.KILL): refuse,
-    (S.EXITED, E.REMOVE): remove,
-    (S.EXITED, E.CANCEL): refuse,
-    (S.EXITED, E.TERMINATE): terminate,
+    (state, kind): handler
+    for state, row in ((S.NEW, _NEW), (S.PENDING, _PENDING), (S.RUNNING, _RUNNING),
+                       (S.STOPPED, _STOPPED), (S.STOPPING, _STOPPING),
+                       (S.KILLED, _ended(S.KILLED)), (S.CRASHED, _ended(S.CRASHED)),
+                       (S.EXITED, _ended(S.EXITED)))
+    for kind, handler in row.items()
 }
 
 

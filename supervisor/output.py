@@ -1,10 +1,12 @@
 """Where services' stdout and stderr go (``create-service --output``).
 
-* ``journal`` (the default): a pipe per process whose read end goes to the instance's
-  log relay (``supervisor/logrelay.py``), which writes each line as a journal entry with
-  ``SYSLOG_IDENTIFIER=<service>``, ``SUPERVISOR_INSTANCE``, ``SERVICE_NAME``,
-  ``SERVICE_PID``. The daemon keeps no end of the pipe and never reads it. Without a
-  journald this falls back to the file ``<runtime dir>/<N>.<service>.out``.
+* ``journal`` (the default): two pipes per process (stdout, stderr) whose read ends go to
+  the instance's log relay (``supervisor/logrelay.py``), which writes each line as a
+  journal entry with ``SYSLOG_IDENTIFIER=<service>``, ``SYSLOG_PID=<its pid>``,
+  ``SUPERVISOR_INSTANCE``, ``SERVICE_NAME``, ``SERVICE_PID``, ``SERVICE_STREAM`` (stdout
+  or stderr) and ``PRIORITY`` 6 for stdout, 3 for stderr. The daemon keeps a read end of
+  each and never reads it (see :class:`Outputs`). Without a journald this falls back to
+  the file ``<runtime dir>/<N>.<service>.out``.
 * ``null``: ``/dev/null``. ``inherit``: the daemon's own stdout/stderr.
 * an absolute path: that file, appended to (created 0640 if missing).
 """
@@ -63,15 +65,18 @@ def journald_answers(path: str = JOURNAL_SOCKET) -> bool:
 
 
 class Handoff:
-    """The fds made for one spawn: ``fd`` goes to the child as stdout and stderr; after the
-    spawn, :meth:`Outputs.done` keeps the pipe's read end (``stream``) and closes the rest."""
+    """The fds made for one spawn: ``out`` and ``err`` go to the child as stdout and
+    stderr; after the spawn, :meth:`Outputs.done` keeps the pipes' read ends
+    (``streams``, stdout's and stderr's) and closes the rest (``close``)."""
 
-    __slots__ = ("close", "fd", "stream")
+    __slots__ = ("close", "err", "out", "streams")
 
-    def __init__(self, fd: int, close: tuple[int, ...] = (), stream: int = -1) -> None:
-        self.fd = fd
+    def __init__(self, out: int, err: int | None = None, close: tuple[int, ...] = (),
+                 streams: tuple[int, int] | None = None) -> None:
+        self.out = out
+        self.err = out if err is None else err
         self.close = close
-        self.stream = stream
+        self.streams = streams
 
 
 class Outputs:
@@ -102,8 +107,9 @@ class Outputs:
         self.null = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
         self.relay: process.Proc | None = None
         self.control: socket.socket | None = None
-        self.streams: dict[int, tuple[str, int]] = {}  # pid -> (service, pipe read end)
-        self._queue: collections.deque[tuple[int, str, int]] = collections.deque()
+        # pid -> (service, read end of its stdout pipe, of its stderr pipe)
+        self.streams: dict[int, tuple[str, int, int]] = {}
+        self._queue: collections.deque[int] = collections.deque()  # pids to hand over
         self._sent = 0  # pipes handed so far (progress, for the stuck check)
         self._stuck = None  # the timer of the stuck check, while pipes wait
         self._no_journald_until = 0.0  # time.monotonic() until which not to probe again
@@ -113,42 +119,50 @@ class Outputs:
 
     def prepare(self, name: str, spec: str) -> Handoff:
         if spec == "inherit":
-            return Handoff(1)
+            return Handoff(1, 2)
         if spec == "null":
             return Handoff(self.null)
         if spec != "journal":
             fd = open_output(spec)
-            return Handoff(fd, (fd,))
+            return Handoff(fd, close=(fd,))
         if self._restart is not None or self._relay_ready():
-            r, w = os.pipe2(os.O_CLOEXEC)
-            return Handoff(w, (w,), stream=r)
+            out_r, out_w = os.pipe2(os.O_CLOEXEC)
+            try:
+                err_r, err_w = os.pipe2(os.O_CLOEXEC)
+            except OSError:
+                os.close(out_r)
+                os.close(out_w)
+                raise
+            return Handoff(out_w, err_w, close=(out_w, err_w), streams=(out_r, err_r))
         fd = open_output(os.path.join(self.rundir, f"{self.instance}.{name}.out"), _OURS_FLAGS)
-        return Handoff(fd, (fd,))
+        return Handoff(fd, close=(fd,))
 
     def done(self, handoff: Handoff, name: str, pid: int | None) -> None:
-        """After the spawn (``pid`` None: it failed): keep the read end and hand a copy to
-        the relay; close the daemon's copy of the write end."""
+        """After the spawn (``pid`` None: it failed): keep the read ends and hand copies to
+        the relay; close the daemon's copies of the write ends."""
         for fd in handoff.close:
             os.close(fd)
-        if handoff.stream < 0:
+        if handoff.streams is None:
             return
         if pid is None:
-            os.close(handoff.stream)
+            for fd in handoff.streams:
+                os.close(fd)
             return
-        self.streams[pid] = (name, handoff.stream)
-        self._hand(pid, name, handoff.stream)
+        self.streams[pid] = (name, *handoff.streams)
+        self._hand(pid)
 
     def release(self, pid: int) -> None:
-        """The process ``pid`` is gone: its pipe needs no reader of ours any more (the
-        relay drains what is left in it)."""
+        """The process ``pid`` is gone: its pipes need no reader of ours any more (the
+        relay drains what is left in them)."""
         stream = self.streams.pop(pid, None)
         if stream is not None:
             os.close(stream[1])
+            os.close(stream[2])
 
-    def _hand(self, pid: int, name: str, fd: int) -> None:
+    def _hand(self, pid: int) -> None:
         if self.control is None:
             return  # the next relay gets it
-        self._queue.append((pid, name, fd))
+        self._queue.append(pid)
         if len(self._queue) == 1:
             self._drain()
 
@@ -156,13 +170,15 @@ class Outputs:
         """Send the pipes that wait, while the relay's socket takes them."""
         queue = self._queue
         while queue and self.control is not None:
-            pid, name, fd = queue[0]
-            if self.streams.get(pid) != (name, fd):  # its process is gone meanwhile
+            stream = self.streams.get(queue[0])
+            if stream is None:  # its process is gone meanwhile
                 queue.popleft()
                 continue
+            name, out, err = stream
             try:
-                socket.send_fds(self.control,
-                                [json.dumps({"name": name, "pid": pid}).encode()], [fd])
+                socket.send_fds(self.control, [json.dumps(
+                    {"name": name, "pid": queue[0], "streams": ["stdout", "stderr"]}
+                ).encode()], [out, err])
             except BlockingIOError:
                 break
             except OSError as exc:
@@ -225,8 +241,8 @@ class Outputs:
         self._started = now
         self.watcher.watch(self.relay, self._relay_exited)
         self.log(f"log relay started with pid {self.relay.pid}", 6)
-        for pid, (name, fd) in self.streams.items():  # after a restart: every live pipe
-            self._hand(pid, name, fd)
+        for pid in self.streams:  # after a restart: every live pipe
+            self._hand(pid)
         return True
 
     def _relay_exited(self, relay: process.Proc, code: int | None, signo: int | None) -> None:
@@ -265,14 +281,16 @@ class Outputs:
         if self.relay is not None and self.control is not None:
             relay = {"pid": self.relay.pid, "pidfd": self.relay.pidfd,
                      "control": self.control.fileno()}
-        return {"relay": relay, "streams": [{"pid": pid, "name": name, "fd": fd}
-                                            for pid, (name, fd) in self.streams.items()],
-                "waiting": [pid for pid, _name, _fd in self._queue]}
+        return {"relay": relay,
+                "streams": [{"pid": pid, "name": name, "fd": out, "err": err}
+                            for pid, (name, out, err) in self.streams.items()],
+                "waiting": list(self._queue)}
 
     def carried_fds(self, carried: dict) -> list[int]:
         relay = carried["relay"]
         return [*((relay["pidfd"], relay["control"]) if relay else ()),
-                *(s["fd"] for s in carried["streams"])]
+                *(fd for s in carried["streams"] for fd in (s["fd"], s.get("err"))
+                  if fd is not None)]
 
     def restore(self, carried: dict | None) -> None:
         if not carried:
@@ -282,7 +300,11 @@ class Outputs:
         for fd in self.carried_fds(carried):
             os.set_inheritable(fd, False)
         for entry in carried["streams"]:
-            self.streams[entry["pid"]] = (entry["name"], entry["fd"])
+            err = entry.get("err")
+            if err is None:  # an older version's: one pipe for both
+                err = os.dup(entry["fd"])
+                os.set_inheritable(err, False)
+            self.streams[entry["pid"]] = (entry["name"], entry["fd"], err)
         relay = carried["relay"]
         if relay:
             self.relay = process.Proc(relay["pid"], relay["pidfd"], child=True)
@@ -291,7 +313,7 @@ class Outputs:
             self.watcher.watch(self.relay, self._relay_exited)
             for pid in carried.get("waiting", ()):  # pipes it had not taken yet
                 if pid in self.streams:
-                    self._hand(pid, *self.streams[pid])
+                    self._hand(pid)
         elif self.streams:  # it was dead, its restart waiting: now
             self._relay_ready()
 
@@ -308,7 +330,8 @@ class Outputs:
             # not reaped here: it outlives us briefly, then init reaps it
             self.watcher.release(self.relay)
             self.relay = None
-        for _name, fd in self.streams.values():
-            os.close(fd)
+        for _name, out, err in self.streams.values():
+            os.close(out)
+            os.close(err)
         self.streams.clear()
         os.close(self.null)

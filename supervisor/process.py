@@ -149,13 +149,23 @@ def check_executable(path: str, *, deferred: bool = False) -> str | None:
     return None
 
 
+class Ids:
+    """Who a service runs as: uid, gid, supplementary groups (from ``--user``)."""
+
+    __slots__ = ("gid", "groups", "uid")
+
+    def __init__(self, uid: int, gid: int, groups: list[int]) -> None:
+        self.uid, self.gid, self.groups = uid, gid, groups
+
+
 def spawn(argv: list[str], *, env: dict[str, str], cwd: str = "/", stopped: bool = False,
           stdout: int = 1, stderr: int = 2, stdin: int | None = None,
-          cgroup_fd: int | None = None) -> Proc:
+          cgroup_fd: int | None = None, ids: Ids | None = None) -> Proc:
     """Start ``argv`` in a session of its own with a clean signal mask, default signal
     dispositions, stdin on /dev/null (or ``stdin``), no fd of ours but the three given and
-    :data:`CHILD_NOFILE`; in the cgroup ``cgroup_fd`` (clone3 only: without it the caller
-    steps into the cgroup, see ``Cgroups.spawning_in``).
+    :data:`CHILD_NOFILE`; as ``ids`` (groups, gid, uid set in the child); in the cgroup
+    ``cgroup_fd`` (clone3 only: without it the caller steps into the cgroup, see
+    ``Cgroups.spawning_in``).
 
     With ``stopped`` the child stops itself (SIGSTOP) before ``exec``: it has a pid and
     none of the program's code has run until it gets SIGCONT. Returns once that is so.
@@ -167,10 +177,12 @@ def spawn(argv: list[str], *, env: dict[str, str], cwd: str = "/", stopped: bool
             cwd=os.fsencode(cwd) if cwd else None, stdin=-1 if stdin is None else stdin,
             stdout=stdout, stderr=stderr, stopped=stopped,
             cgroup_fd=-1 if cgroup_fd is None else cgroup_fd,
-            nofile=-1 if CHILD_NOFILE is None else CHILD_NOFILE)
+            nofile=-1 if CHILD_NOFILE is None else CHILD_NOFILE,
+            uid=-1 if ids is None else ids.uid, gid=-1 if ids is None else ids.gid,
+            groups=None if ids is None else ids.groups)
         return Proc(pid, pidfd, child=True)
-    if stopped:
-        pid = _fork_stopped(argv, env, cwd, stdout, stderr)
+    if stopped or ids is not None:  # posix_spawn can do neither
+        pid = _fork_spawn(argv, env, cwd, stdout, stderr, stopped, ids)
     else:
         actions = [(os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0) if stdin is None
                    else (os.POSIX_SPAWN_DUP2, stdin, 0)]
@@ -230,9 +242,21 @@ def _child_nofile():
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
-def _fork_stopped(argv, env, cwd, stdout, stderr) -> int:
+def _fork_spawn(argv, env, cwd, stdout, stderr, stopped, ids) -> int:
+    """The fallback for a spawn posix_spawn cannot do: stopped before exec, or as another
+    user. An exec error is reported through a close-on-exec pipe."""
+    r, w = os.pipe2(os.O_CLOEXEC)
     pid = os.fork()
     if pid:
+        os.close(w)
+        try:
+            err = os.read(r, 16) if not stopped else b""
+        finally:
+            os.close(r)
+        if err:
+            os.waitpid(pid, 0)
+            code = int(err)
+            raise OSError(code, os.strerror(code))
         return pid
     try:  # the child: only async-signal-safe-ish steps, then exec
         os.setsid()
@@ -249,9 +273,17 @@ def _fork_stopped(argv, env, cwd, stdout, stderr) -> int:
         if CHILD_NOFILE is not None:
             hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
             resource.setrlimit(resource.RLIMIT_NOFILE, (min(CHILD_NOFILE, hard), hard))
-        os.kill(os.getpid(), signal.SIGSTOP)
+        if ids is not None:
+            os.setgroups(ids.groups)
+            os.setresgid(ids.gid, ids.gid, ids.gid)
+            os.setresuid(ids.uid, ids.uid, ids.uid)
+        if stopped:
+            os.kill(os.getpid(), signal.SIGSTOP)
         signal.pthread_sigmask(signal.SIG_SETMASK, [])
         os.execve(argv[0], argv, env)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.write(w, str(exc.errno or 0).encode())
     finally:
         os._exit(127)
 
@@ -362,14 +394,42 @@ def stop_continue_reports():
 # ---- /proc ------------------------------------------------------------------------------
 
 
+def read_small(path: str) -> bytes | None:
+    """The contents of a small kernel file (``/proc``, ``/sys``: one read of up to 4 KiB),
+    or None when it cannot be read."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        return os.read(fd, 4096)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
 def proc_stat(pid: int) -> list[str] | None:
     """Fields of ``/proc/<pid>/stat`` from the state on (index 0 = field 3), or None."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read().decode(errors="replace")
-    except (FileNotFoundError, ProcessLookupError):
+    data = read_small(f"/proc/{pid}/stat")
+    if not data:
         return None
-    return data[data.rindex(")") + 2:].split()
+    text = data.decode(errors="replace")
+    return text[text.rindex(")") + 2:].split()
+
+
+_HZ = os.sysconf("SC_CLK_TCK")
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def usage(pid: int) -> tuple[float, int, int] | None:
+    """(CPU seconds, resident bytes, threads) of one process, from ``/proc/<pid>/stat``
+    (utime + stime, rss, num_threads), or None when it is gone."""
+    fields = proc_stat(pid)
+    if fields is None or len(fields) < 22:
+        return None
+    return ((int(fields[11]) + int(fields[12])) / _HZ, int(fields[21]) * _PAGE,
+            int(fields[17]))
 
 
 def session_of(pid: int) -> int | None:
@@ -431,4 +491,4 @@ def start_time(pid: int) -> float | None:
     ticks = int(fields[19])
     with open("/proc/stat") as f:
         btime = next(int(line.split()[1]) for line in f if line.startswith("btime"))
-    return btime + ticks / os.sysconf("SC_CLK_TCK")
+    return btime + ticks / _HZ

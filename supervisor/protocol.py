@@ -46,7 +46,8 @@ ERRORS = {
 COMMANDS = frozenset({
     "ping", "info", "create-service", "open-service", "suspend-service", "resume-service",
     "close-service", "remove-service", "service-status", "list-supervisor",
-    "supervisor-freelist", "supervisor-cancel", "shutdown", "reload",
+    "supervisor-freelist", "supervisor-cancel", "shutdown", "reload", "stop-service",
+    "start-service", "restart-service", "signal-service", "show-service",
 })
 
 

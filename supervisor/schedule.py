@@ -451,27 +451,37 @@ class Schedule:
 
 # ---- restart policy ----------------------------------------------------------------------------
 
-RESTART_MODES = ("on-failure", "always", "never")
-END_KINDS = ("success", "failure", "killed")
+RESTART_MODES = ("on-crash", "on-failure", "always", "never")
+END_KINDS = ("success", "clean", "killed", "failure", "unknown")
 
 
 @dataclass(frozen=True, slots=True)
 class RestartPolicy:
-    """Whether and when to restart a service whose process ended.
+    """Whether and when to restart a service whose process ended of itself (no command
+    asked for the end: stop-service, close-service, remove-service and close never
+    restart). The modes are systemd's ``Restart=``, plus the seed's ``-r K``:
 
-    - ``mode``: ``on-failure`` restarts after a failure (non-zero exit, core-dump signal);
-      ``always`` after a success (exit 0) too; ``never`` never. An end by SIGKILL, SIGTERM,
-      SIGINT or SIGHUP (``"killed"``) is never restarted, whatever the mode
-      (docs/reference.md: KILLED).
-    - ``limit``: at most this many restarts in the service's life, counting every restart
-      whatever caused it; ``None`` is unlimited.
+    ==============  ===========================================================
+    ``on-crash``    ``-r K`` alone: after a crash (a non-zero exit, a signal
+                    other than SIGKILL, SIGTERM, SIGINT, SIGHUP, SIGPIPE)
+    ``on-failure``  after a non-zero exit, an unclean signal, or SIGKILL from
+                    outside (the OOM killer sends it); not after exit 0 or a
+                    clean signal (SIGTERM, SIGINT, SIGHUP, SIGPIPE)
+    ``always``      after any end
+    ``never``       never
+    ==============  ===========================================================
+
+    An end whose status is not knowable (it came while no daemon watched, on an old
+    kernel) counts as a failure: the service was meant to go on.
+
+    - ``limit``: at most this many restarts in the service's life; ``None`` is unlimited.
     - back-off: restart number n+1 waits ``min(delay * backoff**n, max_delay)`` seconds;
       ``delay`` 0 (the default) restarts at once, as docs/reference.md says for ``-r K``.
 
     :meth:`from_options` maps the CLI's ``--restart MODE`` and ``-r K`` onto this.
     """
 
-    mode: str = "on-failure"
+    mode: str = "on-crash"
     limit: int | None = None
     delay: float = 0.0
     max_delay: float = 60.0
@@ -498,16 +508,16 @@ class RestartPolicy:
         """The policy for ``create-service [--restart MODE] [-r K]``:
 
         ======================  ==================================================
-        neither                 on-failure, limit 0: no restart (the seed's default)
-        ``-r K``                on-failure, at most K restarts (the seed's ``-r``)
+        neither                 on-crash, limit 0: no restart (the seed's default)
+        ``-r K``                on-crash, at most K restarts (the seed's ``-r``)
         ``--restart M``         M, unlimited (``never``: no restart)
-        ``--restart M -r K``    M, at most K restarts in all (success or failure)
+        ``--restart M -r K``    M, at most K restarts in all
         ======================  ==================================================
 
         ``--restart never`` with ``-r K`` (K > 0) is a contradiction: ``ValueError``.
         ``backoff`` passes ``delay``, ``max_delay``, ``backoff`` through.
         """
-        if restart is not None and restart not in RESTART_MODES:
+        if restart is not None and restart not in RESTART_MODES[1:]:
             raise ValueError(f"invalid restart mode {restart!r}: expected on-failure, "
                              "always or never")
         if times is not None and (isinstance(times, bool) or not isinstance(times, int)
@@ -516,19 +526,17 @@ class RestartPolicy:
         if restart == "never" and times:
             raise ValueError(f"--restart never contradicts -r {times}")
         if restart is None:
-            return cls("on-failure", times or 0, **backoff)
+            return cls("on-crash", times or 0, **backoff)
         return cls(restart, times, **backoff)
 
     def should_restart(self, kind: str, restarts_so_far: int) -> bool:
         """Whether a service that has been restarted ``restarts_so_far`` times and whose
-        process just ended (``kind``: ``success``, ``failure`` or ``killed``) restarts."""
+        process just ended of itself (``kind``: one of :data:`END_KINDS`) restarts."""
         if kind not in END_KINDS:
-            raise ValueError(f"unknown end {kind!r}: expected success, failure or killed")
-        if kind == "killed" or self.mode == "never":
-            return False
+            raise ValueError(f"unknown end {kind!r}: expected one of {', '.join(END_KINDS)}")
         if self.limit is not None and restarts_so_far >= self.limit:
             return False
-        return self.mode == "always" or kind == "failure"
+        return kind in _RESTARTED[self.mode]
 
     def delay_for(self, restarts_so_far: int) -> float:
         """Seconds to wait before the next restart: ``delay * backoff**restarts_so_far``,
@@ -551,13 +559,18 @@ class RestartPolicy:
         return cls(**data)
 
 
+_RESTARTED = {"on-crash": {"failure", "unknown"},
+              "on-failure": {"failure", "killed", "unknown"},
+              "always": set(END_KINDS), "never": set()}
+
+
 # ---- start limit -------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
 class StartLimit:
-    """At most ``burst`` failures within ``interval`` seconds (systemd's StartLimitBurst
-    and StartLimitIntervalSec, for failures). Times are best on CLOCK_BOOTTIME."""
+    """At most ``burst`` starts within ``interval`` seconds (systemd's StartLimitBurst and
+    StartLimitIntervalSec). Times are best on CLOCK_BOOTTIME."""
 
     burst: int
     interval: float
@@ -570,13 +583,13 @@ class StartLimit:
 
     @classmethod
     def parse(cls, text: str) -> StartLimit:
-        """``"K/T"``: K failures within T, an interval (``"5/10s"``, ``"5/10"``, ``"3/1m"``)."""
+        """``"K/T"``: K starts within T, an interval (``"5/10s"``, ``"5/10"``, ``"3/1m"``)."""
         s = text.strip() if isinstance(text, str) else ""
         burst, slash, span = s.partition("/")
         burst = burst.strip()
         if not slash or not (burst.isascii() and burst.isdigit() and len(burst) <= 9):
             raise ValueError(f"invalid start limit {text!r}: expected K/T such as 5/10s "
-                             "(at most K failures within T)")
+                             "(at most K starts within T)")
         try:
             interval = parse_interval(span)
         except ValueError as e:
@@ -585,20 +598,21 @@ class StartLimit:
             raise ValueError(f"invalid start limit {text!r}: K must be at least 1")
         return cls(int(burst), interval)
 
-    def allows(self, failure_times: Iterable[float], now: float
+    def allows(self, start_times: Iterable[float], now: float
                ) -> tuple[bool, tuple[float, ...]]:
-        """``(allowed, pruned)``. ``failure_times``: when the service failed, the failure
-        that just happened (at ``now``) included. ``pruned``: those within the last
+        """``(allowed, pruned)``. ``start_times``: when the service started, the start
+        about to happen (at ``now``) included. ``pruned``: those within the last
         ``interval`` seconds (``t > now - interval``), oldest first: keep it for next time.
         Not allowed when more than ``burst`` of them remain: end the service CRASHED and
         log :meth:`reason`."""
-        pruned = tuple(sorted(t for t in failure_times if t > now - self.interval))
+        pruned = tuple(sorted(t for t in start_times if t > now - self.interval))
         return len(pruned) <= self.burst, pruned
 
     def reason(self) -> str:
-        """Why a service was not restarted, for its journal entry."""
-        return (f"it failed more than {self.burst} times within "
-                f"{format_interval(self.interval)} (start limit {self})")
+        """Why a service was not started again, for its journal entry."""
+        return (f"it would start more than {self.burst} times within "
+                f"{format_interval(self.interval)} (start limit {self}; time spent waiting "
+                "to restart not counted)")
 
     def __str__(self) -> str:
         return f"{self.burst}/{format_interval(self.interval)}"

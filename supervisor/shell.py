@@ -6,7 +6,7 @@ process's exit, a timer firing) as events. :meth:`Shell.apply` is the one way in
 machine, for commands and facts alike: events that arise while effects run are queued and
 stepped after, never nested.
 
-Each service has one :class:`Record`: its service value, its watched process, its timer,
+Each service has one :class:`Record`: its service value, its watched process, its timers,
 the start ticks of that process, its cgroup, and its cached entry of the state document. The only
 other indexes (``by_pid``, ``counts``) are kept in step in one place each
 (:meth:`_put`, :meth:`_attach`, :meth:`_forget`).
@@ -22,23 +22,29 @@ import os
 import signal
 import time
 
-from supervisor import machine, process, state
+from supervisor import context, machine, process, state
 from supervisor.machine import Ev, Event, Refused, Service, State
 from supervisor.process import Proc
+
+_FIRED = {"start": Ev.DUE, "stop": Ev.STOP_TIMEOUT}  # what a timer of each slot reports
+_RUNS = (State.RUNNING, State.STOPPED, State.STOPPING)  # a process of its own exists
 
 
 class Record:
     """Everything the shell keeps for one service."""
 
-    __slots__ = ("cached", "cgroup", "proc", "svc", "ticks", "timer")
+    __slots__ = ("cached", "cgroup", "cpu_base", "proc", "svc", "ticks", "timers")
 
     def __init__(self, svc: Service, cgroup: str | None = None) -> None:
         self.svc = svc
         self.proc: Proc | None = None  # its watched process, until reaped or released
         self.ticks: int | None = None  # that process's start time (read when saving)
-        self.timer = None  # (Timers, Handle) of the start it waits for
+        self.timers: dict = {}  # slot ("start", "stop") -> (Timers, Handle)
         self.cgroup = cgroup  # its directory in the instance's cgroup tree, once made
         self.cached: tuple | None = None  # (svc, ticks, cgroup, its state document entry)
+        # (cgroup, CPU seconds) of the runs before, in a cgroup kept for a restart into it:
+        # its cpu.stat counts them all
+        self.cpu_base: tuple[str, float] | None = None
 
 
 class Shell:
@@ -100,6 +106,12 @@ class Shell:
                 raise Refused(reject.message, reject.code)
         return self.records[name].svc if name in self.records else self._last[name]
 
+    def check(self, name: str, event: Event) -> None:
+        """Raise :class:`Refused` if ``name``'s machine would refuse ``event`` now; nothing
+        is changed or carried out (the machine is pure). A command on several services
+        checks them all first: all or nothing."""
+        machine.step(self.records[name].svc, event, time.time(), self.timers.now())
+
     def _step(self, name: str, event: Event) -> None:
         rec = self.records.get(name)
         if rec is None:  # forgotten meanwhile
@@ -118,12 +130,12 @@ class Shell:
             match effect:
                 case machine.Spawn(stopped=stopped):
                     self._spawn(rec, stopped)
-                case machine.Signal(signo=signo):
-                    self._signal(rec, signo)
-                case machine.ArmTimer(due=due, wall=wall):
-                    self._arm(rec, due, wall)
-                case machine.CancelTimer():
-                    self._cancel_timer(rec)
+                case machine.Signal(signo=signo, group=group):
+                    self._signal(rec, signo, group)
+                case machine.ArmTimer(due=due, wall=wall, slot=slot):
+                    self._arm(rec, due, wall, slot)
+                case machine.CancelTimer(slot=slot):
+                    self._cancel_timer(rec, slot)
                 case machine.Forget():
                     self._forget(rec)
                 case machine.Reject():
@@ -157,7 +169,8 @@ class Shell:
         del self.records[svc.name]
         self.counts[svc.state] -= 1
         self.counts_changed = self.dirty = True
-        self._cancel_timer(rec)
+        for slot in list(rec.timers):
+            self._cancel_timer(rec, slot)
         for pid in svc.pids:
             if self.by_pid.get(pid) == svc.name:
                 del self.by_pid[pid]
@@ -206,6 +219,21 @@ class Shell:
                 self.apply(name, Event(Ev.STOPPED_SEEN if stopped else Ev.CONTINUED_SEEN))
         return self.records[name].svc
 
+    def usage(self, name: str) -> tuple[float | None, int | None, int | None]:
+        """(CPU seconds, memory bytes, tasks) of a service that runs: its cgroup's where it
+        has one, else its process's (``/proc``); Nones where nothing runs."""
+        rec = self.records[name]
+        proc = rec.proc
+        if proc is None or rec.svc.state not in _RUNS:
+            return None, None, None
+        if self.cgroups and proc.cgroup:
+            cpu, mem, tasks = self.cgroups.usage(proc.cgroup)
+            base = rec.cpu_base
+            if cpu is not None and base is not None and base[0] == proc.cgroup:
+                cpu = max(0.0, cpu - base[1])
+            return cpu, mem, tasks
+        return process.usage(proc.pid) or (None, None, None)
+
     # ---- effects --------------------------------------------------------------------------
 
     def _spawn(self, rec: Record, stopped: bool) -> None:
@@ -217,13 +245,15 @@ class Shell:
             # once empty)
             rec.cgroup = self.cgroups.new_dir(svc.name)
         try:
+            ids, user_env = context.resolve_user(svc.user) if svc.user else (None, None)
+            env = context.environment(self.env, svc.env, svc.env_file, user_env)
             handoff = self.outputs.prepare(svc.name, svc.output)
             try:
                 with (self.cgroups.spawning_in(rec.cgroup) if self.cgroups
                       else contextlib.nullcontext((None, False))) as (cgroup_fd, in_cgroup):
-                    proc = process.spawn(list(svc.command), env=self.env, stopped=stopped,
-                                         cwd=svc.cwd, stdout=handoff.fd, stderr=handoff.fd,
-                                         cgroup_fd=cgroup_fd)
+                    proc = process.spawn(list(svc.command), env=env, stopped=stopped,
+                                         cwd=svc.cwd, stdout=handoff.out, stderr=handoff.err,
+                                         cgroup_fd=cgroup_fd, ids=ids)
             finally:
                 self.outputs.done(handoff, svc.name, proc.pid if proc else None)
         except (OSError, ValueError) as exc:  # ValueError: an argument no exec can take
@@ -236,29 +266,29 @@ class Shell:
         self._attach(rec, proc)  # its start ticks are read when the state is next saved
         self._queue.append((svc.name, Event(Ev.SPAWNED, pid=proc.pid, stopped=stopped)))
 
-    def _signal(self, rec: Record, signo: int) -> None:
-        opened = rec.svc.opened
-        if rec.proc is not None:  # created services lead their process group
-            process.send(rec.proc, signo, group=not opened)
-        if signo == signal.SIGKILL and rec.cgroup and self.cgroups:
+    def _signal(self, rec: Record, signo: int, group: bool) -> None:
+        group = group and not rec.svc.opened  # created services lead their process group
+        if rec.proc is not None:
+            process.send(rec.proc, signo, group=group)
+        if signo == signal.SIGKILL and group and rec.cgroup and self.cgroups:
             self.cgroups.kill(rec.cgroup)  # and whatever escaped the group
 
-    def _arm(self, rec: Record, due: float, wall: bool) -> None:
-        self._cancel_timer(rec)
+    def _arm(self, rec: Record, due: float, wall: bool, slot: str) -> None:
+        self._cancel_timer(rec, slot)
         timers = self.wall_timers if wall else self.timers
-        rec.timer = (timers, timers.call_at(due, functools.partial(self._due, rec.svc.name)))
+        rec.timers[slot] = (timers, timers.call_at(
+            due, functools.partial(self._fired, rec.svc.name, slot)))
 
-    def _cancel_timer(self, rec: Record) -> None:
-        if rec.timer is not None:
-            timers, handle = rec.timer
-            rec.timer = None
-            timers.cancel(handle)
+    def _cancel_timer(self, rec: Record, slot: str) -> None:
+        armed = rec.timers.pop(slot, None)
+        if armed is not None:
+            armed[0].cancel(armed[1])
 
-    def _due(self, name: str) -> None:
+    def _fired(self, name: str, slot: str) -> None:
         rec = self.records.get(name)
         if rec is not None:
-            rec.timer = None
-            self.apply(name, Event(Ev.DUE))
+            rec.timers.pop(slot, None)
+            self.apply(name, Event(_FIRED[slot]))
 
     def _exited(self, name: str, proc: Proc, code: int | None, signo: int | None) -> None:
         """The watcher reaped ``proc`` (and closed its pidfd): report it."""
@@ -280,6 +310,12 @@ class Shell:
         if cgroup and not left and not (
                 rec is not None and rec.proc is not None and rec.cgroup == cgroup):
             self.cgroups.remove(cgroup)
+        elif cgroup and not left and rec is not None and rec.cgroup == cgroup:
+            # CPU% is the new run's: what the runs before used is kept aside (read after
+            # the restart's spawn, which has used next to nothing by then)
+            cpu = self.cgroups.cpu_seconds(cgroup)
+            if cpu is not None:
+                rec.cpu_base = (cgroup, cpu)
         if self.on_reaped is not None:
             self.on_reaped()
 
@@ -308,11 +344,11 @@ class Shell:
 
     # ---- every service at once ----------------------------------------------------------
 
-    def apply_all(self, kind: Ev) -> None:
-        """A fact or command for every service (shutdown, the grace period's end)."""
+    def apply_all(self, kind: Ev, **fields) -> None:
+        """A fact or command for every service (shutdown)."""
         for name in list(self.records):
             if name in self.records:
-                self.apply(name, Event(kind))
+                self.apply(name, Event(kind, **fields))
 
     def live_children(self) -> bool:
         """Whether a process of ours (a service's, or one forgotten) awaits reaping."""
@@ -363,8 +399,9 @@ class Shell:
             if cgroup is None and not svc.opened and self.cgroups \
                     and os.path.isdir(self.cgroups.path(f"svc-{svc.name}")):
                 cgroup = f"svc-{svc.name}"  # a document from before cgroups were recorded
-            if svc.state is State.STOPPING:
-                svc = dataclasses.replace(svc, state=State.RUNNING)
+            if svc.state is State.STOPPING:  # a stop the dead daemon did not finish
+                svc = dataclasses.replace(svc, state=State.RUNNING, stopping=None,
+                                          killing=False)
             rec = self._put(Record(svc, cgroup))
             kept = carried is not None or (svc.alive and svc.pid in stored)
             if carried is not None:
@@ -444,7 +481,7 @@ class Shell:
         if svc.schedule is not None and svc.schedule.kind == "cron" and start < now:
             start = svc.schedule.next_after(now) if svc.alive else now
         due = start if wall else mono + max(0.0, start - now)
-        self._arm(rec, due, wall)
+        self._arm(rec, due, wall, "start")
         rec.svc = dataclasses.replace(svc, due=due)
 
     def sweep_cgroups(self) -> int:

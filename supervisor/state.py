@@ -27,6 +27,8 @@ import dataclasses
 import json
 import math
 import os
+import re
+import signal
 import stat
 
 from supervisor.machine import Service, State, name_problem
@@ -52,7 +54,8 @@ def encode_service(svc: Service, ticks: int | None, cgroup: str | None) -> str:
     out["schedule"] = svc.schedule.to_dict() if svc.schedule else None
     out["start_limit"] = ([svc.start_limit.burst, svc.start_limit.interval]
                           if svc.start_limit else None)
-    out["failures"] = list(svc.failures)
+    out["starts"] = list(svc.starts)
+    out["env"] = [list(pair) for pair in svc.env]
     out["state"] = svc.state.value
     out["command"] = list(svc.command)
     out["pids"] = list(svc.pids)
@@ -138,6 +141,10 @@ def _check(obj: dict, key: str, kind: type, ok=None, *, optional: bool = False,
     return value
 
 
+def env_key(key: str) -> bool:
+    return re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key) is not None
+
+
 def _positive_int(v) -> bool:
     return v > 0
 
@@ -161,14 +168,18 @@ def _service(entry) -> tuple[Service, int | None, str | None]:
     kw["alive"] = _check(entry, "alive", bool)
     kw["restarts"] = _check(entry, "restarts", int, lambda v: v >= 0)
     kw["restart_limit"] = _check(entry, "restart_limit", int, lambda v: v >= 0, optional=True)
-    kw["restart_mode"] = _check(entry, "restart_mode", str, lambda v: v in RESTART_MODES)
+    mode = _check(entry, "restart_mode", str, lambda v: v in RESTART_MODES)
+    # before on-crash existed, the seed's -r K was on-failure with a limit: same meaning then
+    kw["restart_mode"] = "on-crash" if "starts" not in entry and mode == "on-failure" \
+        and entry.get("restart_limit") is not None else mode
     kw["restart_delay"] = _check(entry, "restart_delay", float, lambda v: 0 <= v < 1e10)
     kw["restart_max_delay"] = _check(entry, "restart_max_delay", float,
                                      lambda v: 0 <= v < 1e10)
     limit = _check(entry, "start_limit", list, lambda v: len(v) == 2, optional=True)
-    kw["failures"] = tuple(_check(entry, "failures", list, lambda v: all(
+    kw["starts"] = tuple(_check(entry, "starts", list, lambda v: all(
         isinstance(t, int | float) and not isinstance(t, bool) and math.isfinite(t)
-        and _time(t) for t in v)))
+        and abs(t) < _TIME_RANGE[1] for t in v), since=[]))
+    kw["waited"] = _check(entry, "waited", float, lambda v: 0 <= v < 1e10, since=0.0)
     kw["streak"] = _check(entry, "streak", int, lambda v: v >= 0)
     sched = _check(entry, "schedule", dict, optional=True)
     kw["exit_code"] = _check(entry, "exit_code", int, optional=True)
@@ -177,6 +188,21 @@ def _service(entry) -> tuple[Service, int | None, str | None]:
     kw["next_start"] = _check(entry, "next_start", float, _time, optional=True)
     kw["create_stopped"] = _check(entry, "create_stopped", bool)
     kw["held"] = _check(entry, "held", bool, since=False)
+    kw["exited_at"] = _check(entry, "exited_at", float, _time, optional=True)
+    kw["env"] = tuple(tuple(p) for p in _check(entry, "env", list, lambda v: all(
+        isinstance(p, list) and len(p) == 2 and _strings(p) and env_key(p[0]) for p in v),
+        since=[]))
+    kw["env_file"] = _check(entry, "env_file", str, os.path.isabs, optional=True)
+    kw["user"] = _check(entry, "user", str, lambda v: 0 < len(v) < 256 and "\0" not in v,
+                        optional=True)
+    kw["stop_signal"] = _check(entry, "stop_signal", int, lambda v: 0 < v < 65,
+                               since=int(signal.SIGTERM))
+    kw["stop_timeout"] = _check(entry, "stop_timeout", float, lambda v: 0 <= v < 1e7,
+                                optional=True)
+    kw["declared"] = _check(entry, "declared", bool, since=False)
+    kw["stopping"] = _check(entry, "stopping", str,
+                            lambda v: v in ("stop", "restart", "shutdown"), optional=True)
+    kw["killing"] = _check(entry, "killing", bool, since=False)
     kw["delay"] = _check(entry, "delay", float, lambda v: 0 <= v < 1e10, since=0.0)
     kw["cwd"] = _check(entry, "cwd", str, lambda v: os.path.isabs(v) and "\0" not in v)
     kw["output"] = _check(entry, "output", str, lambda v: "\0" not in v and (

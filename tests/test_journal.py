@@ -183,6 +183,32 @@ def _freelist(c, name, strays, inst):
     return c.supervisor_freelist([name, name + "-b"]), None
 
 
+def _stop(c, name, strays, inst):
+    _create(c, name, strays, inst)
+    return c.stop_service(name), None
+
+
+def _start(c, name, strays, inst):
+    _create(c, name, strays, inst)
+    c.stop_service(name)
+    return c.start_service(name), None
+
+
+def _restart(c, name, strays, inst):
+    _create(c, name, strays, inst)
+    return c.restart_service(name), None
+
+
+def _signal(c, name, strays, inst):
+    _create(c, name, strays, inst)
+    return c.signal_service("USR1", name), None
+
+
+def _show(c, name, strays, inst):
+    _create(c, name, strays, inst)
+    return c.show_service(name), None
+
+
 def _shutdown(c, name, strays, inst):
     answer = c.shutdown()
     wait_until(lambda: not alive(inst.daemon_pid), what="the daemon to exit")
@@ -200,8 +226,16 @@ COMMANDS = {
     "open-service": _open,
     "list-supervisor": _list,
     "supervisor-freelist": _freelist,
+    "stop-service": _stop,
+    "start-service": _start,
+    "restart-service": _restart,
+    "signal-service": _signal,
+    "show-service": _show,
     "shutdown": _shutdown,
 }
+# queries change nothing: journaled at debug, so that a monitor polling them does not
+# bury what happened under what was asked
+QUERIES = {"service-status", "list-supervisor", "show-service"}
 
 
 @pytest.mark.parametrize("command", list(COMMANDS))
@@ -214,7 +248,8 @@ def test_each_command_and_its_answer_is_one_entry(inst, strays, command):
     e = entry(inst, mark, SUPERVISOR_COMMAND=command)
     check_common(e, inst)
     assert e["SUPERVISOR_COMMAND"] == command
-    assert e["PRIORITY"] == 6, e  # info: the command was done
+    # info: the command was done; debug: it only read
+    assert e["PRIORITY"] == (7 if command in QUERIES else 6), e
     assert "ERROR_CODE" not in e, e
     assert command in e["MESSAGE"], e
     assert e["PEER_PID"] == str(os.getpid()), e  # who sent it
@@ -222,8 +257,10 @@ def test_each_command_and_its_answer_is_one_entry(inst, strays, command):
     if about is not None:  # a command about one service: the service as answered
         assert e["SERVICE_NAME"] == about == answer["name"], e
         assert e["SERVICE_STATUS"] == answer["status"], e
-        if answer["pid"] is None:  # PENDING (supervisor-cancel): no pid to name
+        if answer["status"] == "PENDING":  # supervisor-cancel: never ran, no pid to name
             assert "SERVICE_PID" not in e, e
+        elif answer["pid"] is None:  # ended (close-service): the pid it had
+            assert e["SERVICE_PID"].isdigit(), e
         else:
             assert e["SERVICE_PID"] == str(answer["pid"]), e
     if command == "supervisor-freelist":  # several services: the request names them
@@ -291,7 +328,7 @@ def test_the_cli_s_commands_are_logged_too(inst):
     e = entry(inst, mark, SUPERVISOR_COMMAND="service-status", SERVICE_NAME=name)
     assert e["SERVICE_PID"] == str(created["pid"]), e
     assert e["SERVICE_STATUS"] == "RUNNING", e
-    assert e["PRIORITY"] == 6, e
+    assert e["PRIORITY"] == 7, e  # a query: debug
     e = entry(inst, mark, SUPERVISOR_COMMAND="create-service", SERVICE_NAME=name)
     assert e["SERVICE_PID"] == str(created["pid"]), e
 

@@ -43,11 +43,11 @@ MONO = 5_000.0  # CLOCK_BOOTTIME
 
 STATUSES = {"PENDING", "RUNNING", "STOPPED", "KILLED", "CRASHED", "EXITED"}
 FACTS = (Ev.SPAWNED, Ev.SPAWN_FAILED, Ev.DUE, Ev.EXITED, Ev.STOPPED_SEEN, Ev.CONTINUED_SEEN,
-         Ev.GRACE_EXPIRED, Ev.CLOCK_CHANGED)
+         Ev.STOP_TIMEOUT, Ev.CLOCK_CHANGED)
 COMMANDS = (Ev.CREATE, Ev.OPEN, Ev.SUSPEND, Ev.RESUME, Ev.KILL, Ev.REMOVE, Ev.CANCEL,
-            Ev.TERMINATE)
-# docs/reference.md "Statuses": KILLED is the end by these signals, never restarted ...
-KILLED_BY = (signal.SIGKILL, signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+            Ev.TERMINATE, Ev.STOP, Ev.START, Ev.RESTART, Ev.SIGNAL)
+# docs/reference.md "Statuses": KILLED is the end by these signals, not restarted by -r K
+KILLED_BY = (signal.SIGKILL, signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGPIPE)
 # ... CRASHED (or restarted) after a core-dump signal or a non-zero exit code.
 CRASHED_BY = (signal.SIGSEGV, signal.SIGABRT, signal.SIGBUS, signal.SIGFPE, signal.SIGILL)
 # docs/reference.md "Commands": the states from which each command is accepted.
@@ -60,7 +60,21 @@ ALLOWED = {
     Ev.CANCEL: {State.PENDING},
     Ev.REMOVE: set(State),
     Ev.TERMINATE: set(State),
+    Ev.STOP: set(State) - {State.NEW},  # one that does not run: nothing to do
+    Ev.START: set(State) - {State.NEW},  # one that runs: nothing to do
+    Ev.RESTART: set(State) - {State.NEW},
+    Ev.SIGNAL: {State.RUNNING, State.STOPPED, State.STOPPING},
 }
+# an opened process was never ours to start: it is not started again once it ended
+OPENED_REFUSED = {Ev.RESTART: set(State),
+                  Ev.START: {State.PENDING, State.STOPPING, State.KILLED, State.CRASHED,
+                             State.EXITED}}
+
+
+def allowed(kind: Ev, svc: Service) -> bool:
+    if svc.opened and svc.state in OPENED_REFUSED.get(kind, ()):
+        return False
+    return svc.state in ALLOWED[kind]
 LIFECYCLE_LOGS = {"started", "restarted", "crashed", "killed", "exited", "stopped",
                   "continued", "removed"}
 
@@ -139,11 +153,12 @@ def test_facts_are_never_refused(state, kind):
 def test_commands_refused_exactly_where_spec_says(kind, state, opened_):
     svc = in_state(state, opened_=opened_)
     before = dataclasses.replace(svc)
-    if state in ALLOWED[kind]:
-        step(svc, Event(kind), NOW + 10, MONO + 10)  # does not raise
+    ev = Event(kind, signal=signal.SIGUSR1 if kind is Ev.SIGNAL else None)
+    if allowed(kind, svc):
+        step(svc, ev, NOW + 10, MONO + 10)  # does not raise
     else:
         with pytest.raises(Refused) as info:
-            step(svc, Event(kind), NOW + 10, MONO + 10)
+            step(svc, ev, NOW + 10, MONO + 10)
         assert info.value.code == "bad-state"
         assert info.value.code in protocol.ERRORS
         assert svc.name in str(info.value)
@@ -597,18 +612,27 @@ def test_terminate_dead_service_forgets(state):
     assert not signals(effects)
 
 
-def test_stopping_grace_then_exit():
-    svc, _ = step(running(restart_limit=3), Event(Ev.TERMINATE), NOW, MONO)
-    assert svc.state is State.STOPPING
+def test_shutdown_kills_after_the_grace_then_the_exit_ends_it():
+    svc, effects = step(running(restart_limit=3), Event(Ev.TERMINATE, timeout=5.0), NOW, MONO)
+    assert svc.state is State.STOPPING and svc.stopping == "shutdown"
+    assert ArmTimer(MONO + 5.0, slot="stop") in effects  # the daemon's grace
     # a second shutdown request changes nothing
-    assert step(svc, Event(Ev.TERMINATE), NOW, MONO) == (svc, [])
-    new, effects = step(svc, Event(Ev.GRACE_EXPIRED), NOW + 5, MONO + 5)
+    assert step(svc, Event(Ev.TERMINATE, timeout=5.0), NOW, MONO) == (svc, [])
+    new, effects = step(svc, Event(Ev.STOP_TIMEOUT), NOW + 5, MONO + 5)
     assert signals(effects) == [signal.SIGKILL]
     assert "killed" in logs(effects)
     new, effects = step(new, exit_ev(sig=signal.SIGKILL), NOW + 5, MONO + 5)
     assert new.state is State.KILLED
     assert not new.alive
+    assert CancelTimer(slot="stop") in effects
     assert not any(isinstance(e, Spawn) for e in effects)
+
+
+def test_shutdown_waits_a_service_own_stop_timeout():
+    svc = dataclasses.replace(running(), stop_timeout=30.0, stop_signal=signal.SIGINT)
+    svc, effects = step(svc, Event(Ev.TERMINATE, timeout=5.0), NOW, MONO)
+    assert signals(effects) == [signal.SIGINT, signal.SIGCONT]
+    assert ArmTimer(MONO + 30.0, slot="stop") in effects
 
 
 def test_stopping_exit_by_sigterm_is_killed_not_restarted():
@@ -619,9 +643,198 @@ def test_stopping_exit_by_sigterm_is_killed_not_restarted():
 
 
 @pytest.mark.parametrize("state", [s for s in State if s is not State.STOPPING])
-def test_grace_expired_outside_stopping_is_ignored(state):
+def test_stop_timeout_outside_stopping_is_ignored(state):
     svc = in_state(state)
-    assert step(svc, Event(Ev.GRACE_EXPIRED), NOW, MONO) == (svc, [])
+    assert step(svc, Event(Ev.STOP_TIMEOUT), NOW, MONO) == (svc, [])
+
+
+# ---- stop / start / restart / signal (docs/reference.md "Lifecycle verbs") ---------------
+
+
+def always(**kw) -> Service:
+    return dataclasses.replace(running(), restart_mode="always", restart_limit=None,
+                               start_limit=machine.StartLimit(5, 10.0), **kw)
+
+
+@pytest.mark.parametrize("state", [State.RUNNING, State.STOPPED])
+def test_stop_sends_the_stop_signal_then_ends_exited_never_restarted(state):
+    svc = dataclasses.replace(always(), state=state)
+    svc, effects = step(svc, Event(Ev.STOP), NOW, MONO)
+    assert svc.state is State.STOPPING and svc.status == "RUNNING"
+    # to its process group, then SIGCONT so that a stopped one acts on it (as systemd)
+    assert [e for e in effects if isinstance(e, Signal)] == [Signal(signal.SIGTERM),
+                                                               Signal(signal.SIGCONT)]
+    assert ArmTimer(MONO + machine.STOP_TIMEOUT, slot="stop") in effects
+    svc, effects = step(svc, exit_ev(code=0), NOW + 1, MONO + 1)
+    assert svc.state is State.EXITED and svc.exit_code == 0
+    assert svc.exited_at == NOW + 1
+    assert CancelTimer(slot="stop") in effects
+    assert not any(isinstance(e, Spawn | ArmTimer) for e in effects)  # policy "always"
+
+
+def test_stop_ended_by_its_signal_is_exited_with_that_signal():
+    svc, _ = step(always(), Event(Ev.STOP), NOW, MONO)
+    svc, effects = step(svc, exit_ev(sig=signal.SIGTERM), NOW, MONO)
+    assert (svc.state, svc.signal) == (State.EXITED, signal.SIGTERM)
+    assert not any(isinstance(e, Spawn) for e in effects)
+
+
+def test_stop_timeout_escalates_to_sigkill_and_ends_killed():
+    svc = dataclasses.replace(always(), stop_signal=signal.SIGINT, stop_timeout=2.5)
+    svc, effects = step(svc, Event(Ev.STOP), NOW, MONO)
+    assert signals(effects) == [signal.SIGINT, signal.SIGCONT]
+    assert ArmTimer(MONO + 2.5, slot="stop") in effects
+    svc, effects = step(svc, Event(Ev.STOP_TIMEOUT), NOW + 2.5, MONO + 2.5)
+    assert effects[0] == Signal(signal.SIGKILL)  # to the group, and to its cgroup
+    assert svc.state is State.STOPPING and svc.killing
+    svc, effects = step(svc, exit_ev(sig=signal.SIGKILL), NOW + 3, MONO + 3)
+    assert svc.state is State.KILLED
+    assert not any(isinstance(e, Spawn) for e in effects)
+
+
+def test_stop_calls_off_a_pending_restart():
+    svc = dataclasses.replace(always(), restart_delay=5.0)
+    svc, effects = step(svc, exit_ev(code=1), NOW, MONO)
+    assert svc.state is State.PENDING and svc.due == MONO + 5.0
+    svc, effects = step(svc, Event(Ev.STOP), NOW + 1, MONO + 1)
+    assert svc.state is State.EXITED and svc.due is None
+    assert CancelTimer() in effects
+    # a late firing of the timer starts nothing
+    assert step(svc, Event(Ev.DUE), NOW + 5, MONO + 5) == (svc, [])
+
+
+@pytest.mark.parametrize("state", [State.EXITED, State.KILLED, State.CRASHED])
+def test_stop_of_an_ended_service_does_nothing(state):
+    svc = dataclasses.replace(running(), state=state, alive=False)
+    assert step(svc, Event(Ev.STOP), NOW, MONO) == (svc, [])
+
+
+def test_restart_stops_then_starts_with_a_fresh_count():
+    svc = dataclasses.replace(running(restart_limit=3), restarts=2, starts=(MONO,))
+    svc, effects = step(svc, Event(Ev.RESTART), NOW, MONO)
+    assert svc.state is State.STOPPING and svc.stopping == "restart"
+    assert signals(effects) == [signal.SIGTERM, signal.SIGCONT]
+    svc, effects = step(svc, exit_ev(sig=signal.SIGTERM), NOW + 1, MONO + 1)
+    assert Spawn() in effects and svc.state is State.PENDING
+    assert (svc.restarts, svc.starts) == (0, ())
+    svc, effects = step(svc, Event(Ev.SPAWNED, pid=777), NOW + 1, MONO + 1)
+    assert (svc.state, svc.pid) == (State.RUNNING, 777)
+    assert svc.command == running().command  # the definition is kept
+
+
+@pytest.mark.parametrize("kind", [Ev.START, Ev.RESTART])
+@pytest.mark.parametrize("state", [State.EXITED, State.KILLED, State.CRASHED])
+def test_start_or_restart_of_an_ended_service_starts_it_now(kind, state):
+    svc = dataclasses.replace(running(restart_limit=2), state=state, alive=False, restarts=2)
+    svc, effects = step(svc, Event(kind), NOW, MONO)
+    assert Spawn() in effects and svc.restarts == 0 and svc.state is State.PENDING
+
+
+def test_start_of_a_pending_service_starts_it_now():
+    svc, effects = step(created(delay=60), Event(Ev.START), NOW, MONO)
+    assert effects == [CancelTimer(), Spawn()]
+    assert svc.due is None
+
+
+@pytest.mark.parametrize("state", [State.RUNNING, State.STOPPED])
+def test_start_of_a_service_that_runs_does_nothing(state):
+    svc = dataclasses.replace(running(), state=state)
+    assert step(svc, Event(Ev.START), NOW, MONO) == (svc, [])
+
+
+def test_a_stop_under_way_takes_another_goal():
+    svc, _ = step(running(), Event(Ev.STOP), NOW, MONO)
+    svc, effects = step(svc, Event(Ev.START), NOW, MONO)  # start once stopped
+    assert effects == [] and svc.stopping == "restart"
+    svc, effects = step(svc, exit_ev(sig=signal.SIGTERM), NOW, MONO)
+    assert Spawn() in effects
+    svc, _ = step(running(), Event(Ev.RESTART), NOW, MONO)
+    svc, _ = step(svc, Event(Ev.STOP), NOW, MONO)  # no start after all
+    svc, effects = step(svc, exit_ev(code=0), NOW, MONO)
+    assert svc.state is State.EXITED and not any(isinstance(e, Spawn) for e in effects)
+
+
+def test_opened_services_are_stopped_but_never_started():
+    svc, effects = step(opened(), Event(Ev.STOP), NOW, MONO)
+    assert svc.state is State.STOPPING
+    assert signals(effects) == [signal.SIGTERM, signal.SIGCONT]
+    svc, _ = step(svc, exit_ev(), NOW, MONO)
+    assert svc.state is State.EXITED
+    for kind in (Ev.START, Ev.RESTART):
+        with pytest.raises(Refused, match="opened"):
+            step(svc, Event(kind), NOW, MONO)
+    with pytest.raises(Refused):
+        step(opened(), Event(Ev.RESTART), NOW, MONO)
+
+
+def test_signal_goes_to_the_process_alone():
+    svc = running()
+    new, effects = step(svc, Event(Ev.SIGNAL, signal=signal.SIGHUP), NOW, MONO)
+    assert new == svc
+    assert [e for e in effects if isinstance(e, Signal)] == [Signal(signal.SIGHUP, group=False)]
+    with pytest.raises(Refused, match="no process"):
+        step(created(delay=5), Event(Ev.SIGNAL, signal=signal.SIGHUP), NOW, MONO)
+
+
+# ---- restart policy: systemd's Restart= (docs/reference.md "Restart policy") -------------
+
+ENDS = {"exit 0": {"code": 0}, "exit 1": {"code": 1}, "SIGKILL": {"sig": signal.SIGKILL},
+        "SIGTERM": {"sig": signal.SIGTERM}, "SIGPIPE": {"sig": signal.SIGPIPE},
+        "SIGSEGV": {"sig": signal.SIGSEGV}}
+RESTARTED = {  # mode -> the ends after which it restarts
+    "on-crash": {"exit 1", "SIGSEGV"},  # the seed's -r K alone
+    "on-failure": {"exit 1", "SIGSEGV", "SIGKILL"},  # SIGKILL: the OOM killer's signal
+    "always": set(ENDS),
+    "never": set(),
+}
+
+
+@pytest.mark.parametrize("mode", list(RESTARTED))
+@pytest.mark.parametrize("end", list(ENDS))
+def test_restart_modes(mode, end):
+    svc = dataclasses.replace(running(), restart_mode=mode, restart_limit=None)
+    svc, effects = step(svc, exit_ev(**ENDS[end]), NOW, MONO)
+    assert (Spawn() in effects) == (end in RESTARTED[mode]), (mode, end, svc.state)
+
+
+def test_always_restarting_a_quick_exit_ends_crashed_at_the_start_limit():
+    # --restart always /bin/true: the start limit counts starts, successes included
+    svc = always()  # 1 start so far
+    starts = 1
+    for i in range(20):
+        svc, effects = step(svc, exit_ev(code=0), NOW + i * 0.01, MONO + i * 0.01)
+        if svc.state is State.CRASHED:
+            break
+        svc, _ = step(svc, Event(Ev.SPAWNED, pid=1000 + i), NOW, MONO + i * 0.01)
+        starts += 1
+    assert svc.state is State.CRASHED
+    assert starts == 5
+    assert "start limit" in next(e for e in effects if isinstance(e, Log)).message
+
+
+def test_the_start_limit_holds_whatever_the_back_off():
+    # --restart always --restart-delay 1 --start-limit 5/30s /usr/bin/false: the doubling
+    # delays (1, 2, 4, 8 s...) do not space the starts out of the window
+    svc = dataclasses.replace(always(), restart_delay=1.0, start_limit=machine.StartLimit(
+        5, 30.0))
+    mono = MONO + 1
+    for i in range(10):
+        svc, effects = step(svc, exit_ev(code=1), NOW, mono)
+        if svc.state is State.CRASHED:
+            break
+        [arm] = [e for e in effects if isinstance(e, ArmTimer)]
+        mono = arm.due
+        svc, effects = step(svc, Event(Ev.DUE), NOW, mono)
+        svc, _ = step(svc, Event(Ev.SPAWNED, pid=1000 + i), NOW, mono)
+    assert svc.state is State.CRASHED, svc
+
+
+def test_start_resets_the_start_limit():
+    svc = always()
+    svc = dataclasses.replace(svc, state=State.CRASHED, alive=False,
+                              starts=(MONO,) * 5)
+    svc, effects = step(svc, Event(Ev.START), NOW, MONO + 1)
+    assert Spawn() in effects and svc.starts == ()
 
 
 # ---- logs ----------------------------------------------------------------------------------
@@ -702,18 +915,20 @@ class MachineSequences(RuleBasedStateMachine):
                 mono=self.mono)
         self._check_effects(effects)
 
-    def _check_effects(self, effects) -> None:
+    def _check_effects(self, effects, kind: Ev | None = None) -> None:
         assert isinstance(effects, list)
         for e in effects:
             assert isinstance(e, Spawn | Signal | ArmTimer | CancelTimer | Forget | Reject
                               | Log), e
             if isinstance(e, Signal):
                 assert e.signo in (signal.SIGSTOP, signal.SIGCONT, signal.SIGKILL,
-                                   signal.SIGTERM)
+                                   signal.SIGTERM) or kind is Ev.SIGNAL
         if self.svc.opened:
-            # we never start, restart or terminate a process we did not create
+            # we never start or restart a process we did not create, and closing the
+            # instance lets it go untouched
             assert not any(isinstance(e, Spawn) for e in effects)
-            assert signal.SIGTERM not in signals(effects)
+            if kind is Ev.TERMINATE:
+                assert signal.SIGTERM not in signals(effects)
 
     @initialize(data=st.data())
     def start(self, data) -> None:
@@ -726,7 +941,9 @@ class MachineSequences(RuleBasedStateMachine):
         self.mono += dt
         ev = Event(kind, pid=next(self.pids) if kind is Ev.SPAWNED else None,
                    stopped=stopped, error="boom" if kind is Ev.SPAWN_FAILED else None,
-                   **(how if kind is Ev.EXITED else {}))
+                   timeout=5.0 if kind is Ev.TERMINATE else None,
+                   **(how if kind is Ev.EXITED else
+                      {"signal": signal.SIGUSR1} if kind is Ev.SIGNAL else {}))
         if self.svc.opened and kind in (Ev.SPAWNED, Ev.SPAWN_FAILED, Ev.DUE):
             return  # the shell never reports these for an opened service
         if self.svc.opened and kind is Ev.EXITED:
@@ -736,13 +953,13 @@ class MachineSequences(RuleBasedStateMachine):
             new, effects = step(before, ev, self.now, self.mono)
         except Refused:
             assert kind in COMMANDS
-            assert before.state not in ALLOWED[kind]
+            assert not allowed(kind, before)
             assert self.svc is before and self.svc == dataclasses.replace(before)
             return
         self.svc = new
-        self._check_effects(effects)
+        self._check_effects(effects, kind)
         if kind in COMMANDS:
-            assert before.state in ALLOWED[kind]
+            assert allowed(kind, before)
         if any(isinstance(e, Forget) for e in effects):
             self.forgotten += 1
             self._new(data)  # the shell dropped it; go on with a new one
@@ -754,6 +971,10 @@ class MachineSequences(RuleBasedStateMachine):
     @invariant()
     def restarts_within_limit(self) -> None:
         assert 0 <= self.svc.restarts <= self.svc.restart_limit
+
+    @invariant()
+    def stopping_has_a_goal(self) -> None:
+        assert (self.svc.state is State.STOPPING) == (self.svc.stopping is not None)
 
     @invariant()
     def pid_is_none_only_before_first_start(self) -> None:

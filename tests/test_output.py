@@ -78,11 +78,18 @@ def _access_mode(pid: int, fd: str) -> int:
 def test_restarted_service_logs_with_its_new_pid(sup):
     mark = journal_mark()
     name = f"crashy-{uuid.uuid4().hex[:8]}"
-    sup.create("/bin/sh", ["-c", "echo run $$; exit 1"], name=name, restart_times=1)
-    svc = sup.wait_status(name, "CRASHED")
-    last = wait_for_entry(None, TIMEOUT, since=mark, SERVICE_NAME=name,
-                          MESSAGE=f"run {svc['pid']}")
-    assert last["SERVICE_PID"] == str(svc["pid"])
+    first = sup.create("/bin/sh", ["-c", "echo run $$; exit 1"], name=name,
+                       restart_times=1)["pid"]
+    sup.wait_status(name, "CRASHED")
+    # the restart's pid, as the daemon's own "restarted" entry names it
+    again = wait_for_entry(None, TIMEOUT, since=mark, SERVICE_NAME=name,
+                           SUPERVISOR_EVENT="restarted")["SERVICE_PID"]
+    assert again != str(first)
+    for pid in (str(first), again):  # each run's line, under that run's pid
+        line = wait_for_entry(None, TIMEOUT, since=mark, SERVICE_NAME=name,
+                              MESSAGE=f"run {pid}")
+        assert line["SERVICE_PID"] == pid and str(line["SYSLOG_PID"]) == pid
+        assert line["SERVICE_STREAM"] == "stdout" and line["PRIORITY"] == 6
 
 
 def test_null_inherit_and_file(sup, tmp_path):
@@ -110,7 +117,7 @@ def test_without_journald_output_falls_back_to_a_file(tmp_path, monkeypatch):
                               lambda m, p: None)
         try:
             handoff = outs.prepare("parrot", "journal")
-            os.write(handoff.fd, b"kept\n")
+            os.write(handoff.out, b"kept\n")
             outs.done(handoff, "parrot", 123)
             assert outs.relay is None
         finally:

@@ -599,14 +599,24 @@ def test_schedule_dict_zoneinfo_and_errors():
 # ---- RestartPolicy ---------------------------------------------------------------------------
 
 
+# which ends each mode restarts (systemd's Restart=, and the seed's -r K as on-crash):
+# success = exit 0, clean = SIGTERM/SIGINT/SIGHUP/SIGPIPE, killed = SIGKILL (the OOM
+# killer's), failure = a non-zero exit or an unclean signal, unknown = not knowable
+RESTARTED_BY = {
+    "on-crash": {"failure", "unknown"},
+    "on-failure": {"failure", "killed", "unknown"},
+    "always": {"success", "clean", "killed", "failure", "unknown"},
+    "never": set(),
+}
+
+
 @pytest.mark.parametrize(("mode", "kind", "restarts"), [
-    (mode, kind, n) for mode in ("on-failure", "always", "never")
-    for kind in ("success", "failure", "killed") for n in (0, 2, 3)
+    (mode, kind, n) for mode in RESTARTED_BY
+    for kind in ("success", "clean", "killed", "failure", "unknown") for n in (0, 2, 3)
 ])
 def test_should_restart_table(mode, kind, restarts):
     policy = RestartPolicy(mode, limit=3)
-    expected = (kind != "killed" and mode != "never" and restarts < 3
-                and (mode == "always" or kind == "failure"))
+    expected = kind in RESTARTED_BY[mode] and restarts < 3
     assert policy.should_restart(kind, restarts) is expected
 
 
@@ -614,16 +624,19 @@ def test_should_restart_unlimited_and_zero():
     assert RestartPolicy("always").should_restart("success", 10**9)
     assert RestartPolicy("on-failure").should_restart("failure", 10**9)
     assert not RestartPolicy("on-failure").should_restart("success", 0)
-    assert not RestartPolicy("always").should_restart("killed", 0)
+    assert not RestartPolicy("on-failure").should_restart("clean", 0)
+    assert RestartPolicy("on-failure").should_restart("killed", 0)  # the OOM killer
+    assert RestartPolicy("always").should_restart("killed", 0)
+    assert not RestartPolicy("on-crash", 5).should_restart("killed", 0)
     assert not RestartPolicy("on-failure", 0).should_restart("failure", 0)
     with pytest.raises(ValueError, match="unknown end 'crashed'"):
         RestartPolicy().should_restart("crashed", 0)
 
 
 @pytest.mark.parametrize(("restart", "times", "mode", "limit"), [
-    (None, None, "on-failure", 0),  # the seed's default: no restart
-    (None, 0, "on-failure", 0),
-    (None, 3, "on-failure", 3),  # the seed's -r 3
+    (None, None, "on-crash", 0),  # the seed's default: no restart
+    (None, 0, "on-crash", 0),
+    (None, 3, "on-crash", 3),  # the seed's -r 3
     ("on-failure", None, "on-failure", None),
     ("always", None, "always", None),
     ("always", 5, "always", 5),
@@ -747,8 +760,9 @@ def test_start_limit_matches_its_definition(burst, interval, times, now):
 def test_start_limit_text():
     assert str(StartLimit(5, 10)) == "5/10s"
     assert str(StartLimit.parse("3/90")) == "3/1m30s"
-    assert StartLimit(5, 10).reason() == ("it failed more than 5 times within 10s "
-                                          "(start limit 5/10s)")
+    assert StartLimit(5, 10).reason() == (
+        "it would start more than 5 times within 10s (start limit 5/10s; time spent "
+        "waiting to restart not counted)")
     assert StartLimit(5, 10.0) == DEFAULT_START_LIMIT
 
 
