@@ -3,44 +3,81 @@
 #   make test   install everything, lint, run the test suite (all but the slow tests)
 #   make test-slow   the slow ones: the cron minute, the 10,000-cycle soak
 #   make test-fallback   the suite again with the spawn path kept for older kernels
+#   make install    supervisor for the whole machine: PREFIX=/usr/local, DESTDIR for a
+#                   package's staging tree
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test test-slow test-fallback lint clean install-units
+.PHONY: develop install run test test-slow test-fallback lint clean install-units uninstall
 
 $(STAMP): pyproject.toml setup.py native/build_native.py native/native.h native/spawn.c \
 		scripts/bootstrap
 	./scripts/bootstrap
 	touch $@
 
-install: $(STAMP)
+develop: $(STAMP)
 
-run: install
+run: develop
 	$(BIN)/supervisor init -i 0
 	$(BIN)/supervisor service-status parrot -i 0 >/dev/null 2>&1 || \
 	    $(BIN)/supervisor create-service -i 0 -n parrot -r 3 \
 	        toy_services/parrot_service /tmp/parrot.log 1
 	$(BIN)/supervisor list-supervisor -i 0
 
-lint: install
+lint: develop
 	$(BIN)/ruff check .
 
 test: lint
 	$(BIN)/pytest -m "not slow"
 
-test-slow: install
+test-slow: develop
 	$(BIN)/pytest -m slow
 
 # The same suite with services spawned the way kept for kernels without clone3's
 # CLONE_INTO_CGROUP (posix_spawn, the daemon stepping into each cgroup): CI runs both.
-test-fallback: install
+test-fallback: develop
 	SUPERVISOR_SPAWN=fallback $(BIN)/pytest -m "not slow"
+
+# The machine's install: a venv of its own in $(PREFIX)/lib/supervisor (the package and
+# its dependencies, compiled here), the two commands linked into $(PREFIX)/bin, the man
+# page made from the usage text, bash and zsh completion. With DESTDIR (a package's
+# staging tree) the venv's paths name the final place, not the staging one.
+PREFIX ?= /usr/local
+DESTDIR ?=
+PYTHON ?= python3
+LIBDIR := $(PREFIX)/lib/supervisor
+install:
+	rm -rf $(DESTDIR)$(LIBDIR)
+	$(PYTHON) -m venv $(DESTDIR)$(LIBDIR)
+	$(DESTDIR)$(LIBDIR)/bin/python -m pip install -q --upgrade pip
+	$(DESTDIR)$(LIBDIR)/bin/python -m pip install -q .
+	if [ -n "$(DESTDIR)" ]; then \
+	    grep -rlI -- '$(DESTDIR)$(LIBDIR)' $(DESTDIR)$(LIBDIR)/bin $(DESTDIR)$(LIBDIR)/pyvenv.cfg \
+	        | xargs -r sed -i 's|$(DESTDIR)$(LIBDIR)|$(LIBDIR)|g'; \
+	fi
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/man/man1 \
+	    $(DESTDIR)$(PREFIX)/share/bash-completion/completions \
+	    $(DESTDIR)$(PREFIX)/share/zsh/site-functions
+	ln -sf $(LIBDIR)/bin/supervisor $(DESTDIR)$(PREFIX)/bin/supervisor
+	ln -sf $(LIBDIR)/bin/supervisor-daemon $(DESTDIR)$(PREFIX)/bin/supervisor-daemon
+	$(DESTDIR)$(LIBDIR)/bin/python -m supervisor.manpage \
+	    > $(DESTDIR)$(PREFIX)/share/man/man1/supervisor.1
+	install -m 644 completion/supervisor.bash \
+	    $(DESTDIR)$(PREFIX)/share/bash-completion/completions/supervisor
+	install -m 644 completion/_supervisor $(DESTDIR)$(PREFIX)/share/zsh/site-functions/_supervisor
+
+uninstall:
+	rm -rf $(DESTDIR)$(LIBDIR)
+	rm -f $(DESTDIR)$(PREFIX)/bin/supervisor $(DESTDIR)$(PREFIX)/bin/supervisor-daemon \
+	    $(DESTDIR)$(PREFIX)/share/man/man1/supervisor.1 \
+	    $(DESTDIR)$(PREFIX)/share/bash-completion/completions/supervisor \
+	    $(DESTDIR)$(PREFIX)/share/zsh/site-functions/_supervisor
 
 # systemd template units, with ExecStart pointing at this checkout's venv:
 #   make install-units && systemctl enable --now supervisor@3.socket
 UNITDIR ?= /etc/systemd/system
-install-units: install
+install-units: develop
 	install -d $(UNITDIR)
 	sed 's|@BINDIR@|$(abspath $(BIN))|' systemd/supervisor@.service > $(UNITDIR)/supervisor@.service
 	install -m 644 systemd/supervisor@.socket $(UNITDIR)/supervisor@.socket
@@ -51,7 +88,7 @@ install-units: install
 # when there is one. FUZZ_SECONDS=600 make fuzz for a longer run.
 FUZZ_SECONDS ?= 60
 .PHONY: fuzz
-fuzz: install
+fuzz: develop
 	$(BIN)/python -c 'import atheris' 2>/dev/null || $(BIN)/python -m pip install -q atheris
 	FUZZ_KEEP_GOING=1 $(BIN)/python fuzz/fuzz_protocol.py -max_total_time=$(FUZZ_SECONDS) \
 	    -print_final_stats=1 2>&1 | grep -v -E '^#[0-9]+[[:space:]]+(NEW|REDUCE|pulse)' \
@@ -71,11 +108,11 @@ $(PEERS_STAMP): bench/requirements-peers.txt | $(STAMP)
 	touch $@
 
 .PHONY: bench bench-smoke
-bench: install $(PEERS_STAMP)
+bench: develop $(PEERS_STAMP)
 	@command -v hyperfine >/dev/null 2>&1 || { [ "$$(id -u)" -eq 0 ] && \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq hyperfine \
 	    >/dev/null; } || echo "bench: no hyperfine, the harness times the CLI itself"
 	$(BIN)/python bench/run.py --out docs/benchmarks.md
 
-bench-smoke: install $(PEERS_STAMP)
+bench-smoke: develop $(PEERS_STAMP)
 	$(BIN)/python bench/run.py --smoke --out bench/results/smoke.md

@@ -716,6 +716,10 @@ def main(argv: list[str] | None = None) -> int:
         # surrogate-escaped: print it back as the bytes it was, never fail on it
         sys.stdout.reconfigure(errors="surrogateescape")
         sys.stderr.reconfigure(errors="backslashreplace")
+    if argv[:1] == ["__complete"]:  # the shells' completion scripts ask (completion/)
+        from supervisor import completion
+
+        return completion.main(argv[1:])
     from docopt import DocoptExit
 
     try:
