@@ -6,24 +6,23 @@ Usage:
 
 Options:
   -i N, --instance N  The instance to run, 0 to 99 [default: 0].
-  --grace S           Seconds between SIGTERM and SIGKILL for the services it created
-                      when the instance closes [default: 5].
+  --grace S           When the instance closes, seconds between the stop signal and
+                      SIGKILL for services without a --stop-timeout of their own
+                      [default: 5].
   --reexec-fd FD      Internal: the state a live re-exec hands over.
   -h, --help          Show this text.
 
 Signals: SIGTERM and SIGINT close the instance (as `supervisor close` does); SIGHUP
 re-executes the daemon in place (as `supervisor reload` does). `supervisor init` is what
-starts it detached.
+starts it detached; start-up itself is in `supervisor/startup.py`.
 """
 
 from __future__ import annotations
 
 import collections
 import contextlib
-import fcntl
 import math
 import os
-import resource
 import selectors
 import signal
 import socket
@@ -34,13 +33,13 @@ import traceback
 from supervisor import paths, process, protocol, state
 from supervisor.cgroups import Cgroups
 from supervisor.commands import DAEMON_COMMANDS, READ_ONLY, CommandError, Commands, Waiting
-from supervisor.control import Connection, Reply, Server, bind_listener
+from supervisor.control import Connection, Reply, Server
 from supervisor.journal import Journal
 from supervisor.machine import Ev, State
 from supervisor.native import CLOCK_BOOTTIME, CLOCK_REALTIME, SignalFd
 from supervisor.output import Outputs
-from supervisor.process import Proc, child_env, seal_inherited_fds, stop_continue_reports
-from supervisor.sdnotify import Notifier, activated_fds
+from supervisor.process import Proc, child_env, stop_continue_reports
+from supervisor.sdnotify import Notifier
 from supervisor.shell import Shell
 from supervisor.timers import Timers
 from supervisor.watcher import PidfdWatcher
@@ -474,99 +473,6 @@ def _brief(args: dict) -> str:
     return text if len(text) <= 200 else text[:197] + "..."
 
 
-# ---- process start-up ----------------------------------------------------------------------
-
-
-def _raise_nofile() -> None:
-    """The daemon holds fds for every service: its soft limit up to the hard one. Its
-    children get the limit back that it was started with (``process.CHILD_NOFILE``)."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    process.CHILD_NOFILE = soft
-    if soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-
-
-def serve(instance: int, grace: float = 5.0, reexec_fd: int | None = None) -> int:
-    """Run instance ``instance`` until it is closed. Returns the exit code."""
-    # Block the signals we read from the signalfd before anything else (no thread exists).
-    SignalFd.block(HANDLED_SIGNALS)
-    seal_inherited_fds()
-    process.prepare_spawns()
-    try:
-        base = paths.ensure_runtime_dir()
-    except paths.UnsafeDir as exc:
-        print(f"supervisor-daemon: {exc}; refusing to run", file=sys.stderr)
-        return 1
-    carried = None
-    if reexec_fd is not None:  # we are a live re-exec: take over from our former self
-        try:
-            with os.fdopen(reexec_fd, "rb") as f:
-                carried = state.decode(f.read())
-        except (OSError, state.StateError) as exc:  # the state file on disk still holds them
-            print(f"supervisor-daemon: cannot take over after re-exec: {exc}", file=sys.stderr)
-            return 1
-        head = carried[0]
-        lock_fd, sock_path, owned = head["lock_fd"], head["socket_path"], head["owns_socket"]
-        process.CHILD_NOFILE = head.get("child_nofile")
-        for fd in (lock_fd, head["listener_fd"]):
-            os.set_inheritable(fd, False)
-        listener = socket.socket(fileno=head["listener_fd"])
-    else:
-        try:
-            lock_fd = os.open(paths.lock_path(instance, base),
-                              os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
-        except OSError as exc:
-            print(f"supervisor-daemon: cannot open {paths.lock_path(instance, base)}: "
-                  f"{exc.strerror}", file=sys.stderr)
-            return 1
-        try:
-            fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(lock_fd)
-            print(f"supervisor-daemon: instance {instance} is already running",
-                  file=sys.stderr)
-            return 1
-        try:
-            listener, stored = activated_fds()  # socket activation, and the fd store
-        except OSError as exc:
-            os.close(lock_fd)
-            print(f"supervisor-daemon: {exc}", file=sys.stderr)
-            return 1
-        owned = listener is None
-        if owned:
-            sock_path = paths.socket_path(instance, base)
-            try:
-                listener = bind_listener(sock_path)
-            except OSError as exc:
-                os.close(lock_fd)
-                print(f"supervisor-daemon: cannot listen on {sock_path}: {exc.strerror}",
-                      file=sys.stderr)
-                return 1
-        else:
-            sock_path = listener.getsockname() or paths.socket_path(instance, base)
-        os.chdir("/")
-        _raise_nofile()
-    daemon = Daemon(instance, listener, socket_path=sock_path, rundir=base, grace=grace)
-    daemon.lock_fd, daemon.owns_socket = lock_fd, owned
-    try:
-        if carried is not None:
-            daemon.restore(*carried)
-        else:
-            daemon.recover(stored)
-        daemon.run()
-        # closed on purpose: nothing to recover
-        state.remove(os.path.basename(daemon.state_path), daemon.dir_fd)
-    finally:
-        daemon.close()
-        if owned:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(sock_path)
-        daemon.journal.send(f"instance {instance} closed", 5, SUPERVISOR_EVENT="daemon-closed")
-        daemon.journal.flush()
-        os.close(lock_fd)
-    return 0
-
-
 def main(argv: list[str] | None = None) -> int:
     from docopt import DocoptExit, docopt
 
@@ -584,6 +490,8 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"supervisor-daemon: {exc}", file=sys.stderr)
         return 2
+    from supervisor.startup import serve  # startup builds a Daemon: imported here, not above
+
     reexec_fd = opts["--reexec-fd"]
     return serve(instance, grace, int(reexec_fd) if reexec_fd else None)
 

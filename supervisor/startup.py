@@ -1,0 +1,109 @@
+"""Start-up of one instance: the runtime dir, the instance lock, the listening socket (bound,
+socket-activated or carried over a re-exec), the fd limit, then a `Daemon` that recovers
+(or restores what a re-exec carried) and runs until the instance is closed."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import resource
+import socket
+import sys
+
+from supervisor import paths, process, state
+from supervisor.control import bind_listener
+from supervisor.daemon import HANDLED_SIGNALS, Daemon
+from supervisor.native import SignalFd
+from supervisor.process import seal_inherited_fds
+from supervisor.sdnotify import activated_fds
+
+
+def _raise_nofile() -> None:
+    """The daemon holds fds for every service: its soft limit up to the hard one. Its
+    children get the limit back that it was started with (``process.CHILD_NOFILE``)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    process.CHILD_NOFILE = soft
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def serve(instance: int, grace: float = 5.0, reexec_fd: int | None = None) -> int:
+    """Run instance ``instance`` until it is closed. Returns the exit code."""
+    # Block the signals we read from the signalfd before anything else (no thread exists).
+    SignalFd.block(HANDLED_SIGNALS)
+    seal_inherited_fds()
+    process.prepare_spawns()
+    try:
+        base = paths.ensure_runtime_dir()
+    except paths.UnsafeDir as exc:
+        print(f"supervisor-daemon: {exc}; refusing to run", file=sys.stderr)
+        return 1
+    carried = None
+    if reexec_fd is not None:  # we are a live re-exec: take over from our former self
+        try:
+            with os.fdopen(reexec_fd, "rb") as f:
+                carried = state.decode(f.read())
+        except (OSError, state.StateError) as exc:  # the state file on disk still holds them
+            print(f"supervisor-daemon: cannot take over after re-exec: {exc}", file=sys.stderr)
+            return 1
+        head = carried[0]
+        lock_fd, sock_path, owned = head["lock_fd"], head["socket_path"], head["owns_socket"]
+        process.CHILD_NOFILE = head.get("child_nofile")
+        for fd in (lock_fd, head["listener_fd"]):
+            os.set_inheritable(fd, False)
+        listener = socket.socket(fileno=head["listener_fd"])
+    else:
+        try:
+            lock_fd = os.open(paths.lock_path(instance, base),
+                              os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+        except OSError as exc:
+            print(f"supervisor-daemon: cannot open {paths.lock_path(instance, base)}: "
+                  f"{exc.strerror}", file=sys.stderr)
+            return 1
+        try:
+            fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(lock_fd)
+            print(f"supervisor-daemon: instance {instance} is already running",
+                  file=sys.stderr)
+            return 1
+        try:
+            listener, stored = activated_fds()  # socket activation, and the fd store
+        except OSError as exc:
+            os.close(lock_fd)
+            print(f"supervisor-daemon: {exc}", file=sys.stderr)
+            return 1
+        owned = listener is None
+        if owned:
+            sock_path = paths.socket_path(instance, base)
+            try:
+                listener = bind_listener(sock_path)
+            except OSError as exc:
+                os.close(lock_fd)
+                print(f"supervisor-daemon: cannot listen on {sock_path}: {exc.strerror}",
+                      file=sys.stderr)
+                return 1
+        else:
+            sock_path = listener.getsockname() or paths.socket_path(instance, base)
+        os.chdir("/")
+        _raise_nofile()
+    daemon = Daemon(instance, listener, socket_path=sock_path, rundir=base, grace=grace)
+    daemon.lock_fd, daemon.owns_socket = lock_fd, owned
+    try:
+        if carried is not None:
+            daemon.restore(*carried)
+        else:
+            daemon.recover(stored)
+        daemon.run()
+        # closed on purpose: nothing to recover
+        state.remove(os.path.basename(daemon.state_path), daemon.dir_fd)
+    finally:
+        daemon.close()
+        if owned:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(sock_path)
+        daemon.journal.send(f"instance {instance} closed", 5, SUPERVISOR_EVENT="daemon-closed")
+        daemon.journal.flush()
+        os.close(lock_fd)
+    return 0
