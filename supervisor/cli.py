@@ -21,6 +21,9 @@ Usage:
   supervisor supervisor-freelist <svc>... [-i N] [--json]
   supervisor supervisor-cancel <svc> [-i N] [--json]
   supervisor logs [<svc>] [-i N] [-n LINES] [-f] [--since TIME] [-p PRIORITY] [--json]
+  supervisor apply [-i N] [--dry-run] [--prune] [--json]
+  supervisor export [-i N] [--json]
+  supervisor save [-i N] [--json]
   supervisor (-h | --help)
   supervisor --version
 
@@ -57,6 +60,14 @@ Commands:
   logs                 The output and lifecycle entries of a service, or of every
                        service of instance N, from the journal (by SUPERVISOR_INSTANCE
                        and SERVICE_NAME); stderr lines have priority 3 (err).
+  apply                Make instance N match its config file (see Files): create the
+                       declared services that are missing, restart (gracefully) those
+                       whose definition changed, stop and remove those that left the
+                       file; unchanged ones keep their process. All or nothing: an
+                       invalid file changes nothing (exit 2, naming file, line, key).
+  export               The instance's services as a config file that apply accepts.
+  save                 Write them to the instance's config file: they become declared
+                       and come back whenever the daemon starts.
 
 Options:
   -i N, --instance N       The instance, 0 to 99 [default: 0].
@@ -97,6 +108,8 @@ Options:
   --since TIME             logs: entries since TIME: 10m (ago), HH:MM, or ISO-8601.
   -p PRIORITY              logs: entries of this priority or more urgent: emerg, alert,
                            crit, err, warning, notice, info, debug, or 0-7.
+  --dry-run                apply: print what it would do, change nothing.
+  --prune                  apply: also stop and remove services made by create-service.
   --json                   Print one JSON document on stdout (logs: one a line).
   -h, --help               Show this text.
   --version                Show the version.
@@ -104,6 +117,13 @@ Options:
 <svc> is a service name, any pid the service has had, or (for commands that take
 several) a shell pattern such as 'web-*'. After create-service's <path>, -- makes every
 following word the program's, a trailing -i N or --json too.
+
+Files: instance N's config file is $SUPERVISOR_CONFIG_DIR/N.toml, else
+/etc/supervisor/N.toml for root, else $XDG_CONFIG_HOME/supervisor/N.toml
+(~/.config/supervisor/N.toml), with every N.d/*.toml beside it; one [services.NAME]
+table a service, its keys create-service's long options with _ (command = [...]). The
+daemon applies it when it starts. Services made by create-service are ephemeral: they
+survive a crash or a reload of the daemon, not a close, unless saved.
 
 Exit codes: 0 done; 1 the daemon refused or failed; 2 usage error; 3 the instance is not
 running or not reachable.
@@ -384,6 +404,8 @@ def run(opts: dict) -> int:
         _print(info, as_json, f"instance {instance} re-executed (pid {info['pid']}, "
                               f"generation {info['generation']}, {info['services']} services)")
         return EXIT_OK
+    if opts.get("apply") or opts.get("export") or opts.get("save"):
+        return _declared(instance, opts, as_json)
     if opts.get("close"):
         answer = client.close_instance(instance)
         _print(answer, as_json, f"instance {instance} closed (pid {answer['pid']})")
@@ -462,6 +484,35 @@ def _create_args(opts: dict) -> dict:
         args["stop_timeout"] = _number(opts["--stop-timeout"], "stop timeout",
                                        integer=False)
     return args
+
+
+def _declared(instance: int, opts: dict, as_json: bool) -> int:
+    """apply, export, save."""
+    from supervisor import client, config
+
+    with client.Client(instance) as c:
+        if opts.get("export"):
+            answer = c.export()
+            _print(answer, as_json, config.dumps(
+                answer["services"], f"Instance {instance}'s services (supervisor export)."
+                + "".join(f"\nLeft out: {n} (opened, not created)" for n in answer["skipped"]))
+                .rstrip("\n"))
+            return EXIT_OK
+        if opts.get("save"):
+            answer = c.save()
+            _print(answer, as_json, f"saved {len(answer['services'])} services of instance "
+                                    f"{instance} to {answer['path']}")
+            return EXIT_OK
+        answer = c.apply(dry_run=opts["--dry-run"], prune=opts["--prune"])
+    would = "would " if answer["dry_run"] else ""
+    lines = [f"{would}{a['action']} {a['service']}" for a in answer["changes"]
+             if a["action"] != "keep"]
+    if not lines:
+        lines = [f"instance {instance} matches its config file: nothing to do"]
+    _print(answer, as_json, "\n".join(lines))
+    for error in answer["errors"]:
+        print(f"supervisor: {error}", file=sys.stderr)
+    return EXIT_REFUSED if answer["errors"] else EXIT_OK
 
 
 _VERBS = {"stop-service": "stopped", "start-service": "started",

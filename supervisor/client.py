@@ -46,7 +46,7 @@ class RemoteError(SupervisorError):
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
         self.code = code
-        self.exit_code = 2 if code == "invalid-argument" else 1
+        self.exit_code = 2 if code in ("invalid-argument", "invalid-config") else 1
 
 
 class NotRunning(SupervisorError):
@@ -243,6 +243,21 @@ class Client:
 
     def show_service(self, *services: str | int) -> dict:
         return self.call("show-service", services=list(services))
+
+    def apply(self, *, dry_run: bool = False, prune: bool = False) -> dict:
+        """Make the instance match its config file; returns ``{"instance", "dry_run",
+        "changes": [{"action", "service"}], "errors"}`` once done (it waits for the
+        stops of the services it replaces or removes)."""
+        return self._waiting("apply", dry_run=dry_run, prune=prune)
+
+    def export(self) -> dict:
+        """``{"instance", "services": {name: table}, "skipped": [opened services]}``."""
+        return self.call("export")
+
+    def save(self) -> dict:
+        """Write the created services to the instance's config file; as :meth:`export`,
+        with ``"path"``."""
+        return self.call("save")
 
     def _waiting(self, cmd: str, **args: Any) -> Any:
         """A command whose answer waits for services to stop: no time limit on the

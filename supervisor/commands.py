@@ -17,13 +17,14 @@ import signal
 import time
 from datetime import datetime
 
-from supervisor import context, output, process, schedule
+from supervisor import context, declare, output, process, schedule
 from supervisor.machine import Ev, Event, Refused, Service, State, name_problem, stop_wait
 from supervisor.shell import signal_name
 
 MAX_SECONDS = 100 * 365 * 86400  # no delay, interval or time is further away than this
 # answered while the instance shuts down: they change nothing (journaled at debug)
-READ_ONLY = frozenset({"ping", "info", "service-status", "list-supervisor", "show-service"})
+READ_ONLY = frozenset({"ping", "info", "service-status", "list-supervisor", "show-service",
+                       "export"})
 # not about services: their answers do not wait for the state to be saved
 DAEMON_COMMANDS = frozenset({"shutdown", "reload"})
 
@@ -148,6 +149,9 @@ class Commands:
             "show-service": self.show,
             "shutdown": self.shutdown,
             "reload": self.reload,
+            "apply": self.apply_config,
+            "export": self.export,
+            "save": self.save,
         }
 
     # ---- helpers ----------------------------------------------------------------------
@@ -238,6 +242,16 @@ class Commands:
                 "stopping": d.stopping, "generation": d.generation}
 
     def create(self, args) -> dict:
+        fields = self._definition(args)
+        name = self._new_name(args, os.path.basename(fields["command"][0]))
+        svc = Service(name=name, **fields)
+        self.apply(name, Event(Ev.CREATE), new=svc)
+        self._undo_by_removing(name)
+        return self.view(name) if name in self.shell else service_object(svc)
+
+    def _definition(self, args) -> dict:
+        """create-service's arguments, every one checked, as the fields of a Service (all
+        but its name)."""
         path = arg(args, "path", str)
         argv_rest = arg(args, "args", list, [])
         if not all(isinstance(a, str) for a in argv_rest):
@@ -267,15 +281,12 @@ class Commands:
         why = process.check_executable(path, deferred=stopped)
         if why is not None:
             raise CommandError("not-executable", why)
-        name = self._new_name(args, os.path.basename(path))
-        svc = Service(name=name, command=(path, *argv_rest), restart_limit=policy.limit,
-                      create_stopped=stopped, delay=float(delay), cwd=cwd, output=out,
-                      schedule=sched, restart_mode=policy.mode,
-                      restart_delay=policy.delay, restart_max_delay=policy.max_delay,
-                      start_limit=limit, **context_fields)
-        self.apply(name, Event(Ev.CREATE), new=svc)
-        self._undo_by_removing(name)
-        return self.view(name) if name in self.shell else service_object(svc)
+        return dict(command=(path, *argv_rest), restart_limit=policy.limit,
+                    create_stopped=stopped, delay=float(delay), cwd=cwd, output=out,
+                    schedule=sched, restart_mode=policy.mode,
+                    restart_delay=policy.delay, restart_max_delay=policy.max_delay,
+                    start_limit=limit, autostart=arg(args, "autostart", bool, True),
+                    **context_fields)
 
     def open(self, args) -> dict:
         pid = arg(args, "pid", int)
@@ -393,6 +404,20 @@ class Commands:
             self.apply(name, Event(Ev.REMOVE))
             removed.append({**service_object(svc), "removed": True})
         return {"instance": self.daemon.instance, "removed": removed}
+
+    def apply_config(self, args):
+        """apply: make the instance match its config file (see supervisor/declare.py)."""
+        dry_run = arg(args, "dry_run", bool, False)
+        out = declare.plan(self, arg(args, "prune", bool, False))
+        if dry_run:
+            return out.summary(self.daemon.instance, True)
+        return declare.carry_out(self, out)
+
+    def export(self, args) -> dict:
+        return declare.export(self)
+
+    def save(self, args) -> dict:
+        return declare.save(self)
 
     def reload(self, args) -> dict:
         d = self.daemon

@@ -30,7 +30,7 @@ import sys
 import time
 import traceback
 
-from supervisor import paths, process, protocol, state
+from supervisor import declare, paths, process, protocol, state
 from supervisor.cgroups import Cgroups
 from supervisor.commands import DAEMON_COMMANDS, READ_ONLY, CommandError, Commands, Waiting
 from supervisor.control import Connection, Reply, Server
@@ -151,6 +151,8 @@ class Daemon:
             if not waiting.ready():
                 still.append((reply, req, conn, waiting))
                 continue
+            if reply is None:  # the config applied at start: nobody waits for it
+                continue
             reply.data = protocol.encode_result(req.id, waiting.result())
             self.unsaved.append((reply, req, None))
             self.server.pending.add(conn)
@@ -257,6 +259,27 @@ class Daemon:
         if killed:
             self.journal.send(f"killed {killed} processes left in cgroups of ours that no "
                               "service claims", 4, SUPERVISOR_EVENT="orphans-killed")
+
+    def apply_config(self) -> None:
+        """At start (after recovery): make the instance match its config file, as
+        ``supervisor apply`` does (supervisor/declare.py); recovered services that are
+        unchanged keep their process. A file that cannot be applied is journaled, never
+        fatal; a service that cannot be made is left out (journaled), the others are."""
+        try:
+            out = declare.plan(self.commands, prune=False, skip_bad=True)
+        except CommandError as exc:
+            self.journal.send(f"config file not applied: {exc.message}", 3,
+                              SUPERVISOR_EVENT="config-error")
+            return
+        for error in out.errors:
+            self.journal.send(f"declared service left out: {error}", 3,
+                              SUPERVISOR_EVENT="config-error")
+        done = [f"{a} {n}" for a, n in out.changes if a != declare.KEEP]
+        if not out.changes:
+            return
+        self.journal.send(f"config file applied: {', '.join(done) or 'nothing to change'}",
+                          6 if done else 7, SUPERVISOR_EVENT="config-applied")
+        self.waiting.append((None, None, None, declare.carry_out(self.commands, out)))
 
     def _adopt_tree(self, head: dict) -> None:
         """Where an earlier daemon of this instance kept its services' cgroups elsewhere
@@ -437,7 +460,7 @@ class Daemon:
             reply.held = protocol.encode_result(req.id, result)
             self.held_reloads.append((reply, conn))
             return reply
-        if isinstance(result, Waiting):
+        if isinstance(result, Waiting | declare.Applying):
             self._log_command(req, peer, f"ok: {' '.join(result.names)[:200]}", 6)
             reply = Reply()  # sent once its services are done stopping
             self.waiting.append((reply, req, conn, result))

@@ -79,6 +79,7 @@ class Ev(enum.Enum):
     START = "start"  # start-service
     RESTART = "restart"  # restart-service: stop, then start
     SIGNAL = "signal"  # signal-service: signal
+    DECLARE = "declare"  # apply, save: it is (definition) or is no more (None) declared
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +91,7 @@ class Event:
     signal: int | None = None
     error: str | None = None
     timeout: float | None = None
+    definition: str | None = None
 
 
 # Effects the shell carries out, in order.
@@ -179,6 +181,8 @@ class Service:
     stop_signal: int = signal.SIGTERM
     stop_timeout: float | None = None  # None: STOP_TIMEOUT, or on shutdown the daemon's grace
     declared: bool = False  # it comes from the instance's config file
+    definition: str | None = None  # while declared: its table there (canonical JSON)
+    autostart: bool = True  # False: made PENDING, started by start-service only
     # where it is
     state: State = State.NEW
     pid: int | None = None
@@ -275,6 +279,10 @@ def create(svc, ev, now, mono):
         svc = _r(svc, state=State.PENDING, due=mono + svc.delay, next_start=now + svc.delay)
         return svc, [ArmTimer(mono + svc.delay),
                      Log("scheduled", f"{svc.name} scheduled to start in {svc.delay:g} s")]
+    if not svc.autostart:
+        return _r(svc, state=State.PENDING), [
+            Log("defined", f"{svc.name} defined, not started (autostart = false): "
+                           "start-service starts it")]
     return _r(svc, next_start=now), [Spawn(stopped=svc.create_stopped)]
 
 
@@ -403,6 +411,14 @@ def cancel_schedule(svc, ev, now, mono):
 
 def cancel(svc, ev, now, mono):
     return svc, [CancelTimer(), Forget(), Log("removed", f"{svc.name} cancelled before start")]
+
+
+def declare(svc, ev, now, mono):
+    """apply, save: the service is declared in the config file (``ev.definition``, its
+    table there) or is no more (None). Nothing else changes: it keeps its process."""
+    if svc.opened and ev.definition is not None:
+        raise Refused(f"service {svc.name} was opened, not created: it cannot be declared")
+    return _r(svc, declared=ev.definition is not None, definition=ev.definition), []
 
 
 # -- running
@@ -690,7 +706,7 @@ _NEW = {
     E.CLOCK_CHANGED: ignore,
     E.CREATE: create, E.OPEN: open_, E.SUSPEND: refuse, E.RESUME: refuse, E.KILL: refuse,
     E.REMOVE: remove, E.CANCEL: refuse, E.TERMINATE: terminate, E.STOP: refuse,
-    E.START: refuse, E.RESTART: refuse, E.SIGNAL: refuse,
+    E.START: refuse, E.RESTART: refuse, E.SIGNAL: refuse, E.DECLARE: declare,
 }
 _PENDING = {  # no process yet: waiting for its due time, a restart, or its spawn
     E.SPAWNED: spawned, E.SPAWN_FAILED: spawn_failed, E.DUE: start_due,
@@ -699,7 +715,7 @@ _PENDING = {  # no process yet: waiting for its due time, a restart, or its spaw
     E.CLOCK_CHANGED: clock_changed,
     E.CREATE: refuse, E.OPEN: refuse, E.SUSPEND: refuse, E.RESUME: refuse, E.KILL: refuse,
     E.REMOVE: remove, E.CANCEL: cancel, E.TERMINATE: terminate, E.STOP: stop_pending,
-    E.START: start_now, E.RESTART: start_now, E.SIGNAL: no_process,
+    E.START: start_now, E.RESTART: start_now, E.SIGNAL: no_process, E.DECLARE: declare,
 }
 _RUNNING = {
     E.SPAWNED: ignore, E.SPAWN_FAILED: ignore, E.DUE: due_while_running, E.EXITED: exited,
@@ -708,7 +724,7 @@ _RUNNING = {
     E.CREATE: refuse, E.OPEN: refuse, E.SUSPEND: suspend, E.RESUME: refuse, E.KILL: kill,
     E.REMOVE: remove, E.CANCEL: cancel_schedule, E.TERMINATE: terminate, E.STOP: stop,
     E.START: ignore,  # runs already: nothing to do
-    E.RESTART: restart, E.SIGNAL: send_signal,
+    E.RESTART: restart, E.SIGNAL: send_signal, E.DECLARE: declare,
 }
 _STOPPED = {  # suspended
     E.SPAWNED: ignore, E.SPAWN_FAILED: ignore, E.DUE: due_while_running, E.EXITED: exited,
@@ -716,7 +732,7 @@ _STOPPED = {  # suspended
     E.CLOCK_CHANGED: clock_changed,
     E.CREATE: refuse, E.OPEN: refuse, E.SUSPEND: refuse, E.RESUME: resume, E.KILL: kill,
     E.REMOVE: remove, E.CANCEL: cancel_schedule, E.TERMINATE: terminate, E.STOP: stop,
-    E.START: ignore, E.RESTART: restart, E.SIGNAL: send_signal,
+    E.START: ignore, E.RESTART: restart, E.SIGNAL: send_signal, E.DECLARE: declare,
 }
 _STOPPING = {  # its stop signal sent; the stop timer armed
     E.SPAWNED: ignore, E.SPAWN_FAILED: ignore, E.DUE: due_while_running,
@@ -725,7 +741,7 @@ _STOPPING = {  # its stop signal sent; the stop timer armed
     E.CREATE: refuse, E.OPEN: refuse, E.SUSPEND: refuse, E.RESUME: refuse, E.KILL: kill,
     E.REMOVE: remove, E.CANCEL: refuse, E.TERMINATE: terminate_stopping,
     E.STOP: retarget("stop"), E.START: retarget("restart"), E.RESTART: retarget("restart"),
-    E.SIGNAL: send_signal,
+    E.SIGNAL: send_signal, E.DECLARE: declare,
 }
 
 
@@ -741,6 +757,7 @@ def _ended(final: State) -> dict:
         E.TERMINATE: terminate_killed if final is S.KILLED else terminate,
         E.STOP: ignore,  # does not run: nothing to do
         E.START: start_now, E.RESTART: start_now, E.SIGNAL: no_process,
+        E.DECLARE: declare,
     }
 
 

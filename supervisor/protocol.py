@@ -40,6 +40,8 @@ ERRORS = {
     "not-saved": "the daemon could not write its state: the command was undone, or is in "
                  "effect but would not survive a crash of the daemon",
     "shutting-down": "the instance is shutting down",
+    "invalid-config": "the instance's config file is not valid (the message names the "
+                      "file, line and key): nothing was changed",
     "internal": "the daemon failed to carry out the command (a bug; see the journal)",
 }
 
@@ -47,7 +49,8 @@ COMMANDS = frozenset({
     "ping", "info", "create-service", "open-service", "suspend-service", "resume-service",
     "close-service", "remove-service", "service-status", "list-supervisor",
     "supervisor-freelist", "supervisor-cancel", "shutdown", "reload", "stop-service",
-    "start-service", "restart-service", "signal-service", "show-service",
+    "start-service", "restart-service", "signal-service", "show-service", "apply", "export",
+    "save",
 })
 
 

@@ -95,6 +95,7 @@ def serve(instance: int, grace: float = 5.0, reexec_fd: int | None = None) -> in
             daemon.restore(*carried)
         else:
             daemon.recover(stored)
+            daemon.apply_config()
         daemon.run()
         # closed on purpose: nothing to recover
         state.remove(os.path.basename(daemon.state_path), daemon.dir_fd)

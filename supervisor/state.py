@@ -145,6 +145,13 @@ def env_key(key: str) -> bool:
     return re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key) is not None
 
 
+def _json_object(v) -> bool:
+    try:
+        return isinstance(json.loads(v), dict)
+    except ValueError:
+        return False
+
+
 def _positive_int(v) -> bool:
     return v > 0
 
@@ -200,6 +207,8 @@ def _service(entry) -> tuple[Service, int | None, str | None]:
     kw["stop_timeout"] = _check(entry, "stop_timeout", float, lambda v: 0 <= v < 1e7,
                                 optional=True)
     kw["declared"] = _check(entry, "declared", bool, since=False)
+    kw["definition"] = _check(entry, "definition", str, _json_object, optional=True)
+    kw["autostart"] = _check(entry, "autostart", bool, since=True)
     kw["stopping"] = _check(entry, "stopping", str,
                             lambda v: v in ("stop", "restart", "shutdown"), optional=True)
     kw["killing"] = _check(entry, "killing", bool, since=False)

@@ -162,6 +162,22 @@ def alive(pid: int) -> bool:
 
 
 @pytest.fixture(scope="session", autouse=True)
+def no_config_of_the_machine():
+    """Daemons started by tests read their config files from an empty dir of their own,
+    never /etc/supervisor or ~/.config/supervisor of the machine (tests/test_declared.py
+    gives theirs)."""
+    path = tempfile.mkdtemp(prefix="sv-conf-", dir="/tmp")
+    before = os.environ.get("SUPERVISOR_CONFIG_DIR")
+    os.environ["SUPERVISOR_CONFIG_DIR"] = path
+    yield path
+    if before is None:
+        del os.environ["SUPERVISOR_CONFIG_DIR"]
+    else:
+        os.environ["SUPERVISOR_CONFIG_DIR"] = before
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session", autouse=True)
 def journald():
     with ensure_journald() as available:
         yield available

@@ -45,7 +45,7 @@ STATUSES = {"PENDING", "RUNNING", "STOPPED", "KILLED", "CRASHED", "EXITED"}
 FACTS = (Ev.SPAWNED, Ev.SPAWN_FAILED, Ev.DUE, Ev.EXITED, Ev.STOPPED_SEEN, Ev.CONTINUED_SEEN,
          Ev.STOP_TIMEOUT, Ev.CLOCK_CHANGED)
 COMMANDS = (Ev.CREATE, Ev.OPEN, Ev.SUSPEND, Ev.RESUME, Ev.KILL, Ev.REMOVE, Ev.CANCEL,
-            Ev.TERMINATE, Ev.STOP, Ev.START, Ev.RESTART, Ev.SIGNAL)
+            Ev.TERMINATE, Ev.STOP, Ev.START, Ev.RESTART, Ev.SIGNAL, Ev.DECLARE)
 # docs/reference.md "Statuses": KILLED is the end by these signals, not restarted by -r K
 KILLED_BY = (signal.SIGKILL, signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGPIPE)
 # ... CRASHED (or restarted) after a core-dump signal or a non-zero exit code.
@@ -64,6 +64,7 @@ ALLOWED = {
     Ev.START: set(State) - {State.NEW},  # one that runs: nothing to do
     Ev.RESTART: set(State) - {State.NEW},
     Ev.SIGNAL: {State.RUNNING, State.STOPPED, State.STOPPING},
+    Ev.DECLARE: set(State),  # as steps give it: no definition (no longer declared)
 }
 # an opened process was never ours to start: it is not started again once it ended
 OPENED_REFUSED = {Ev.RESTART: set(State),
@@ -169,6 +170,32 @@ def test_refused_carries_the_status_users_see():
     svc = dataclasses.replace(running(), state=State.STOPPING)
     with pytest.raises(Refused, match="RUNNING"):
         step(svc, Event(Ev.SUSPEND), NOW, MONO)
+
+
+@pytest.mark.parametrize("state", list(State), ids=lambda s: s.name)
+def test_declare_changes_the_flag_and_nothing_else(state):
+    svc = in_state(state)
+    new, effects = step(svc, Event(Ev.DECLARE, definition='{"command": ["/bin/prog"]}'),
+                        NOW + 10, MONO + 10)
+    assert effects == []
+    assert new.declared and new.definition == '{"command": ["/bin/prog"]}'
+    assert dataclasses.replace(new, declared=False, definition=None) == svc
+    back, effects = step(new, Event(Ev.DECLARE), NOW + 11, MONO + 11)
+    assert effects == [] and not back.declared and back.definition is None
+
+
+def test_an_opened_process_cannot_be_declared():
+    with pytest.raises(Refused, match="opened"):
+        step(opened(), Event(Ev.DECLARE, definition="{}"), NOW, MONO)
+
+
+def test_autostart_false_waits_pending_for_a_start():
+    svc, effects = new_created("idle", ("/bin/prog",), autostart=False, now=NOW, mono=MONO)
+    assert svc.state is State.PENDING and svc.due is None and svc.pid is None
+    assert not any(isinstance(e, Spawn | ArmTimer) for e in effects)
+    assert step(svc, Event(Ev.DUE), NOW + 1, MONO + 1) == (svc, [])  # no timer starts it
+    _, effects = step(svc, Event(Ev.START), NOW + 2, MONO + 2)
+    assert any(isinstance(e, Spawn) for e in effects)
 
 
 def test_stopping_shows_as_running():

@@ -1,0 +1,394 @@
+"""An instance's config file: its declared services (docs/reference.md, "Declared
+services").
+
+Instance N's file is ``$SUPERVISOR_CONFIG_DIR/<N>.toml``, else ``/etc/supervisor/<N>.toml``
+for root, else ``$XDG_CONFIG_HOME/supervisor/<N>.toml`` (``~/.config``); every
+``<N>.d/*.toml`` beside it is merged in, in name order (a service in two files is an
+error). One table a service, ``[services.NAME]``, its keys create-service's long options
+with ``_`` (see :data:`KEYS`). Read with the standard library's ``tomllib``, written with
+``tomli_w``.
+
+A table is checked here for its keys and their types and turned into its canonical form
+(:func:`canonical`: defaults dropped, ``command`` a list): two tables that mean the same
+are equal, which is how ``apply`` tells a changed service from an unchanged one. What
+needs the system (the program is executable, the directory exists, the user is known) is
+checked by the daemon, as for create-service. An error names the file, the line and the
+key (:class:`ConfigError`).
+
+The file is code the daemon runs: like the runtime dir, it is trusted only when it is
+root's or the daemon's user's and nobody else may write it.
+"""
+
+from __future__ import annotations
+
+import datetime
+import math
+import os
+import re
+import shlex
+import stat
+import tomllib
+
+MAX_FILE = 1 << 20
+
+# key: (what it must be, for messages; the check, returning the canonical value or raising
+# ValueError; its default, dropped from the canonical form)
+_NUMBER = "a number of seconds >= 0"
+
+
+def _number(v):
+    if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or v < 0:
+        raise ValueError(f"must be {_NUMBER}")
+    return float(v)
+
+
+def _count(v):
+    if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+        raise ValueError("must be a whole number >= 0")
+    return v
+
+
+def _text(v):
+    if not isinstance(v, str) or not v or "\0" in v:
+        raise ValueError("must be a non-empty string")
+    return v
+
+
+def _flag(v):
+    if not isinstance(v, bool):
+        raise ValueError("must be true or false")
+    return v
+
+
+def _command(v):
+    if isinstance(v, str):
+        try:
+            v = shlex.split(v)
+        except ValueError as exc:
+            raise ValueError(f"cannot be split like a shell line: {exc}") from None
+    if not isinstance(v, list) or not v or not all(isinstance(a, str) and "\0" not in a
+                                                   for a in v) or not v[0]:
+        raise ValueError("must be a non-empty list of strings (or one string, split like "
+                         "a shell line)")
+    return v
+
+
+def _env(v):
+    if not isinstance(v, dict) or not all(isinstance(x, str) for x in v.values()):
+        raise ValueError('must be a table of strings, such as { LANG = "C.UTF-8" }')
+    for key in v:
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
+            raise ValueError(f"{key!r} is not a variable name (letters, digits and _)")
+    return dict(sorted(v.items()))
+
+
+def _path(v):
+    v = _text(v)
+    if not os.path.isabs(v):
+        raise ValueError("must be an absolute path")
+    return os.path.normpath(v)
+
+
+def _output(v):
+    v = _text(v)
+    return v if v in ("journal", "null", "inherit") else _path(v)
+
+
+def _restart(v):
+    if v not in ("on-failure", "always", "never"):
+        raise ValueError('must be "on-failure", "always" or "never"')
+    return v
+
+
+def _at(v):
+    if isinstance(v, datetime.datetime | datetime.date | datetime.time):
+        return v.isoformat()
+    return _text(v)
+
+
+def _every(v):
+    if isinstance(v, str):
+        return _text(v)
+    v = _number(v)
+    if v <= 0:
+        raise ValueError("must be > 0")
+    return v
+
+
+def _signal(v):
+    if isinstance(v, bool) or not isinstance(v, str | int):
+        raise ValueError('must be a signal name or number ("TERM", "SIGTERM", 15)')
+    return v
+
+
+KEYS = {
+    "command": (_command, None),
+    "restart": (_restart, None),
+    "restart_times": (_count, None),
+    "restart_delay": (_number, 0.0),
+    "start_limit": (_text, None),
+    "delay": (_number, 0.0),
+    "at": (_at, None),
+    "every": (_every, None),
+    "cron": (_text, None),
+    "create_stopped": (_flag, False),
+    "env": (_env, {}),
+    "env_file": (_path, None),
+    "output": (_output, "journal"),
+    "cwd": (_path, "/"),
+    "user": (_text, None),
+    "stop_signal": (_signal, "TERM"),
+    "stop_timeout": (_number, None),
+    "autostart": (_flag, True),
+}
+
+
+class ConfigError(ValueError):
+    """``FILE:LINE: message``: what is wrong, and where."""
+
+    def __init__(self, path: str, line: int | None, message: str) -> None:
+        super().__init__(f"{path}:{line}: {message}" if line else f"{path}: {message}")
+        self.path, self.line = path, line
+
+
+def canonical(table: dict) -> dict:
+    """A service's table, checked, in its canonical form. ValueError("KEY: why")."""
+    if not isinstance(table, dict):
+        raise ValueError("a service is a table: [services.NAME]")
+    out = {}
+    for key, value in table.items():
+        if key not in KEYS:
+            raise ValueError(f"{key}: unknown key (known: {', '.join(KEYS)})")
+        check, default = KEYS[key]
+        try:
+            value = check(value)
+        except ValueError as exc:
+            raise ValueError(f"{key}: {exc}") from None
+        if value != default:
+            out[key] = value
+    out = {key: out[key] for key in KEYS if key in out}  # one order: KEYS'
+    if "command" not in out:
+        raise ValueError("command: missing (the program and its arguments)")
+    if sum(k in out for k in ("delay", "at", "every", "cron")) > 1:
+        raise ValueError(f"{[k for k in ('delay', 'at', 'every', 'cron') if k in out][1]}: "
+                         "choose one of delay, at, every and cron")
+    return out
+
+
+# ---- files --------------------------------------------------------------------------------
+
+
+def path_of(instance: int, environ=None) -> str:
+    """Instance ``instance``'s config file (it may not exist)."""
+    env = os.environ if environ is None else environ
+    base = env.get("SUPERVISOR_CONFIG_DIR")
+    if not base:
+        if os.geteuid() == 0:
+            base = "/etc/supervisor"
+        else:
+            home = env.get("XDG_CONFIG_HOME") or os.path.join(
+                env.get("HOME") or os.path.expanduser("~"), ".config")
+            base = os.path.join(home, "supervisor")
+    return os.path.join(base, f"{instance}.toml")
+
+
+def files_of(instance: int, environ=None) -> list[str]:
+    """The files that declare instance ``instance``'s services, in the order they merge:
+    its file (where it exists), then ``<N>.d/*.toml`` by name."""
+    main = path_of(instance, environ)
+    found = [main] if os.path.exists(main) else []
+    drop_in = main[:-len(".toml")] + ".d"
+    try:
+        found += [os.path.join(drop_in, n) for n in sorted(os.listdir(drop_in))
+                  if n.endswith(".toml") and not n.startswith(".")]
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        raise ConfigError(drop_in, None, exc.strerror or str(exc)) from None
+    return found
+
+
+def _read(path: str) -> str:
+    """The text of a config file we may trust (see the module's docstring)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY)
+    except OSError as exc:
+        raise ConfigError(path, None, f"cannot read it: {exc.strerror}") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ConfigError(path, None, "not a regular file")
+        if st.st_uid not in (0, os.geteuid()) or st.st_mode & 0o022:
+            raise ConfigError(path, None, "not trusted: it must belong to root or to the "
+                              "daemon's user, and nobody else may write it (chmod go-w)")
+        if st.st_size > MAX_FILE:
+            raise ConfigError(path, None, "over 1 MiB")
+        data = os.read(fd, MAX_FILE + 1)
+    finally:
+        os.close(fd)
+    try:
+        return data.decode()
+    except UnicodeDecodeError as exc:
+        raise ConfigError(path, None, f"not UTF-8 text (byte {exc.start})") from None
+
+
+def parse(text: str, path: str) -> dict[str, tuple[dict, int | None]]:
+    """The services of one file's text: name -> (canonical table, its line)."""
+    from supervisor.machine import name_problem
+
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        m = re.search(r"\(at line (\d+), column \d+\)", str(exc))
+        line = int(m.group(1)) if m else (text.count("\n") + 1 if "end of document" in str(exc)
+                                          else None)
+        raise ConfigError(path, line,
+                          f"not valid TOML: {re.split(r' [(]at ', str(exc))[0]}") from None
+    for key in doc:
+        if key != "services":
+            raise ConfigError(path, _line(text, None, key),
+                              f"{key}: unknown key (services are [services.NAME] tables)")
+    services = doc.get("services", {})
+    if not isinstance(services, dict):
+        raise ConfigError(path, _line(text, None, "services"),
+                          "services: must be tables, [services.NAME]")
+    out = {}
+    for name, table in services.items():
+        why = name_problem(name)
+        if why is not None:
+            raise ConfigError(path, _line(text, name, None), why)
+        try:
+            out[name] = (canonical(table), _line(text, name, None))
+        except ValueError as exc:
+            key = str(exc).split(":")[0]
+            line = _line(text, name, key if re.fullmatch(r"\w+", key) else None)
+            raise ConfigError(path, line,
+                              f"[services.{name}] {exc}") from None
+    return out
+
+
+def load(instance: int, environ=None) -> dict[str, tuple[dict, str]]:
+    """Every service instance ``instance`` declares: name -> (canonical table, "FILE:LINE"
+    where it is declared). ConfigError for the first thing wrong; no file: no services."""
+    found: dict[str, tuple[dict, str]] = {}
+    for path in files_of(instance, environ):
+        for name, (table, line) in parse(_read(path), path).items():
+            if name in found:
+                raise ConfigError(path, line, f"[services.{name}] is declared already, at "
+                                  f"{found[name][1]}")
+            found[name] = (table, f"{path}:{line}")
+    return found
+
+
+def _line(text: str, service: str | None, key: str | None) -> int | None:
+    """The line (1-based) of ``[services.SERVICE]`` or of ``key`` in it (``service`` None:
+    a top-level key); None when it cannot be found (the caller then names the table)."""
+    lines = text.splitlines()
+    start = 0
+    if service is not None:
+        names = "|".join(re.escape(q) for q in (service, f'"{service}"', f"'{service}'"))
+        header = re.compile(rf"\s*\[\s*services\s*\.\s*(?:{names})\s*\]")
+        start = next((i for i, ln in enumerate(lines) if header.match(ln)), None)
+        if start is None:  # an inline or dotted table: the line that names it
+            return next((i + 1 for i, ln in enumerate(lines) if service in ln), None)
+        if key is None:
+            return start + 1
+        start += 1
+    keyed = re.compile(rf"\s*\[*\s*['\"]?{re.escape(key or '')}['\"]?\s*[=.\]]")
+    for i in range(start, len(lines)):
+        if service is not None and lines[i].lstrip().startswith("["):
+            break
+        if keyed.match(lines[i]):
+            return i + 1
+    return start if service is not None else None
+
+
+# ---- from tables to create-service, and back ------------------------------------------------
+
+
+def create_args(name: str, table: dict, now: float) -> dict:
+    """A canonical table as create-service's arguments (as the CLI sends them)."""
+    import shutil
+
+    from supervisor import schedule
+
+    command = table["command"]
+    path = command[0]
+    if "/" not in path:
+        path = shutil.which(path) or path
+    args = {"name": name, "path": path, "args": command[1:]}
+    for key in ("restart", "restart_times", "restart_delay", "start_limit", "delay", "cron",
+                "create_stopped", "env", "env_file", "output", "cwd", "user", "stop_signal",
+                "stop_timeout", "autostart"):
+        if key in table:
+            args[key] = table[key]
+    if "at" in table:
+        args["at"] = schedule.parse_at(table["at"], now)
+    if "every" in table:
+        every = table["every"]
+        args["every"] = schedule.parse_interval(every) if isinstance(every, str) else every
+    return args
+
+
+def table_of(svc) -> dict:
+    """A created service's definition as a canonical table (what ``export`` writes)."""
+    import signal as signals
+
+    from supervisor.schedule import format_interval
+
+    table: dict = {"command": list(svc.command)}
+    if svc.restart_mode == "on-crash":
+        if svc.restart_limit:
+            table["restart_times"] = svc.restart_limit
+    else:
+        table["restart"] = svc.restart_mode
+        if svc.restart_limit is not None:
+            table["restart_times"] = svc.restart_limit
+    if svc.restart_delay:
+        table["restart_delay"] = float(svc.restart_delay)
+    if svc.start_limit is not None and (svc.restart_limit is not None or svc.start_limit
+                                        != _default_limit()):
+        limit = svc.start_limit
+        table["start_limit"] = f"{limit.burst}/{format_interval(limit.interval)}"
+    sch = svc.schedule
+    if sch is not None:
+        if sch.kind == "once":
+            table["at"] = datetime.datetime.fromtimestamp(sch.at).astimezone().isoformat()
+        elif sch.kind == "every":
+            table["every"] = format_interval(sch.interval)
+        else:
+            table["cron"] = sch.calendar.expr
+    elif svc.delay:
+        table["delay"] = float(svc.delay)
+    if svc.create_stopped:
+        table["create_stopped"] = True
+    if svc.env:
+        table["env"] = dict(sorted(svc.env))
+    for key in ("env_file", "user"):
+        if getattr(svc, key) is not None:
+            table[key] = getattr(svc, key)
+    if svc.output != "journal":
+        table["output"] = svc.output
+    if svc.cwd != "/":
+        table["cwd"] = svc.cwd
+    if svc.stop_signal != signals.SIGTERM:
+        table["stop_signal"] = signals.Signals(svc.stop_signal).name[3:]
+    if svc.stop_timeout is not None:
+        table["stop_timeout"] = float(svc.stop_timeout)
+    if not svc.autostart:
+        table["autostart"] = False
+    return canonical(table)
+
+
+def _default_limit():
+    from supervisor.schedule import DEFAULT_START_LIMIT
+
+    return DEFAULT_START_LIMIT
+
+
+def dumps(tables: dict[str, dict], header: str = "") -> str:
+    """The TOML text of ``{name: table}`` (``tomli_w``), ``header`` as comment lines first."""
+    import tomli_w
+
+    comment = "".join(f"# {ln}\n" if ln else "#\n" for ln in header.splitlines())
+    return comment + tomli_w.dumps({"services": tables})

@@ -1,0 +1,302 @@
+"""Declared services (docs/reference.md, "Declared services"): the instance's config file,
+`apply` (with --dry-run and --prune), `export`, `save`, the file applied when the daemon
+starts, and a reboot simulated by killing everything and wiping the runtime dir."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+
+import pytest
+from conftest import Supervisor, alive, assert_one_line_error, close_instance, wait_until
+
+WEB = """
+[services.web]
+command = ["/bin/sleep", "1001"]
+restart = "always"
+env = { GREETING = "hello" }
+stop_timeout = 5
+
+[services.db]
+command = "/bin/sleep 1002"
+restart_times = 3
+"""
+
+
+@pytest.fixture
+def conf(tmp_path):
+    path = tmp_path / "conf"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def inst(rundir, conf):
+    """Instance 0 reading its config file from ``conf`` (not started yet)."""
+    s = Supervisor(rundir)
+    s.env["SUPERVISOR_CONFIG_DIR"] = str(conf)
+    yield s
+    close_instance(s)
+
+
+def services(s: Supervisor) -> dict[str, dict]:
+    return {svc["name"]: svc for svc in s.json("list-supervisor")["services"]}
+
+
+def running(s: Supervisor) -> dict[str, int]:
+    return {name: svc["pid"] for name, svc in services(s).items()
+            if svc["status"] == "RUNNING"}
+
+
+def test_the_file_is_applied_when_the_daemon_starts(inst, conf):
+    (conf / "0.toml").write_text(WEB)
+    inst.ok("init")
+    wait_until(lambda: set(running(inst)) == {"web", "db"}, what="web and db to run")
+    web = services(inst)["web"]
+    assert web["declared"] is True and web["restart"] == "always"
+    assert web["command"] == ["/bin/sleep", "1001"] and web["env"] == ["GREETING"]
+    with open(f"/proc/{web['pid']}/environ", "rb") as f:
+        assert b"GREETING=hello" in f.read().split(b"\0")
+
+
+def test_edit_one_service_dry_run_shows_one_change_apply_restarts_only_it(inst, conf):
+    (conf / "0.toml").write_text(WEB)
+    inst.ok("init")
+    wait_until(lambda: set(running(inst)) == {"web", "db"}, what="web and db to run")
+    before = running(inst)
+    assert inst.ok("apply").out == "instance 0 matches its config file: nothing to do\n"
+    (conf / "0.toml").write_text(WEB.replace('"1001"', '"1003"'))
+    dry = inst.ok("apply", "--dry-run")
+    assert dry.out == "would restart web\n"
+    assert running(inst) == before  # a dry run changes nothing
+    assert inst.ok("apply").out == "restart web\n"
+    after = running(inst)
+    assert after["db"] == before["db"] and after["web"] != before["web"]
+    assert not alive(before["web"])
+    assert services(inst)["web"]["command"] == ["/bin/sleep", "1003"]
+    assert inst.json("apply", "--dry-run")["changes"] == [
+        {"action": "keep", "service": "web"}, {"action": "keep", "service": "db"}]
+
+
+def test_a_changed_service_is_stopped_gracefully(inst, conf, tmp_path):
+    """The restart of a changed service is restart-service's: its stop signal first, so a
+    script that traps TERM cleans up."""
+    mark = tmp_path / "cleaned"
+    script = tmp_path / "trap.sh"
+    script.write_text(f"#!/bin/sh\ntrap 'echo bye > {mark}; exit 0' TERM\n"
+                      "while :; do sleep 0.1; done\n")
+    script.chmod(0o755)
+    table = f'[services.trap]\ncommand = ["{script}"]\n'
+    (conf / "0.toml").write_text(table)
+    inst.ok("init")
+    wait_until(lambda: "trap" in running(inst), what="trap to run")
+    (conf / "0.toml").write_text(table + 'env = { V = "2" }\n')
+    assert inst.ok("apply").out == "restart trap\n"
+    assert mark.read_text() == "bye\n"
+
+
+def test_dropped_declared_services_go_and_prune_takes_ephemeral_ones_too(inst, conf):
+    (conf / "0.toml").write_text(WEB)
+    inst.ok("init")
+    inst.ok("create-service", "-n", "eph", "/bin/sleep", "1004")
+    wait_until(lambda: set(running(inst)) == {"web", "db", "eph"}, what="three to run")
+    web_pid = running(inst)["web"]
+    (conf / "0.toml").write_text(WEB.split("[services.db]")[0])
+    assert inst.ok("apply").out == "remove db\n"
+    assert set(services(inst)) == {"web", "eph"}
+    assert inst.ok("apply", "--prune", "--dry-run").out == "would remove eph\n"
+    assert inst.ok("apply", "--prune").out == "remove eph\n"
+    assert running(inst) == {"web": web_pid}
+
+
+BROKEN = [
+    ('[services.bad]\ncommand = ["/bin/true"]\nrestart = "sometimes"\n', 3, "restart"),
+    ('[services.bad]\ncommand = ["/bin/true"]\n\ncolour = "blue"\n', 4, "colour"),
+    ('[services.bad]\ncommand = ["/bin/true"]\nstop_timeout = "soon"\n', 3, "stop_timeout"),
+    ('[services.bad]\ncommand = 42\n', 2, "command"),
+    ('[services.bad]\nrestart = "always"\n', 1, "command"),
+    ('[services.bad]\ncommand = ["/bin/true"]\nenv = { "1X" = "y" }\n', 3, "env"),
+    ('[services.bad]\ncommand = ["/bin/true"\n', 3, "TOML"),  # where tomllib stops
+    ('[services.bad]\ncommand = ["/bin/true"]\nevery = "1 fortnight"\n', 1, "fortnight"),
+    ('[services.bad]\ncommand = ["/no/such/program"]\n', 1, "/no/such/program"),
+    ('[services.bad]\ncommand = ["/bin/true"]\ncwd = "/no/such/dir"\n', 1, "/no/such/dir"),
+    ('[services."-x"]\ncommand = ["/bin/true"]\n', 1, "-x"),
+    ('[service.web]\ncommand = ["/bin/true"]\n', 1, "service"),
+]
+
+
+@pytest.mark.parametrize(("text", "line", "needle"), BROKEN)
+def test_a_broken_file_changes_nothing_and_names_file_line_and_key(inst, conf, text, line,
+                                                                   needle):
+    (conf / "0.toml").write_text(WEB)
+    inst.ok("init")
+    wait_until(lambda: set(running(inst)) == {"web", "db"}, what="web and db to run")
+    before = running(inst)
+    (conf / "0.toml").write_text(WEB + "\n" + text)
+    offset = WEB.count("\n") + 1
+    result = inst.run("apply")
+    assert_one_line_error(result, 2, f"{conf}/0.toml:{offset + line}:", needle)
+    assert running(inst) == before
+
+
+def test_a_service_declared_twice_across_files_is_refused(inst, conf):
+    (conf / "0.toml").write_text(WEB)
+    (conf / "0.d").mkdir()
+    (conf / "0.d" / "extra.toml").write_text('[services.web]\ncommand = ["/bin/true"]\n')
+    inst.ok("init")
+    assert_one_line_error(inst.run("apply"), 2, f"{conf}/0.d/extra.toml:1:",
+                          "declared already", f"{conf}/0.toml:2")
+
+
+def test_drop_in_files_merge_in_name_order(inst, conf):
+    (conf / "0.d").mkdir()
+    (conf / "0.d" / "b.toml").write_text('[services.b]\ncommand = ["/bin/sleep", "1005"]\n')
+    (conf / "0.d" / "a.toml").write_text('[services.a]\ncommand = ["/bin/sleep", "1006"]\n')
+    inst.ok("init")
+    wait_until(lambda: set(running(inst)) == {"a", "b"}, what="a and b to run")
+    assert list(services(inst)) == ["a", "b"]
+
+
+def test_a_file_others_may_write_is_not_trusted(inst, conf):
+    (conf / "0.toml").write_text(WEB)
+    os.chmod(conf / "0.toml", 0o666)
+    inst.ok("init")  # the daemon starts, applies nothing, and says why in the journal
+    assert services(inst) == {}
+    assert_one_line_error(inst.run("apply"), 2, "not trusted", "chmod go-w")
+
+
+def test_export_then_apply_changes_nothing(inst, conf, tmp_path):
+    """Every create-service option survives export: applying the export keeps every
+    process and only marks the services declared."""
+    envfile = tmp_path / "env"
+    envfile.write_text("A=1\n")
+    inst.ok("init")
+    inst.ok("create-service", "-n", "plain", "/bin/sleep", "1007")
+    inst.ok("create-service", "-n", "full", "--restart", "on-failure", "-r", "4",
+            "--restart-delay", "2", "--start-limit", "3/20s", "-e", "K=V", "-e", "L=W",
+            "--env-file", str(envfile), "-C", str(tmp_path), "-o", "null",
+            "--stop-signal", "INT", "--stop-timeout", "7", "/bin/sleep", "1008")
+    inst.ok("create-service", "-n", "seed", "-r", "2", "/bin/sleep", "1009")
+    inst.ok("create-service", "-n", "every", "--every", "1h30m", "/bin/sleep", "1010")
+    inst.ok("create-service", "-n", "cron", "--cron", "0 3 * * *", "/bin/sleep", "1011")
+    inst.ok("create-service", "-n", "later", "--at", "23:59:59", "/bin/sleep", "1012")
+    inst.ok("create-service", "-n", "always", "--restart", "always", "/bin/sleep", "1013")
+    before = {n: (s["pid"], s["status"]) for n, s in services(inst).items()}
+    text = inst.ok("export").out
+    (conf / "0.toml").write_text(text)
+    changes = inst.json("apply")["changes"]
+    assert {c["action"] for c in changes} == {"declare"}, changes
+    assert {n: (s["pid"], s["status"]) for n, s in services(inst).items()} == before
+    assert all(s["declared"] for s in services(inst).values())
+    assert inst.ok("apply").out == "instance 0 matches its config file: nothing to do\n"
+    assert inst.ok("export").out == text.replace("(supervisor export)", "(supervisor export)")
+
+
+def test_save_makes_the_live_set_come_back_after_close(inst, conf):
+    inst.ok("init")
+    inst.ok("create-service", "-n", "kept", "--restart", "always", "/bin/sleep", "1014")
+    out = inst.ok("save").out
+    assert out == f"saved 1 services of instance 0 to {conf}/0.toml\n"
+    assert "[services.kept]" in (conf / "0.toml").read_text()
+    inst.ok("close")
+    inst.ok("init")
+    wait_until(lambda: set(running(inst)) == {"kept"}, what="kept to come back")
+    assert services(inst)["kept"]["restart"] == "always"
+
+
+def test_sigterm_then_init_brings_back_exactly_the_declared_services(inst, conf):
+    (conf / "0.toml").write_text(WEB)
+    inst.ok("init")
+    inst.ok("create-service", "-n", "eph", "/bin/sleep", "1015")
+    wait_until(lambda: set(running(inst)) == {"web", "db", "eph"}, what="three to run")
+    pid = inst.pid
+    os.kill(pid, signal.SIGTERM)
+    wait_until(lambda: not alive(pid), what="the daemon to close")
+    inst.ok("init")
+    wait_until(lambda: set(running(inst)) == {"web", "db"}, what="web and db back")
+    assert set(services(inst)) == {"web", "db"}
+    assert services(inst)["web"]["command"] == ["/bin/sleep", "1001"]
+
+
+def test_after_a_crash_recovered_services_keep_their_pids_and_new_ones_start(inst, conf):
+    (conf / "0.toml").write_text(WEB)
+    inst.ok("init")
+    wait_until(lambda: set(running(inst)) == {"web", "db"}, what="web and db to run")
+    before = running(inst)
+    os.kill(inst.pid, signal.SIGKILL)
+    (conf / "0.toml").write_text(WEB + '\n[services.new]\ncommand = ["/bin/sleep", "1016"]\n')
+    inst.ok("init")
+    wait_until(lambda: set(running(inst)) == {"web", "db", "new"}, what="new to start")
+    after = running(inst)
+    assert after["web"] == before["web"] and after["db"] == before["db"]
+
+
+def test_autostart_false_waits_for_start_service(inst, conf):
+    (conf / "0.toml").write_text('[services.idle]\ncommand = ["/bin/sleep", "1017"]\n'
+                                 "autostart = false\n")
+    inst.ok("init")
+    assert services(inst)["idle"]["status"] == "PENDING"
+    assert services(inst)["idle"]["pid"] is None
+    inst.ok("start-service", "idle")
+    wait_until(lambda: "idle" in running(inst), what="idle to start")
+
+
+def _our_processes(token: str) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    if token.encode() in f.read():
+                        found.append(int(entry))
+            except OSError:
+                continue
+    return [p for p in found if alive(p)]
+
+
+def test_a_reboot_brings_back_exactly_the_declared_services(inst, conf, rundir):
+    """A power cut, simulated: the daemon and every service die at once (SIGKILL to all),
+    and the runtime dir, a tmpfs, is empty at the next boot. The daemon that starts then
+    runs exactly the declared services, with their definitions."""
+    token = "4242"
+    (conf / "0.toml").write_text(WEB.replace('"1001"', f'"1001.{token}"')
+                                 .replace("1002", f"1002.{token}"))
+    inst.ok("init")
+    inst.ok("create-service", "-n", "eph", "--restart", "always", "/bin/sleep",
+            f"1018.{token}")
+    wait_until(lambda: set(running(inst)) == {"web", "db", "eph"}, what="three to run")
+    victims = [inst.pid, *_our_processes(token)]
+    assert len(victims) == 4
+    for pid in victims:
+        os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: not any(alive(p) for p in victims), what="everything to be dead")
+    for entry in os.listdir(rundir):  # /run is a fresh tmpfs after a reboot
+        path = os.path.join(rundir, entry)
+        shutil.rmtree(path) if os.path.isdir(path) else os.unlink(path)
+    inst.ok("init")
+    wait_until(lambda: set(running(inst)) == {"web", "db"}, what="the declared ones back")
+    listing = services(inst)
+    assert set(listing) == {"web", "db"}
+    assert listing["web"]["command"] == ["/bin/sleep", f"1001.{token}"]
+    assert listing["web"]["restart"] == "always" and listing["db"]["restart_times"] == 3
+    assert sorted(_our_processes(token)) == sorted(s["pid"] for s in listing.values())
+
+
+def test_the_generator_wants_an_instance_for_each_config_file(tmp_path):
+    """systemd/supervisor-generator: supervisor@N.service wanted by multi-user.target for
+    N.toml and N.d, nothing for other names."""
+    from conftest import ROOT
+
+    conf = tmp_path / "conf"
+    (conf / "7.d").mkdir(parents=True)
+    for name in ("3.toml", "x.toml", "100.toml", "4.toml.bak"):
+        (conf / name).write_text("")
+    out = tmp_path / "out"
+    subprocess.run([str(ROOT / "systemd" / "supervisor-generator"), str(out), str(out),
+                    str(out)], env={"SUPERVISOR_CONFIG_DIR": str(conf), "PATH": "/usr/bin:/bin"},
+                   check=True)
+    wants = out / "multi-user.target.wants"
+    assert sorted(os.listdir(wants)) == ["supervisor@3.service", "supervisor@7.service"]
+    assert os.readlink(wants / "supervisor@3.service") == "@UNITDIR@/supervisor@.service"
