@@ -74,14 +74,26 @@ uninstall:
 	    $(DESTDIR)$(PREFIX)/share/bash-completion/completions/supervisor \
 	    $(DESTDIR)$(PREFIX)/share/zsh/site-functions/_supervisor
 
-# systemd template units, with ExecStart pointing at this checkout's venv:
-#   make install-units && systemctl enable --now supervisor@3.socket
+# systemd units for the daemon that `make install` put in $(PREFIX)/bin (never this
+# checkout): the system template units, the user ones (systemctl --user), and the generator
+# that starts at boot each instance with a config file. systemctl daemon-reload only where
+# systemd runs and nothing is staged.
+#   make install && make install-units && systemctl enable --now supervisor@3.socket
 UNITDIR ?= /etc/systemd/system
-install-units: develop
-	install -d $(UNITDIR)
-	sed 's|@BINDIR@|$(abspath $(BIN))|' systemd/supervisor@.service > $(UNITDIR)/supervisor@.service
-	install -m 644 systemd/supervisor@.socket $(UNITDIR)/supervisor@.socket
-	-systemctl daemon-reload 2>/dev/null
+USERUNITDIR ?= /etc/systemd/user
+GENERATORDIR ?= /etc/systemd/system-generators
+install-units:
+	install -d $(DESTDIR)$(UNITDIR) $(DESTDIR)$(USERUNITDIR) $(DESTDIR)$(GENERATORDIR)
+	sed 's|@BINDIR@|$(PREFIX)/bin|' systemd/supervisor@.service \
+	    > $(DESTDIR)$(UNITDIR)/supervisor@.service
+	install -m 644 systemd/supervisor@.socket $(DESTDIR)$(UNITDIR)/supervisor@.socket
+	sed 's|@BINDIR@|$(PREFIX)/bin|' systemd/user/supervisor@.service \
+	    > $(DESTDIR)$(USERUNITDIR)/supervisor@.service
+	install -m 644 systemd/user/supervisor@.socket $(DESTDIR)$(USERUNITDIR)/supervisor@.socket
+	sed 's|@UNITDIR@|$(UNITDIR)|' systemd/supervisor-generator \
+	    > $(DESTDIR)$(GENERATORDIR)/supervisor-generator
+	chmod 755 $(DESTDIR)$(GENERATORDIR)/supervisor-generator
+	if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then systemctl daemon-reload; fi
 
 # Coverage-guided fuzzing of the protocol and the daemon's request path (fuzz/README.md):
 # a bounded run that prints how many inputs it tried and every kind of finding; it fails

@@ -23,40 +23,77 @@ BIN = Path(sys.executable).parent
 UNITS = ROOT / "systemd"
 
 
-def _install_units(dest: Path, instance: int) -> list[Path]:
-    """The units as `make install-units` writes them, instantiated for verification."""
-    out = []
-    for suffix in ("service", "socket"):
-        text = (UNITS / f"supervisor@.{suffix}").read_text().replace("@BINDIR@", str(BIN))
-        target = dest / f"supervisor@{instance}.{suffix}"
-        target.write_text(text)
-        out.append(target)
+def _install_units(dest: Path, instance: int) -> dict[str, Path]:
+    """The units as `make install-units` writes them (PREFIX: this venv, whose bin holds
+    supervisor-daemon as `make install`'s would), instantiated for verification: system
+    units in dest/system, user units in dest/user, the generator in dest/generators."""
+    dirs = {k: dest / k for k in ("system", "user", "generators")}
+    subprocess.run(["make", "-s", "-C", str(ROOT), "install-units", f"PREFIX={BIN.parent}",
+                    f"UNITDIR={dirs['system']}", f"USERUNITDIR={dirs['user']}",
+                    f"GENERATORDIR={dirs['generators']}"], check=True, capture_output=True,
+                   timeout=60)
+    out = {}
+    for kind in ("system", "user"):
+        for suffix in ("service", "socket"):
+            template = dirs[kind] / f"supervisor@.{suffix}"
+            target = dirs[kind] / f"supervisor@{instance}.{suffix}"
+            target.write_text(template.read_text())
+            out[f"{kind} {suffix}"] = target
+    out["generator"] = dirs["generators"] / "supervisor-generator"
     return out
+
+
+def _verify(*units: Path, user: bool = False) -> subprocess.CompletedProcess:
+    scope = ["--user"] if user else []
+    env = {**os.environ, "XDG_RUNTIME_DIR": str(units[0].parent)}
+    return subprocess.run(["systemd-analyze", *scope, "verify", "--man=no", *map(str, units)],
+                          capture_output=True, text=True, timeout=60, env=env)
 
 
 def test_units_pass_systemd_analyze_verify(tmp_path):
     units = _install_units(tmp_path, 3)
-    result = subprocess.run(["systemd-analyze", "verify", "--man=no", *map(str, units)],
-                            capture_output=True, text=True, timeout=60)
-    assert result.returncode == 0, result.stderr
-    ours = [line for line in result.stderr.splitlines() if "supervisor@" in line]
-    assert ours == [], ours
-    service = units[0].read_text()
-    for line in ("Type=notify", "KillMode=mixed", f"ExecStart={BIN}/supervisor-daemon "
-                 "--instance %i", "WatchdogSec="):
-        assert line in service
-    socket_unit = units[1].read_text()
-    assert "ListenStream=/run/supervisor/%i.sock" in socket_unit
-    assert "SocketMode=0600" in socket_unit
+    for user in (False, True):
+        kind = "user" if user else "system"
+        result = _verify(units[f"{kind} service"], units[f"{kind} socket"], user=user)
+        assert result.returncode == 0, result.stderr
+        ours = [line for line in result.stderr.splitlines() if "supervisor@" in line]
+        assert ours == [], ours
+        service = units[f"{kind} service"].read_text()
+        for line in ("Type=notify", "KillMode=mixed", "Delegate=yes",
+                     f"ExecStart={BIN}/supervisor-daemon --instance %i", "WatchdogSec="):
+            assert line in service
+    assert "ListenStream=/run/supervisor/%i.sock" in units["system socket"].read_text()
+    assert "ListenStream=%t/supervisor/%i.sock" in units["user socket"].read_text()
+    assert "SUPERVISOR_RUNTIME_DIR=%t/supervisor" in units["user service"].read_text()
+    for kind in ("system", "user"):
+        assert "SocketMode=0600" in units[f"{kind} socket"].read_text()
+    generator = units["generator"].read_text()
+    assert f"{tmp_path}/system/supervisor@.service" in generator
+    assert os.access(units["generator"], os.X_OK)
 
 
 def test_a_broken_unit_fails_verification(tmp_path):
     """The check above can fail: a relative ExecStart is caught."""
     units = _install_units(tmp_path, 4)
-    units[0].write_text(units[0].read_text().replace(f"ExecStart={BIN}/", "ExecStart=bin/"))
-    result = subprocess.run(["systemd-analyze", "verify", "--man=no", str(units[0])],
-                            capture_output=True, text=True, timeout=60)
-    assert result.returncode != 0
+    service = units["system service"]
+    service.write_text(service.read_text().replace(f"ExecStart={BIN}/", "ExecStart=bin/"))
+    assert _verify(service).returncode != 0
+
+
+def test_install_units_without_systemd_running_is_no_error(tmp_path):
+    """PID 1 is not systemd here: `make install-units` still succeeds, with no systemctl
+    error (it reloads systemd only where systemd runs)."""
+    result = subprocess.run(["make", "-C", str(ROOT), "install-units", "PREFIX=/usr/local",
+                             f"UNITDIR={tmp_path}/s", f"USERUNITDIR={tmp_path}/u",
+                             f"GENERATORDIR={tmp_path}/g"], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "systemctl" not in result.stderr and "rror" not in result.stderr, result.stderr
+    # ExecStart is the daemon `make install PREFIX=...` puts there, never this checkout
+    for unit in (tmp_path / "s" / "supervisor@.service", tmp_path / "u" / "supervisor@.service"):
+        text = unit.read_text()
+        assert "ExecStart=/usr/local/bin/supervisor-daemon --instance %i" in text
+        assert str(ROOT) not in text
 
 
 def test_first_connection_starts_the_daemon_which_answers_it(rundir):
