@@ -144,13 +144,20 @@ class Cgroups:
             os.write(self._home_fd, b"0")
 
     def _open_cgroup(self, path: str) -> int:
-        """The cgroup's fd (made where missing), in place of the reserve fd; or -1."""
+        """The cgroup's fd (made where missing), in place of the reserve fd; or -1. A
+        restart finds its cgroup there: opened at once (no mkdir, no exception)."""
         if self._reserve >= 0:
             os.close(self._reserve)  # taken again after the spawn
             self._reserve = -1
         try:
-            os.mkdir(path)  # a first start (or a new cgroup after a kill)
-        except FileExistsError:  # a restart into the cgroup it had
+            return _open_dir(path)
+        except FileNotFoundError:  # a first start (or a new cgroup after a kill)
+            pass
+        except OSError:
+            return -1
+        try:
+            os.mkdir(path)
+        except FileExistsError:  # made meanwhile
             pass
         except FileNotFoundError:  # our tree was removed under us: make it again
             with contextlib.suppress(OSError):
@@ -195,12 +202,18 @@ class Cgroups:
                 os.kill(pid, signal.SIGKILL)
 
     def populated(self, name: str) -> bool:
-        """Whether a process is in cgroup ``name`` (its ``cgroup.events``)."""
+        """Whether a process is in cgroup ``name`` (its ``cgroup.events``). On every
+        restart's path: three syscalls, no file object."""
         try:
-            with open(os.path.join(self.path(name), "cgroup.events"), "rb") as f:
-                return b"populated 1" in f.read()
+            fd = os.open(f"{self.base}/{name}/cgroup.events", os.O_RDONLY | os.O_CLOEXEC)
         except OSError:
             return False
+        try:
+            return b"populated 1" in os.read(fd, 256)
+        except OSError:
+            return False
+        finally:
+            os.close(fd)
 
     def usage(self, name: str) -> tuple[float | None, int | None, int | None]:
         """(CPU seconds, memory bytes, tasks) of everything in cgroup ``name``: CPU from its

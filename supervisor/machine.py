@@ -231,11 +231,11 @@ CLEAN_SIGNALS = KILL_SIGNALS - {signal.SIGKILL}
 Handler = Callable[[Service, Event, float, float], tuple[Service, list]]
 
 
+_SIG_NAMES = {sig.value: sig.name for sig in signal.Signals}  # an Enum call per exit is slow
+
+
 def _sig_name(signo: int) -> str:
-    try:
-        return signal.Signals(signo).name
-    except ValueError:
-        return f"signal {signo}"
+    return _SIG_NAMES.get(signo) or f"signal {signo}"
 
 
 def _r(svc: Service, **changes) -> Service:
@@ -588,18 +588,19 @@ def exited(svc, ev, now, mono):
 
     The start limit counts starts, back-off or not: on a clock that stops while the
     service waits out a back-off, more than K starts within T end in CRASHED."""
-    svc = _r(svc, alive=False, exit_code=ev.code, signal=ev.signal, exited_at=now)
+    # one replace at the end of each branch: on a restart's path, each costs
+    ended = dict(alive=False, exit_code=ev.code, signal=ev.signal, exited_at=now)
     who = f"{svc.name} (pid {svc.pid})"
     kind, final, why = classify(ev)
     if svc.opened:  # not ours to restart: EXITED, with how it ended where known
-        svc = _r(svc, state=State.EXITED)
+        svc = _r(svc, state=State.EXITED, **ended)
         how = "its exit status is not knowable" if kind == "unknown" else why
         return svc, [Log("exited", f"{who} ended: {how}")]
     event = {State.EXITED: "exited", State.KILLED: "killed", State.CRASHED: "crashed"}[final]
     if svc.schedule is not None and svc.schedule.repeats:
         # a recurring service between runs: its next start is armed already -- unless
         # starts were skipped while this run went on: then the next one after now
-        svc = _r(svc, state=State.PENDING)
+        svc = _r(svc, state=State.PENDING, **ended)
         effects = []
         if svc.due is None:
             svc, effects = _arm_next(svc, now, mono)
@@ -609,7 +610,7 @@ def exited(svc, ev, now, mono):
     if not policy.should_restart(kind, svc.restarts):
         left = ("no restart left" if svc.restart_limit else "no restarts configured") \
             if final is State.CRASHED else "not restarted"
-        svc = _r(svc, state=final)
+        svc = _r(svc, state=final, **ended)
         priority = {State.CRASHED: 3, State.KILLED: 5, State.EXITED: 6}[final]
         text = f"{who} {why}" + (f"; {left}" if final is State.CRASHED else "")
         return svc, [Log(event, text, priority)]
@@ -618,7 +619,7 @@ def exited(svc, ev, now, mono):
     if svc.start_limit is not None:
         ok, starts = svc.start_limit.allows((*svc.starts, clock), clock)
         if not ok:
-            svc = _r(svc, state=State.CRASHED, starts=starts)
+            svc = _r(svc, state=State.CRASHED, starts=starts, **ended)
             return svc, [Log("crashed", f"{who} {why}; {_limit_hit(svc)}: not restarted", 3)]
         starts = starts[:-1]  # the start itself is counted when it happens
     lasted = svc.started_at is not None and now - svc.started_at >= LASTED
@@ -627,7 +628,7 @@ def exited(svc, ev, now, mono):
     of = f" of {svc.restart_limit}" if svc.restart_limit is not None else ""
     svc = _r(svc, state=State.PENDING, restarts=svc.restarts + 1, streak=streak + 1,
              starts=starts, waited=svc.waited + delay, next_start=now + delay,
-             due=mono + delay if delay > 0 else None)
+             due=mono + delay if delay > 0 else None, **ended)
     log = Log(event, f"{who} {why}; restarting ({svc.restarts}{of})"
                      + (f" in {delay:g} s" if delay > 0 else ""), 4 if kind != "success" else 6)
     return svc, [ArmTimer(mono + delay) if delay > 0 else Spawn(), log]  # start first

@@ -180,6 +180,7 @@ def spawn(argv: list[str], *, env: dict[str, str], cwd: str = "/", stopped: bool
             nofile=-1 if CHILD_NOFILE is None else CHILD_NOFILE,
             uid=-1 if ids is None else ids.uid, gid=-1 if ids is None else ids.gid,
             groups=None if ids is None else ids.groups)
+        _let_it_exec()
         return Proc(pid, pidfd, child=True)
     if stopped or ids is not None:  # posix_spawn can do neither
         pid = _fork_spawn(argv, env, cwd, stdout, stderr, stopped, ids)
@@ -212,11 +213,22 @@ def spawn(argv: list[str], *, env: dict[str, str], cwd: str = "/", stopped: bool
         os.waitpid(pid, 0)
         raise
     proc = Proc(pid, pidfd, child=True)
+    _let_it_exec()
     if stopped:
         # Wait (briefly: the child does nothing but stop) until it really is stopped, so a
         # quick resume cannot overtake it. WNOWAIT leaves the report for the SIGCHLD loop.
         os.waitid(os.P_PIDFD, pidfd, os.WSTOPPED | os.WEXITED | os.WNOWAIT)
     return proc
+
+
+def _let_it_exec() -> None:
+    """The child of a vfork-style spawn lets us go on once it has left our memory, in the
+    middle of its execve, on the CPU we run on: the daemon's own work after a spawn (the
+    machine's step, the state file, the journal: ~0.5 ms) would run first and hold the
+    child's exec back by as much (perf: the toy's execve took 784 us instead of 164). One
+    sched_yield() lets the child finish its exec first (177 us); a restart's latency over
+    the least possible restart fell from 1.1 ms to 0.4 ms (docs/benchmarks.md)."""
+    os.sched_yield()
 
 
 def _encoded(env: dict[str, str]) -> list[bytes]:

@@ -291,7 +291,8 @@ class Shell:
             self.apply(name, Event(_FIRED[slot]))
 
     def _exited(self, name: str, proc: Proc, code: int | None, signo: int | None) -> None:
-        """The watcher reaped ``proc`` (and closed its pidfd): report it."""
+        """The watcher reaped ``proc`` (and closed its pidfd): report it. Its pid is free
+        from here on (a restart may get it again): what is kept by pid goes first."""
         self.fdstore.drop(proc.pid)
         self.outputs.release(proc.pid)
         cgroup = proc.cgroup if self.cgroups else None
