@@ -14,10 +14,17 @@ That latency includes the toy's own start-up (sh + one ``date``). The bare start
 measured by running the same toy straight from the harness (posix_spawn, wall clock taken
 just before), in the environment every supervisor passes its toy (the run's one
 environment, common.BENCH_ENV): bare start-up = its ``s`` minus the spawn time. "Share" =
-restart latency minus the median bare start-up: the supervisor's own part. The toy's
-crash tail (from its ``c`` record until the harness sees it dead on a pidfd) is measured
-too and reported, since it is in every supervisor's latency and is not the supervisor's
-doing either.
+restart latency minus the median bare start-up. The toy's crash tail (from its ``c``
+record until the harness sees it dead on a pidfd) is measured too and reported, since it
+is in every supervisor's latency and is not the supervisor's doing either.
+
+The bare start-up is measured back to back, warm; a toy that lived 0.3 s starts on a
+machine that was idle meanwhile (caches cold, CPUs asleep), which costs every supervisor
+alike. So each lifetime also has its floor: the least any supervisor can do, the harness
+itself as a minimal supervisor (wait on the toy's pidfd, reap it, posix_spawn it again at
+once, its output to /dev/null as ours is), measured with the same toy at the same
+lifetime. "Over the floor" = restart latency minus the floor's median at that lifetime:
+what a supervisor adds to the least possible restart.
 """
 
 from __future__ import annotations
@@ -80,6 +87,29 @@ def bare(n: int, workdir: str) -> tuple[list[float], list[float]]:
     return startup, tail
 
 
+def floor(k: int, toy: list[str], workdir: str) -> dict:
+    """The harness as the least a supervisor can do: k restarts of the toy, each spawned
+    as soon as its pidfd says the last one died (and it was reaped)."""
+    rec = os.path.join(workdir, f"floor-{'-'.join(toy)}")
+    env = dict(os.environ)
+    null = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
+    actions = [(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+               (os.POSIX_SPAWN_DUP2, null, 1), (os.POSIX_SPAWN_DUP2, null, 2)]
+    try:
+        for _ in range(k + 1):
+            pid = os.posix_spawn(TOY, [TOY, rec, *toy], env, file_actions=actions,
+                                 setsid=True)
+            fd = os.pidfd_open(pid)
+            try:
+                select.select([fd], [], [])
+                os.waitid(os.P_PIDFD, fd, os.WEXITED)
+            finally:
+                os.close(fd)
+    finally:
+        os.close(null)
+    return {"latency_ms": latencies_ms(records(rec)), "note": ""}
+
+
 # (label, toy arguments after the record file); the realistic one first
 LIFETIMES = [("0.3 s + jitter", ["0.3", "0.3"]), ("0.3 s", ["0.3"]), ("0.05 s", ["0.05"]),
              ("0 s", [])]
@@ -124,6 +154,9 @@ def run(cfg) -> dict:
             k = max(10, min(cfg.restart_ours, int(cfg.restart_window / max(life, 0.05))))
             cap = cfg.restart_cap + k * (life + 0.1)
             daemons = {}
+            log(f"restart, toy lives {label}: the floor (the harness restarts it), {k} "
+                "restarts")
+            least = floor(k, toy, workdir)
             log(f"restart, toy lives {label}: ours, {k} restarts")
             daemons["ours"] = ours(k, toy, workdir, cap)
             log(f"restart, toy lives {label}: {FALLBACK}, {k} restarts")
@@ -134,9 +167,11 @@ def run(cfg) -> dict:
                 name, res = peer(kind, opts, cfg.restart_peers, toy, workdir,
                                  cfg.restart_cap)
                 daemons[name] = res
+            low = summary(least["latency_ms"])["median"]
             for res in daemons.values():
                 res["share_ms"] = [x - base for x in res["latency_ms"]]
-            results["lifetimes"][label] = {"daemons": daemons}
+                res["over_floor_ms"] = [x - low for x in res["latency_ms"]]
+            results["lifetimes"][label] = {"daemons": daemons, "floor_ms": least["latency_ms"]}
         return results
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

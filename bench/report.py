@@ -101,13 +101,20 @@ def summary_table(r: dict) -> Table:
                   "(ms, median / p95)",
                   {k: med_p95(v["latency_ms"]) for k, v in d.items()},
                   {k: _median(v["latency_ms"]) for k, v in d.items()})
-            share = d.get(OURS, {}).get("share_ms", [])
-            s = summary(share)
-            t.add(f"restart share = latency − toy's bare start-up, toy lives {life} "
+            t.add(f"restart share = latency − toy's warm bare start-up, toy lives {life} "
                   "(ms, median / p95)",
                   {k: med_p95(v["share_ms"]) for k, v in d.items()},
-                  {k: _median(v["share_ms"]) for k, v in d.items()},
-                  "≤ 1 / ≤ 3", bool(share) and s["median"] <= 1 and s["p95"] <= 3)
+                  {k: _median(v["share_ms"]) for k, v in d.items()})
+            if "floor_ms" not in per:  # a run from before the floor was measured
+                continue
+            over = d.get(OURS, {}).get("over_floor_ms", [])
+            s = summary(over)
+            t.add(f"restart over the floor = latency − least possible restart (the harness "
+                  f"restarting the toy: {med_p95(per['floor_ms'])}), toy lives {life} "
+                  "(ms, median / p95)",
+                  {k: med_p95(v["over_floor_ms"]) for k, v in d.items()},
+                  {k: _median(v["over_floor_ms"]) for k, v in d.items()},
+                  "≤ 1 / ≤ 3", bool(over) and s["median"] <= 1 and s["p95"] <= 3)
     if "detect" in r:
         d = r["detect"]["daemons"]
         for kind in ("created", "opened"):
@@ -310,7 +317,13 @@ def render(r: dict, images: dict[str, str]) -> str:
           "start-up depends on it (a UTF-8 `LANG` makes `date` load locale files); *share* "
           "= latency − median bare start-up. The toy's crash tail (crash record → the "
           "harness sees it dead on a pidfd) is in every supervisor's latency as well; it is "
-          "not subtracted from the share and is shown for reference.\n")
+          "not subtracted from the share and is shown for reference. The bare start-up is "
+          "warm (back to back); a toy that lived a while starts on a machine that idled "
+          "meanwhile, which costs every supervisor alike: so each lifetime also has its "
+          "*floor*, the least possible restart, measured with the harness itself as the "
+          "supervisor (wait on the toy's pidfd, reap, posix_spawn it again at once, output "
+          "to /dev/null); *over the floor* = latency − the floor's median at that lifetime "
+          "is what a supervisor adds, and what the target judges.\n")
         w("Configuration: ours `create-service -r K`; supervisord `startsecs=0`, "
           "`autorestart=true`, `startretries=1000000`; circus `respawn = True`, "
           "`check_flapping = False` (otherwise it stops a crash loop), `copy_env = True` "
@@ -321,9 +334,14 @@ def render(r: dict, images: dict[str, str]) -> str:
                 ("toy's crash tail", rs["crash_tail_ms"])]
         notes = []
         for life, per in rs["lifetimes"].items():
+            if "floor_ms" in per:
+                rows.append((f"{life}: floor (the harness restarts it): latency",
+                             per["floor_ms"]))
             for label, dd in per["daemons"].items():
                 rows.append((f"{life}: {label}: latency", dd["latency_ms"]))
                 rows.append((f"{life}: {label}: share", dd["share_ms"]))
+                if "over_floor_ms" in dd:
+                    rows.append((f"{life}: {label}: over the floor", dd["over_floor_ms"]))
                 if dd.get("note"):
                     notes.append(f"- toy lives {life}, {label}: {dd['note']}")
         w(_detail(rows, "(ms)") + "\n")
