@@ -97,7 +97,9 @@ class Ours:
     def create(self, programs: list[Program], **opts) -> list:
         calls = [("create-service", {"path": argv[0], "args": argv[1:], "name": name,
                                      "restart_times": opts.get("restart_times", 0),
-                                     "create_stopped": False, "delay": 0, "cwd": "/"})
+                                     "create_stopped": False, "delay": 0, "cwd": "/",
+                                     # not logged, as the peers are configured here
+                                     "output": opts.get("output", "null")})
                  for name, argv in programs]
         return self.client.pipeline(calls)
 

@@ -11,6 +11,7 @@ runtime directory, run the workload through the Python client, close the instanc
 profile is written as the daemon exits) and print the top functions by own time and by
 cumulative time. ``--no-journald`` runs the daemon in a private mount namespace where
 ``/run/systemd/journal`` is empty, so it logs to stderr as it does without journald.
+``PROFILE_KEEP=<path>`` keeps the raw profile there (for ``pstats``' callers, say).
 ``cli`` profiles ``supervisor service-status`` in-process (imports included) and prints
 the slowest imports from ``-X importtime``.
 """
@@ -37,6 +38,9 @@ TOY = os.path.join(REPO, "bench", "toys", "crash_toy")
 
 
 def _print_stats(path: str, top: int) -> None:
+    keep = os.environ.get("PROFILE_KEEP")  # a path: the raw profile is copied there
+    if keep:
+        shutil.copyfile(path, keep)
     for key in ("tottime", "cumulative"):
         out = io.StringIO()
         stats = pstats.Stats(path, stream=out)
@@ -87,7 +91,8 @@ def daemon(workload: str, n: int, top: int, no_journald: bool, others: int = 0) 
                       "(under cProfile)")
             elif workload in ("cold", "list"):
                 calls = [("create-service", {"path": SLEEP[0], "args": SLEEP[1:],
-                                             "name": f"q{i}", "cwd": "/"}) for i in range(n)]
+                                             "name": f"q{i}", "cwd": "/", "output": "null"})
+                         for i in range(n)]  # not logged, as the benchmark's services
                 c.pipeline(calls)
                 print(f"create pipeline of {n:,}: {time.perf_counter() - t:.3f} s "
                       "(under cProfile)")
