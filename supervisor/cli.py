@@ -495,18 +495,20 @@ def _declared(instance: int, opts: dict, as_json: bool) -> int:
             answer = c.export()
             _print(answer, as_json, config.dumps(
                 answer["services"], f"Instance {instance}'s services (supervisor export)."
-                + "".join(f"\nLeft out: {n} (opened, not created)" for n in answer["skipped"]))
+                + "".join(f"\nLeft out: {n} (opened, not created; or words that are not "
+                          "UTF-8)" for n in answer["skipped"]))
                 .rstrip("\n"))
             return EXIT_OK
         if opts.get("save"):
             answer = c.save()
-            _print(answer, as_json, f"saved {len(answer['services'])} services of instance "
+            _print(answer, as_json, f"saved {len(answer['written'])} services of instance "
                                     f"{instance} to {answer['path']}")
             return EXIT_OK
         answer = c.apply(dry_run=opts["--dry-run"], prune=opts["--prune"])
     would = "would " if answer["dry_run"] else ""
-    lines = [f"{would}{a['action']} {a['service']}" for a in answer["changes"]
-             if a["action"] != "keep"]
+    lines = [f"{a['service']}: its one-off start (at) has passed: not made"
+             if a["action"] == "expired" else f"{would}{a['action']} {a['service']}"
+             for a in answer["changes"] if a["action"] != "keep"]
     if not lines:
         lines = [f"instance {instance} matches its config file: nothing to do"]
     _print(answer, as_json, "\n".join(lines))

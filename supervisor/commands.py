@@ -408,6 +408,9 @@ class Commands:
     def apply_config(self, args):
         """apply: make the instance match its config file (see supervisor/declare.py)."""
         dry_run = arg(args, "dry_run", bool, False)
+        if declare.busy(self):
+            raise CommandError("bad-state", "an apply is under way (waiting for services "
+                               "to stop): try again once it is done")
         out = declare.plan(self, arg(args, "prune", bool, False))
         if dry_run:
             return out.summary(self.daemon.instance, True)

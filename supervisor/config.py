@@ -107,18 +107,41 @@ def _at(v):
 
 
 def _every(v):
+    """An interval, canonical: seconds ("1m30s" and 90 are one)."""
+    from supervisor.schedule import parse_interval
+
     if isinstance(v, str):
-        return _text(v)
+        try:
+            return parse_interval(v)
+        except ValueError as exc:
+            raise ValueError(str(exc)) from None
     v = _number(v)
     if v <= 0:
         raise ValueError("must be > 0")
     return v
 
 
+def _start_limit(v):
+    """"K/T", canonical: [K, seconds]."""
+    from supervisor.schedule import StartLimit
+
+    try:
+        limit = StartLimit.parse(_text(v))
+    except ValueError as exc:
+        raise ValueError(str(exc)) from None
+    return [limit.burst, limit.interval]
+
+
 def _signal(v):
+    """A signal, canonical: its number (TERM, SIGTERM, term and 15 are one)."""
+    from supervisor.commands import CommandError, parse_signal
+
     if isinstance(v, bool) or not isinstance(v, str | int):
         raise ValueError('must be a signal name or number ("TERM", "SIGTERM", 15)')
-    return v
+    try:
+        return parse_signal(v)
+    except CommandError as exc:
+        raise ValueError(exc.message) from None
 
 
 KEYS = {
@@ -126,7 +149,7 @@ KEYS = {
     "restart": (_restart, None),
     "restart_times": (_count, None),
     "restart_delay": (_number, 0.0),
-    "start_limit": (_text, None),
+    "start_limit": (_start_limit, None),
     "delay": (_number, 0.0),
     "at": (_at, None),
     "every": (_every, None),
@@ -137,7 +160,7 @@ KEYS = {
     "output": (_output, "journal"),
     "cwd": (_path, "/"),
     "user": (_text, None),
-    "stop_signal": (_signal, "TERM"),
+    "stop_signal": (_signal, 15),
     "stop_timeout": (_number, None),
     "autostart": (_flag, True),
 }
@@ -167,6 +190,8 @@ def canonical(table: dict) -> dict:
         if value != default:
             out[key] = value
     out = {key: out[key] for key in KEYS if key in out}  # one order: KEYS'
+    if out.get("start_limit") == [5, 10.0] and "restart" in out and "restart_times" not in out:
+        del out["start_limit"]  # the default where restarts are unlimited
     if "command" not in out:
         raise ValueError("command: missing (the program and its arguments)")
     if sum(k in out for k in ("delay", "at", "every", "cron")) > 1:
@@ -189,14 +214,14 @@ def path_of(instance: int, environ=None) -> str:
             home = env.get("XDG_CONFIG_HOME") or os.path.join(
                 env.get("HOME") or os.path.expanduser("~"), ".config")
             base = os.path.join(home, "supervisor")
-    return os.path.join(base, f"{instance}.toml")
+    return os.path.join(os.path.abspath(base), f"{instance}.toml")
 
 
 def files_of(instance: int, environ=None) -> list[str]:
     """The files that declare instance ``instance``'s services, in the order they merge:
     its file (where it exists), then ``<N>.d/*.toml`` by name."""
     main = path_of(instance, environ)
-    found = [main] if os.path.exists(main) else []
+    found = [main] if os.path.lexists(main) else []
     drop_in = main[:-len(".toml")] + ".d"
     try:
         found += [os.path.join(drop_in, n) for n in sorted(os.listdir(drop_in))
@@ -211,7 +236,9 @@ def files_of(instance: int, environ=None) -> list[str]:
 def _read(path: str) -> str:
     """The text of a config file we may trust (see the module's docstring)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY)
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK
+                     | (os.O_NOFOLLOW if os.path.basename(os.path.dirname(path))
+                        .endswith(".d") else 0))
     except OSError as exc:
         raise ConfigError(path, None, f"cannot read it: {exc.strerror}") from None
     try:
@@ -238,6 +265,8 @@ def parse(text: str, path: str) -> dict[str, tuple[dict, int | None]]:
 
     try:
         doc = tomllib.loads(text)
+    except RecursionError:
+        raise ConfigError(path, None, "not valid TOML: nested too deeply") from None
     except tomllib.TOMLDecodeError as exc:
         m = re.search(r"\(at line (\d+), column \d+\)", str(exc))
         line = int(m.group(1)) if m else (text.count("\n") + 1 if "end of document" in str(exc)
@@ -253,12 +282,13 @@ def parse(text: str, path: str) -> dict[str, tuple[dict, int | None]]:
         raise ConfigError(path, _line(text, None, "services"),
                           "services: must be tables, [services.NAME]")
     out = {}
+    headers = _headers(text)
     for name, table in services.items():
         why = name_problem(name)
         if why is not None:
             raise ConfigError(path, _line(text, name, None), why)
         try:
-            out[name] = (canonical(table), _line(text, name, None))
+            out[name] = (canonical(table), headers.get(name) or _line(text, name, None))
         except ValueError as exc:
             key = str(exc).split(":")[0]
             line = _line(text, name, key if re.fullmatch(r"\w+", key) else None)
@@ -282,25 +312,56 @@ def load(instance: int, environ=None) -> dict[str, tuple[dict, str]]:
 
 def _line(text: str, service: str | None, key: str | None) -> int | None:
     """The line (1-based) of ``[services.SERVICE]`` or of ``key`` in it (``service`` None:
-    a top-level key); None when it cannot be found (the caller then names the table)."""
+    a top-level key); None when it cannot be found. Only called for an error."""
     lines = text.splitlines()
-    start = 0
-    if service is not None:
-        names = "|".join(re.escape(q) for q in (service, f'"{service}"', f"'{service}'"))
-        header = re.compile(rf"\s*\[\s*services\s*\.\s*(?:{names})\s*\]")
-        start = next((i for i, ln in enumerate(lines) if header.match(ln)), None)
-        if start is None:  # an inline or dotted table: the line that names it
-            return next((i + 1 for i, ln in enumerate(lines) if service in ln), None)
-        if key is None:
-            return start + 1
-        start += 1
     keyed = re.compile(rf"\s*\[*\s*['\"]?{re.escape(key or '')}['\"]?\s*[=.\]]")
-    for i in range(start, len(lines)):
-        if service is not None and lines[i].lstrip().startswith("["):
-            break
-        if keyed.match(lines[i]):
+    if service is None:
+        return next((i + 1 for i, ln in enumerate(lines) if keyed.match(ln)), None)
+    quoted = "|".join(re.escape(q) for q in (service, f'"{service}"', f"'{service}'"))
+    header = re.compile(rf"\s*\[\s*services\s*\.\s*(?:{quoted})\s*(?:\.\s*(\S+?)\s*)?\]")
+    dotted = re.compile(rf"\s*(?:{quoted})\s*\.\s*['\"]?{re.escape(key or '')}['\"]?\s*[=.]")
+    start, inside = None, False
+    for i, ln in enumerate(lines):
+        m = header.match(ln)
+        if m:
+            if key is None or m.group(1) == key:  # [services.N], or [services.N.env]
+                return i + 1
+            start = i if start is None else start
+            inside = m.group(1) is None
+            continue
+        if ln.lstrip().startswith("["):
+            inside = False
+            continue
+        if key is not None and ((inside and keyed.match(ln)) or dotted.match(ln)):
             return i + 1
-    return start if service is not None else None
+    if start is not None:
+        return start + 1
+    named = re.compile(rf"\s*(?:{quoted})\s*[.=]")  # [services] with NAME.key or NAME = {...}
+    return next((i + 1 for i, ln in enumerate(lines) if named.match(ln)), None)
+
+
+def where_of(where: str, service: str, key: str | None) -> str:
+    """``FILE:LINE`` of ``key`` in ``[services.SERVICE]`` (``where``: its table's
+    ``FILE:LINE``), read again from the file; ``where`` itself when not found."""
+    path = where.rsplit(":", 1)[0]
+    if key is None:
+        return where
+    try:
+        line = _line(_read(path), service, key)
+    except ConfigError:
+        return where
+    return f"{path}:{line}" if line else where
+
+
+def _headers(text: str) -> dict[str, int]:
+    """The line of each ``[services.NAME]`` header, in one pass."""
+    found: dict[str, int] = {}
+    pattern = re.compile(r"\s*\[\s*services\s*\.\s*(\"[^\"]*\"|'[^']*'|[A-Za-z0-9_.@:+-]+?)\s*\]")
+    for i, ln in enumerate(text.splitlines()):
+        m = pattern.match(ln)
+        if m:
+            found.setdefault(m.group(1).strip("\"'"), i + 1)
+    return found
 
 
 # ---- from tables to create-service, and back ------------------------------------------------
@@ -317,7 +378,10 @@ def create_args(name: str, table: dict, now: float) -> dict:
     if "/" not in path:
         path = shutil.which(path) or path
     args = {"name": name, "path": path, "args": command[1:]}
-    for key in ("restart", "restart_times", "restart_delay", "start_limit", "delay", "cron",
+    if "start_limit" in table:
+        burst, interval = table["start_limit"]
+        args["start_limit"] = f"{burst}/{interval!r}"
+    for key in ("restart", "restart_times", "restart_delay", "delay", "cron",
                 "create_stopped", "env", "env_file", "output", "cwd", "user", "stop_signal",
                 "stop_timeout", "autostart"):
         if key in table:
@@ -334,8 +398,6 @@ def table_of(svc) -> dict:
     """A created service's definition as a canonical table (what ``export`` writes)."""
     import signal as signals
 
-    from supervisor.schedule import format_interval
-
     table: dict = {"command": list(svc.command)}
     if svc.restart_mode == "on-crash":
         if svc.restart_limit:
@@ -348,14 +410,13 @@ def table_of(svc) -> dict:
         table["restart_delay"] = float(svc.restart_delay)
     if svc.start_limit is not None and (svc.restart_limit is not None or svc.start_limit
                                         != _default_limit()):
-        limit = svc.start_limit
-        table["start_limit"] = f"{limit.burst}/{format_interval(limit.interval)}"
+        table["start_limit"] = f"{svc.start_limit.burst}/{svc.start_limit.interval!r}"
     sch = svc.schedule
     if sch is not None:
         if sch.kind == "once":
             table["at"] = datetime.datetime.fromtimestamp(sch.at).astimezone().isoformat()
         elif sch.kind == "every":
-            table["every"] = format_interval(sch.interval)
+            table["every"] = sch.interval
         else:
             table["cron"] = sch.calendar.expr
     elif svc.delay:
@@ -372,7 +433,7 @@ def table_of(svc) -> dict:
     if svc.cwd != "/":
         table["cwd"] = svc.cwd
     if svc.stop_signal != signals.SIGTERM:
-        table["stop_signal"] = signals.Signals(svc.stop_signal).name[3:]
+        table["stop_signal"] = svc.stop_signal
     if svc.stop_timeout is not None:
         table["stop_timeout"] = float(svc.stop_timeout)
     if not svc.autostart:
@@ -386,9 +447,31 @@ def _default_limit():
     return DEFAULT_START_LIMIT
 
 
+def readable(table: dict) -> dict:
+    """A canonical table as a person writes it (signal names, intervals as text); it
+    reads back (``canonical``) as the same table."""
+    import signal as signals
+
+    from supervisor.schedule import format_interval
+    from supervisor.shell import signal_name
+
+    out = dict(table)
+    if "stop_signal" in out:
+        signo = out["stop_signal"]
+        out["stop_signal"] = (f"RTMIN+{signo - signals.SIGRTMIN}"
+                              if signals.SIGRTMIN <= signo <= signals.SIGRTMAX
+                              else signal_name(signo))
+    if "every" in out:
+        out["every"] = format_interval(out["every"])
+    if "start_limit" in out:
+        burst, interval = out["start_limit"]
+        out["start_limit"] = f"{burst}/{format_interval(interval)}"
+    return out
+
+
 def dumps(tables: dict[str, dict], header: str = "") -> str:
     """The TOML text of ``{name: table}`` (``tomli_w``), ``header`` as comment lines first."""
     import tomli_w
 
     comment = "".join(f"# {ln}\n" if ln else "#\n" for ln in header.splitlines())
-    return comment + tomli_w.dumps({"services": tables})
+    return comment + tomli_w.dumps({"services": {n: readable(t) for n, t in tables.items()}})

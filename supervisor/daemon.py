@@ -271,6 +271,10 @@ class Daemon:
             self.journal.send(f"config file not applied: {exc.message}", 3,
                               SUPERVISOR_EVENT="config-error")
             return
+        except Exception as exc:  # a bug must never keep the instance from starting
+            self.journal.send(f"config file not applied: internal error {exc!r}\n"
+                              f"{traceback.format_exc()}", 2, SUPERVISOR_EVENT="config-error")
+            return
         for error in out.errors:
             self.journal.send(f"declared service left out: {error}", 3,
                               SUPERVISOR_EVENT="config-error")

@@ -24,6 +24,17 @@ from supervisor import config
 from supervisor.machine import Ev, Event, Refused, Service
 
 CREATE, RESTART, REMOVE, DECLARE, KEEP = "create", "restart", "remove", "declare", "keep"
+EXPIRED = "expired"  # a declared one-off start (at) whose time has passed: not made
+
+
+def _key_of(exc) -> str | None:
+    """The config key a create-service refusal is about (its option, in the message)."""
+    if exc.code == "not-executable":
+        return "command"
+    for key in config.KEYS:
+        if f"--{key.replace('_', '-')}" in exc.message:
+            return key
+    return None
 
 
 def current_table(svc: Service) -> dict | None:
@@ -49,6 +60,11 @@ class Plan:
         return {"instance": instance, "dry_run": dry_run,
                 "changes": [{"action": a, "service": n} for a, n in self.changes],
                 "errors": self.errors}
+
+
+def busy(commands) -> bool:
+    """Whether an apply is under way (waiting for its stops)."""
+    return any(isinstance(w[3], Applying) for w in commands.daemon.waiting)
 
 
 def plan(commands, prune: bool, declared: dict[str, tuple[dict, str]] | None = None,
@@ -89,7 +105,11 @@ def plan(commands, prune: bool, declared: dict[str, tuple[dict, str]] | None = N
                 raise CommandError("invalid-argument", str(exc)) from None
             fields = commands._definition(args)
         except CommandError as exc:
-            message = f"{where}: [services.{name}] {exc.message}"
+            if "at" in table and "in the past" in exc.message:
+                out.changes.append((EXPIRED, name))  # a one-off start gone by: not an error
+                continue
+            message = f"{config.where_of(where, name, _key_of(exc))}: [services.{name}] " \
+                      f"{exc.message}"
             if skip_bad:
                 out.errors.append(message)
                 continue
@@ -107,8 +127,9 @@ class Applying:
     any more, those to remove are removed and those to make again are made (by the daemon,
     at the end of a turn, :meth:`ready`); then the answer goes out."""
 
-    def __init__(self, commands, out: Plan, stopping: list[str]) -> None:
+    def __init__(self, commands, out: Plan, stopping: list[str], records: dict) -> None:
         self.commands, self.plan, self.names = commands, out, stopping
+        self.records = records  # name -> the record planned for (not another of that name)
         self.finished = False
 
     def ready(self) -> bool:
@@ -120,7 +141,7 @@ class Applying:
         if not self.finished:
             self.finished = True
             try:
-                _finish(self.commands, self.plan)
+                _finish(self.commands, self.plan, self.records)
             except Exception as exc:  # a bug must cost this apply, never the daemon
                 self.plan.errors.append(f"internal error: {exc!r}")
                 self.commands.daemon.journal.send(
@@ -137,26 +158,34 @@ def carry_out(commands, out: Plan) -> Applying:
     made again or removed; the rest when they have stopped (:class:`Applying`)."""
     shell = commands.shell
     stopping = []
+    records = {}
     for action, name in out.changes:
         if action == DECLARE:
             shell.apply(name, Event(Ev.DECLARE, definition=out.definitions[name]))
         elif action == CREATE:
             _create(commands, out, name)
         elif action in (RESTART, REMOVE):
+            records[name] = shell.records[name]
             try:
                 shell.apply(name, Event(Ev.STOP))
             except Refused:  # nothing to stop in its state (it is removed all the same)
                 pass
             stopping.append(name)
-    return Applying(commands, out, stopping)
+    return Applying(commands, out, stopping, records)
 
 
-def _finish(commands, out: Plan) -> None:
+def _finish(commands, out: Plan, records: dict) -> None:
     shell = commands.shell
+    closing = commands.daemon.stopping  # the instance closes: nothing new is started
     for action, name in out.changes:
-        if action in (RESTART, REMOVE) and name in shell.records:
-            shell.apply(name, Event(Ev.REMOVE))
-        if action == RESTART:
+        if action not in (RESTART, REMOVE):
+            continue
+        if shell.records.get(name) is not records[name]:
+            out.errors.append(f"{name}: replaced meanwhile by another service of that "
+                              "name: left alone")
+            continue
+        shell.apply(name, Event(Ev.REMOVE))
+        if action == RESTART and not closing:
             _create(commands, out, name)
 
 
@@ -178,8 +207,8 @@ def export(commands) -> dict:
     tables, skipped = {}, []
     for name, rec in commands.shell.records.items():
         table = current_table(rec.svc)
-        if table is None:
-            skipped.append(name)
+        if table is None or not _utf8(table):
+            skipped.append(name)  # opened, or words that are not UTF-8 (TOML is text)
         else:
             tables[name] = table
     return {"instance": commands.daemon.instance, "services": tables, "skipped": skipped}
@@ -214,4 +243,18 @@ def save(commands) -> dict:
     for name, table in exported["services"].items():
         commands.shell.apply(name, Event(Ev.DECLARE,
                                          definition=json.dumps(table)))
-    return {**exported, "path": path}
+    return {**exported, "path": path, "written": sorted(tables)}
+
+
+def _utf8(value) -> bool:
+    if isinstance(value, str):
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            return False
+        return True
+    if isinstance(value, list):
+        return all(_utf8(v) for v in value)
+    if isinstance(value, dict):
+        return all(_utf8(k) and _utf8(v) for k, v in value.items())
+    return True

@@ -8,6 +8,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 
 import pytest
 from conftest import Supervisor, alive, assert_one_line_error, close_instance, wait_until
@@ -119,9 +120,13 @@ BROKEN = [
     ('[services.bad]\nrestart = "always"\n', 1, "command"),
     ('[services.bad]\ncommand = ["/bin/true"]\nenv = { "1X" = "y" }\n', 3, "env"),
     ('[services.bad]\ncommand = ["/bin/true"\n', 3, "TOML"),  # where tomllib stops
-    ('[services.bad]\ncommand = ["/bin/true"]\nevery = "1 fortnight"\n', 1, "fortnight"),
-    ('[services.bad]\ncommand = ["/no/such/program"]\n', 1, "/no/such/program"),
-    ('[services.bad]\ncommand = ["/bin/true"]\ncwd = "/no/such/dir"\n', 1, "/no/such/dir"),
+    ('[services.bad]\ncommand = ["/bin/true"]\nevery = "1 fortnight"\n', 3, "fortnight"),
+    ('[services.bad]\ncommand = ["/no/such/program"]\n', 2, "/no/such/program"),
+    ('[services.bad]\ncommand = ["/bin/true"]\ncwd = "/no/such/dir"\n', 3, "/no/such/dir"),
+    ('[services.bad]\ncommand = ["/bin/true"]\nstop_signal = "NOPE"\n', 3, "stop_signal"),
+    ('[services.bad]\ncommand = ' + '[' * 1000 + ']' * 1000 + '\n', None, "nested"),
+    ('[services]\nbad.command = ["/bin/true"]\nbad.restart = "sometimes"\n', 3, "restart"),
+    ('[services.bad]\ncommand = ["/bin/true"]\n[services.bad.env]\n"1X" = "y"\n', 3, "env"),
     ('[services."-x"]\ncommand = ["/bin/true"]\n', 1, "-x"),
     ('[service.web]\ncommand = ["/bin/true"]\n', 1, "service"),
 ]
@@ -137,8 +142,12 @@ def test_a_broken_file_changes_nothing_and_names_file_line_and_key(inst, conf, t
     (conf / "0.toml").write_text(WEB + "\n" + text)
     offset = WEB.count("\n") + 1
     result = inst.run("apply")
-    assert_one_line_error(result, 2, f"{conf}/0.toml:{offset + line}:", needle)
+    where = f"{conf}/0.toml:{offset + line}:" if line else f"{conf}/0.toml:"
+    assert_one_line_error(result, 2, where, needle)
     assert running(inst) == before
+    inst.ok("close")  # a daemon that starts with it starts all the same: without the file
+    inst.ok("init")  # (one it cannot read), or without the one service it cannot make
+    assert set(services(inst)) in ({"web", "db"}, set())
 
 
 def test_a_service_declared_twice_across_files_is_refused(inst, conf):
@@ -300,3 +309,55 @@ def test_the_generator_wants_an_instance_for_each_config_file(tmp_path):
     wants = out / "multi-user.target.wants"
     assert sorted(os.listdir(wants)) == ["supervisor@3.service", "supervisor@7.service"]
     assert os.readlink(wants / "supervisor@3.service") == "@UNITDIR@/supervisor@.service"
+
+
+def test_one_spelling_is_as_good_as_another():
+    """Tables that mean the same are equal (apply leaves such a service alone)."""
+    from supervisor.config import canonical
+
+    one = canonical({"command": "sleep 1", "every": 90, "stop_signal": "SIGINT",
+                     "start_limit": "5/10s", "restart": "always"})
+    other = canonical({"command": ["sleep", "1"], "every": "1m30s", "stop_signal": 2,
+                       "restart": "always"})
+    assert one == other
+    assert canonical({"command": "x", "stop_signal": "TERM"}) == canonical({"command": "x"})
+
+
+def test_what_export_cannot_write_is_left_out_and_the_rest_round_trips(inst, conf):
+    inst.ok("init")
+    inst.ok("create-service", "-n", "rt", "--stop-signal", "RTMIN+2", "--every", "90s",
+            "/bin/sleep", "1019")
+    subprocess.run([sys.executable, "-m", "supervisor", "create-service", "-n", "bytes",
+                    "/bin/sleep", b"\xff"], env=inst.env, check=True, capture_output=True)
+    exported = inst.json("export")
+    assert exported["skipped"] == ["bytes"]
+    (conf / "0.toml").write_text(inst.ok("export").out)
+    assert "RTMIN+2" in (conf / "0.toml").read_text()
+    changes = inst.json("apply")["changes"]
+    assert changes == [{"action": "declare", "service": "rt"}], changes
+    assert inst.ok("save").out == f"saved 1 services of instance 0 to {conf}/0.toml\n"
+
+
+STUBBORN = """#!/bin/sh
+trap '' TERM
+exec /bin/sleep {arg}
+"""
+
+
+def test_one_apply_at_a_time_and_close_during_one_starts_nothing(inst, conf, tmp_path):
+    token = "1020.5151"
+    script = tmp_path / "stubborn.sh"
+    script.write_text(STUBBORN.format(arg="$1"))
+    script.chmod(0o755)
+    table = f'[services.x]\ncommand = ["{script}", "{token}"]\nstop_timeout = 3\n'
+    (conf / "0.toml").write_text(table)
+    inst.ok("init")
+    wait_until(lambda: "x" in running(inst), what="x to run")
+    (conf / "0.toml").write_text(table.replace(token, token + "1"))
+    first = subprocess.Popen([sys.executable, "-m", "supervisor", "apply"], env=inst.env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_until(lambda: services(inst)["x"]["status"] == "RUNNING" and any(
+        e for e in [inst.run("apply").err] if "under way" in e), what="a second apply refused")
+    inst.ok("close")
+    first.communicate(timeout=30)
+    assert _our_processes(token) == []  # the restart's new process was never started
