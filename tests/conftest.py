@@ -177,6 +177,15 @@ def no_config_of_the_machine():
     shutil.rmtree(path, ignore_errors=True)
 
 
+@pytest.fixture(autouse=True)
+def config_dir_of_its_own(monkeypatch, tmp_path_factory):
+    """Each test's daemons get a config dir of their own: one test's `save` (the random
+    requests of tests/test_hostile.py send it too) never declares services for another."""
+    path = tmp_path_factory.mktemp("conf")
+    monkeypatch.setenv("SUPERVISOR_CONFIG_DIR", str(path))
+    return path
+
+
 @pytest.fixture(scope="session", autouse=True)
 def journald():
     with ensure_journald() as available:
