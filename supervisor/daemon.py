@@ -261,29 +261,10 @@ class Daemon:
                               "service claims", 4, SUPERVISOR_EVENT="orphans-killed")
 
     def apply_config(self) -> None:
-        """At start (after recovery): make the instance match its config file, as
-        ``supervisor apply`` does (supervisor/declare.py); recovered services that are
-        unchanged keep their process. A file that cannot be applied is journaled, never
-        fatal; a service that cannot be made is left out (journaled), the others are."""
-        try:
-            out = declare.plan(self.commands, prune=False, skip_bad=True)
-        except CommandError as exc:
-            self.journal.send(f"config file not applied: {exc.message}", 3,
-                              SUPERVISOR_EVENT="config-error")
-            return
-        except Exception as exc:  # a bug must never keep the instance from starting
-            self.journal.send(f"config file not applied: internal error {exc!r}\n"
-                              f"{traceback.format_exc()}", 2, SUPERVISOR_EVENT="config-error")
-            return
-        for error in out.errors:
-            self.journal.send(f"declared service left out: {error}", 3,
-                              SUPERVISOR_EVENT="config-error")
-        done = [f"{a} {n}" for a, n in out.changes if a != declare.KEEP]
-        if not out.changes:
-            return
-        self.journal.send(f"config file applied: {', '.join(done) or 'nothing to change'}",
-                          6 if done else 7, SUPERVISOR_EVENT="config-applied")
-        self.waiting.append((None, None, None, declare.carry_out(self.commands, out)))
+        """At start (after recovery): the config file's services (``declare.at_start``)."""
+        applying = declare.at_start(self.commands)
+        if applying is not None:  # nobody waits for its answer
+            self.waiting.append((None, None, None, applying))
 
     def _adopt_tree(self, head: dict) -> None:
         """Where an earlier daemon of this instance kept its services' cgroups elsewhere

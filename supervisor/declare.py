@@ -174,6 +174,34 @@ def carry_out(commands, out: Plan) -> Applying:
     return Applying(commands, out, stopping, records)
 
 
+def at_start(commands) -> Applying | None:
+    """The daemon's start (after recovery): make the instance match its config file, as
+    ``supervisor apply`` does; recovered services that are unchanged keep their process.
+    A file that cannot be applied is journaled, never fatal; a service that cannot be made
+    is left out (journaled), the others are made."""
+    from supervisor.commands import CommandError
+
+    journal = commands.daemon.journal
+    try:
+        out = plan(commands, prune=False, skip_bad=True)
+    except CommandError as exc:
+        journal.send(f"config file not applied: {exc.message}", 3,
+                     SUPERVISOR_EVENT="config-error")
+        return None
+    except Exception as exc:  # a bug must never keep the instance from starting
+        journal.send(f"config file not applied: internal error {exc!r}\n"
+                     f"{traceback.format_exc()}", 2, SUPERVISOR_EVENT="config-error")
+        return None
+    for error in out.errors:
+        journal.send(f"declared service left out: {error}", 3, SUPERVISOR_EVENT="config-error")
+    if not out.changes:
+        return None
+    done = [f"{a} {n}" for a, n in out.changes if a != KEEP]
+    journal.send(f"config file applied: {', '.join(done) or 'nothing to change'}",
+                 6 if done else 7, SUPERVISOR_EVENT="config-applied")
+    return carry_out(commands, out)
+
+
 def _finish(commands, out: Plan, records: dict) -> None:
     shell = commands.shell
     closing = commands.daemon.stopping  # the instance closes: nothing new is started
@@ -207,7 +235,7 @@ def export(commands) -> dict:
     tables, skipped = {}, []
     for name, rec in commands.shell.records.items():
         table = current_table(rec.svc)
-        if table is None or not _utf8(table):
+        if table is None or not _is_text(table):
             skipped.append(name)  # opened, or words that are not UTF-8 (TOML is text)
         else:
             tables[name] = table
@@ -246,15 +274,10 @@ def save(commands) -> dict:
     return {**exported, "path": path, "written": sorted(tables)}
 
 
-def _utf8(value) -> bool:
-    if isinstance(value, str):
-        try:
-            value.encode()
-        except UnicodeEncodeError:
-            return False
-        return True
-    if isinstance(value, list):
-        return all(_utf8(v) for v in value)
-    if isinstance(value, dict):
-        return all(_utf8(k) and _utf8(v) for k, v in value.items())
+def _is_text(table: dict) -> bool:
+    """Whether every word of ``table`` is UTF-8 text (TOML holds nothing else)."""
+    try:
+        json.dumps(table, ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        return False
     return True

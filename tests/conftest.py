@@ -161,6 +161,20 @@ def alive(pid: int) -> bool:
     return fields is not None and fields[0] != "Z"
 
 
+def marked(token: str) -> list[int]:
+    """Pids of the living processes whose command line holds ``token``."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    if token.encode() in f.read():
+                        found.append(int(entry))
+            except OSError:
+                continue
+    return [p for p in found if alive(p)]
+
+
 @pytest.fixture(scope="session", autouse=True)
 def no_config_of_the_machine():
     """Daemons started by tests read their config files from an empty dir of their own,

@@ -11,7 +11,14 @@ import subprocess
 import sys
 
 import pytest
-from conftest import Supervisor, alive, assert_one_line_error, close_instance, wait_until
+from conftest import (
+    Supervisor,
+    alive,
+    assert_one_line_error,
+    close_instance,
+    marked,
+    wait_until,
+)
 
 WEB = """
 [services.web]
@@ -252,19 +259,6 @@ def test_autostart_false_waits_for_start_service(inst, conf):
     wait_until(lambda: "idle" in running(inst), what="idle to start")
 
 
-def _our_processes(token: str) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/cmdline", "rb") as f:
-                    if token.encode() in f.read():
-                        found.append(int(entry))
-            except OSError:
-                continue
-    return [p for p in found if alive(p)]
-
-
 def test_a_reboot_brings_back_exactly_the_declared_services(inst, conf, rundir):
     """A power cut, simulated: the daemon and every service die at once (SIGKILL to all),
     and the runtime dir, a tmpfs, is empty at the next boot. The daemon that starts then
@@ -276,7 +270,7 @@ def test_a_reboot_brings_back_exactly_the_declared_services(inst, conf, rundir):
     inst.ok("create-service", "-n", "eph", "--restart", "always", "/bin/sleep",
             f"1018.{token}")
     wait_until(lambda: set(running(inst)) == {"web", "db", "eph"}, what="three to run")
-    victims = [inst.pid, *_our_processes(token)]
+    victims = [inst.pid, *marked(token)]
     assert len(victims) == 4
     for pid in victims:
         os.kill(pid, signal.SIGKILL)
@@ -290,7 +284,7 @@ def test_a_reboot_brings_back_exactly_the_declared_services(inst, conf, rundir):
     assert set(listing) == {"web", "db"}
     assert listing["web"]["command"] == ["/bin/sleep", f"1001.{token}"]
     assert listing["web"]["restart"] == "always" and listing["db"]["restart_times"] == 3
-    assert sorted(_our_processes(token)) == sorted(s["pid"] for s in listing.values())
+    assert sorted(marked(token)) == sorted(s["pid"] for s in listing.values())
 
 
 def test_the_generator_wants_an_instance_for_each_config_file(tmp_path):
@@ -360,4 +354,4 @@ def test_one_apply_at_a_time_and_close_during_one_starts_nothing(inst, conf, tmp
         e for e in [inst.run("apply").err] if "under way" in e), what="a second apply refused")
     inst.ok("close")
     first.communicate(timeout=30)
-    assert _our_processes(token) == []  # the restart's new process was never started
+    assert marked(token) == []  # the restart's new process was never started

@@ -17,27 +17,13 @@ import subprocess
 import tempfile
 
 import pytest
-from conftest import Supervisor, alive, wait_until
+from conftest import Supervisor, alive, marked, wait_until
 from timeouts import TIMEOUT
 
 from supervisor import state
 from supervisor.client import RemoteError
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounts a tmpfs: needs root")
-
-
-def marked(token: str) -> list[int]:
-    """Pids of the processes whose command line holds ``token``."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/cmdline", "rb") as f:
-                    if token.encode() in f.read():
-                        found.append(int(entry))
-            except OSError:
-                continue
-    return [p for p in found if alive(p)]
 
 
 def on_disk(rundir: str) -> set[str]:

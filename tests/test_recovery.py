@@ -12,7 +12,7 @@ import threading
 import time
 
 import pytest
-from conftest import Supervisor, alive, children_of, fd_targets, state, wait_until
+from conftest import Supervisor, alive, children_of, fd_targets, marked, state, wait_until
 from journald import journal_mark, wait_for_entry
 from timeouts import TIMEOUT
 
@@ -212,15 +212,15 @@ def test_kill_9_during_mutations_loses_nothing_and_leaves_no_orphan(sup):
         # them unclaimed
         claimed = {s["pid"] for s in listing.values()}
         with contextlib.suppress(AssertionError):
-            wait_until(lambda claimed=claimed: set(_marked(token)) <= claimed,
+            wait_until(lambda claimed=claimed: set(marked(token)) <= claimed,
                        what="unclaimed processes to be killed")
-        orphans += len(set(_marked(token)) - claimed)
+        orphans += len(set(marked(token)) - claimed)
         expected &= set(listing)  # in-flight removes may have made it too
     print(f"\n50 kill -9 rounds during create/remove: {lost} acknowledged services lost, "
           f"{orphans} orphan processes")
     assert lost == 0 and orphans == 0
     sup.ok("close", "-i", "0")
-    wait_until(lambda: not _marked(token), what="close to end every service")
+    wait_until(lambda: not marked(token), what="close to end every service")
 
 
 def _peek(counter: itertools.count) -> int:
@@ -254,20 +254,6 @@ def _mutate(sup, token, serial, expected, stop, answers, removing, seed) -> None
                     next(answers)
     except SupervisorError:
         pass  # the daemon died under us
-
-
-def _marked(token: str) -> list[int]:
-    """Living processes whose command line holds ``token``."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/cmdline", "rb") as f:
-                    if token.encode() in f.read():
-                        found.append(int(entry))
-            except OSError:
-                continue
-    return [p for p in found if alive(p)]
 
 
 @pytest.mark.parametrize("damage", ["truncated", "ill-typed", "not-a-state"])
