@@ -93,29 +93,37 @@ def ours(n: int, cfg) -> dict:
     t0 = time.perf_counter()
     with Ours() as d:
         t_daemon = time.perf_counter() - t0
-        t1 = time.perf_counter()
+        t1, cpu0 = time.perf_counter(), cpu_ns(d.pid)
         answers = d.create([(name, SLEEP) for name in names])
         t_pipe = time.perf_counter() - t1
         total = time.perf_counter() - t0
+        daemon_cpu = (cpu_ns(d.pid) - cpu0) / 1e9  # the daemon's own, during the pipeline
         bad = [a for a in answers if not isinstance(a, dict) or a.get("status") != "RUNNING"]
         if bad:
             raise RuntimeError(f"ours: {len(bad)} of {n} creates failed, e.g. {bad[0]!r}")
         if not d.all_running(names):
             raise RuntimeError("ours: list-supervisor does not show all services RUNNING")
+        toys_cpu = sum(cpu_ns(a["pid"]) for a in answers) / 1e9  # the toys' start-ups
         res = {"n": n, "cold_start_s": total, "daemon_start_s": t_daemon, "pipeline_s": t_pipe,
+               "daemon_cpu_s": daemon_cpu, "toys_cpu_s": toys_cpu,
                "children": count_children(d.pid), "journald": d.journald}
         d.disconnect()
         time.sleep(cfg.settle)
         res["idle"] = idle_window(d.pid, cfg.idle_window)
         if n == max(cfg.ns_ours):
             d.client.connect()
-            times = []
-            for _ in range(cfg.list_reps):
+            times, times_usage = [], []
+            for _ in range(cfg.list_reps):  # state only, then with the usage fields
+                t = time.perf_counter()
+                listing = d.client.list_supervisor(usage=False)
+                times.append((time.perf_counter() - t) * 1000)
+                assert len(listing["services"]) == n
                 t = time.perf_counter()
                 listing = d.client.list_supervisor()
-                times.append((time.perf_counter() - t) * 1000)
-            assert len(listing["services"]) == n
+                times_usage.append((time.perf_counter() - t) * 1000)
+                assert len(listing["services"]) == n
             res["list_supervisor_ms"] = times
+            res["list_supervisor_usage_ms"] = times_usage
             d.disconnect()
         t2 = time.perf_counter()
     res["shutdown_s"] = time.perf_counter() - t2

@@ -37,6 +37,7 @@ class CommandError(Exception):
 
 
 _RUNS = (State.RUNNING, State.STOPPED, State.STOPPING)  # a process of its own exists
+_NO_USAGE = (None, None, None)  # not asked for (a query's "usage": false)
 
 
 def service_object(svc: Service, usage: tuple = (None, None, None)) -> dict:
@@ -189,12 +190,13 @@ class Commands:
                 names.append(self.resolve(ref))
         return list(dict.fromkeys(names))
 
-    def view(self, name: str, *, fresh: bool = False) -> dict:
-        """The service object of ``name``, its resource usage read now; ``fresh``: an
-        opened process's stop or continue read from /proc first (never right after a
-        signal of ours, which the process may not have acted on yet)."""
+    def view(self, name: str, *, fresh: bool = False, usage: bool = True) -> dict:
+        """The service object of ``name``, its resource usage read now (``usage`` False:
+        not read, the three fields null); ``fresh``: an opened process's stop or continue
+        read from /proc first (never right after a signal of ours, which the process may
+        not have acted on yet)."""
         svc = self.shell.refresh(name) if fresh else self.shell.get(name)
-        return service_object(svc, self.shell.usage(name))
+        return service_object(svc, self.shell.usage(name) if usage else _NO_USAGE)
 
     def apply(self, name: str, event: Event, **kw) -> Service:
         """The shell's apply, with a refusal as the command's error."""
@@ -275,7 +277,7 @@ class Commands:
             raise CommandError(code, why)
         cwd = arg(args, "cwd", str, "/")
         _bytes_of(cwd)
-        if not os.path.isabs(cwd) or not os.path.isdir(cwd):
+        if cwd != "/" and (not os.path.isabs(cwd) or not os.path.isdir(cwd)):
             raise CommandError("invalid-argument", f"--cwd {cwd}: no such directory")
         context_fields = _context(args)
         why = process.check_executable(path, deferred=stopped)
@@ -363,8 +365,9 @@ class Commands:
         return self._on_all(self.resolve_many(args), Event(Ev.SIGNAL, signal=signo))
 
     def show(self, args) -> dict:
+        usage = arg(args, "usage", bool, True)
         return {"instance": self.daemon.instance,
-                "services": [self.view(name, fresh=True)
+                "services": [self.view(name, fresh=True, usage=usage)
                              for name in self.resolve_many(args)]}
 
     def remove(self, args) -> dict:
@@ -387,11 +390,14 @@ class Commands:
         return {**service_object(svc if removed else after), "removed": removed}
 
     def status(self, args) -> dict:
-        return self.view(self.resolve(args.get("service")), fresh=True)
+        usage = arg(args, "usage", bool, True)
+        return self.view(self.resolve(args.get("service")), fresh=True, usage=usage)
 
     def list(self, args) -> dict:
+        usage = arg(args, "usage", bool, True)
         return {"instance": self.daemon.instance,
-                "services": [self.view(n, fresh=True) for n in list(self.shell.records)]}
+                "services": [self.view(n, fresh=True, usage=usage)
+                             for n in list(self.shell.records)]}
 
     def freelist(self, args) -> dict:
         refs = arg(args, "services", list)

@@ -57,6 +57,7 @@ class Daemon:
         self.socket_path = socket_path
         self.grace = grace
         self.started_at = time.time()
+        self.uid = os.getuid()  # who else (with root) may command it: asked once, not per request
         self.journal = Journal(instance)
         self.sel = selectors.DefaultSelector()
         self.sigfd = SignalFd(HANDLED_SIGNALS)
@@ -414,7 +415,7 @@ class Daemon:
                               PEER_PID=peer.pid, PEER_UID=peer.uid)
             return protocol.encode_error(exc.req_id, exc.code, exc.message)
         try:
-            if peer.uid not in (0, os.getuid()):
+            if peer.uid not in (0, self.uid):
                 raise CommandError("permission-denied",
                                    f"uid {peer.uid} may not command this supervisor")
             if self.stopping and req.cmd not in READ_ONLY | {"shutdown"}:

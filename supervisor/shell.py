@@ -28,6 +28,11 @@ from supervisor.process import Proc
 
 _FIRED = {"start": Ev.DUE, "stop": Ev.STOP_TIMEOUT}  # what a timer of each slot reports
 _RUNS = (State.RUNNING, State.STOPPED, State.STOPPING)  # a process of its own exists
+# A start that follows a fact (a timer, an exit: a restart) lets its child's exec run
+# before the daemon goes on (process._let_it_exec); one a command asked for does not:
+# there the answer to the client waiting for it comes first.
+_FACTS = frozenset({Ev.SPAWNED, Ev.SPAWN_FAILED, Ev.DUE, Ev.EXITED, Ev.STOPPED_SEEN,
+                    Ev.CONTINUED_SEEN, Ev.STOP_TIMEOUT, Ev.CLOCK_CHANGED})
 
 
 class Record:
@@ -69,6 +74,7 @@ class Shell:
         self._feeding = False
         self._rejects: list[tuple[str, machine.Reject]] = []
         self._last: dict[str, Service] = {}
+        self._cause: Ev | None = None  # the kind of the event being stepped
 
     # ---- the one entry into the machine ---------------------------------------------------
 
@@ -117,6 +123,7 @@ class Shell:
         if rec is None:  # forgotten meanwhile
             return
         svc, effects = machine.step(rec.svc, event, time.time(), self.timers.now())
+        self._cause = event.kind
         self._commit(rec, svc, effects)
 
     def _commit(self, rec: Record, svc: Service, effects: list) -> None:
@@ -253,7 +260,8 @@ class Shell:
                       else contextlib.nullcontext((None, False))) as (cgroup_fd, in_cgroup):
                     proc = process.spawn(list(svc.command), env=env, stopped=stopped,
                                          cwd=svc.cwd, stdout=handoff.out, stderr=handoff.err,
-                                         cgroup_fd=cgroup_fd, ids=ids)
+                                         cgroup_fd=cgroup_fd, ids=ids,
+                                         let_it_exec=self._cause in _FACTS)
             finally:
                 self.outputs.done(handoff, svc.name, proc.pid if proc else None)
         except (OSError, ValueError) as exc:  # ValueError: an argument no exec can take

@@ -1046,3 +1046,23 @@ def test_a_run_that_outlasts_many_intervals_costs_one_skip_then_the_exit_arms_th
     [arm] = [e for e in effects if isinstance(e, ArmTimer)]
     assert svc.state is State.PENDING
     assert arm.due == pytest.approx(MONO + 5.01) and svc.due == arm.due
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data())
+def test_the_fast_copy_is_dataclasses_replace(data):
+    """machine._r (a copy through the slots' setters) makes what dataclasses.replace would."""
+    svc = Service(name="x", command=("/bin/true",), pid=7, restarts=2, error="e")
+    names = data.draw(st.sets(st.sampled_from(["pid", "restarts", "state", "alive",
+                                               "error", "exit_code", "starts"])))
+    values = {"pid": st.none() | st.integers(1, 1 << 22), "restarts": st.integers(0, 99),
+              "state": st.sampled_from(list(State)), "alive": st.booleans(),
+              "error": st.none() | st.text(max_size=5),
+              "exit_code": st.none() | st.integers(0, 255),
+              "starts": st.tuples(st.floats(0, 1e6))}
+    changes = {name: data.draw(values[name]) for name in names}
+    fast, slow = machine._r(svc, **changes), dataclasses.replace(svc, **changes)
+    assert type(fast) is Service
+    assert all(getattr(fast, f.name) == getattr(slow, f.name)
+               for f in dataclasses.fields(Service))
+    assert svc == Service(name="x", command=("/bin/true",), pid=7, restarts=2, error="e")

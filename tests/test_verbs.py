@@ -21,6 +21,8 @@ from conftest import ROOT, alive, assert_one_line_error, wait_until
 from journald import journal_mark, wait_for_entry
 from timeouts import TIMEOUT
 
+from supervisor.client import RemoteError
+
 TERM_TRAP = str(ROOT / "tests" / "toys" / "term_trap")
 
 
@@ -406,6 +408,28 @@ def test_resources_of_a_running_service(sup):
     assert row.split()[1] == "KILLED"  # the PID column is empty
     # no CPU or MEM (nothing runs), and when it ended
     assert re.search(r" KILLED \(SIGKILL\) +0 +\S+ ago ", row), row
+
+
+def test_queries_leave_usage_out_when_asked_to(sup):
+    """"usage": false: the three usage fields are null (not read); by default they are."""
+    make(sup, "-n", "burn", "/bin/sh", "-c", "while :; do :; done")
+    with sup.client() as c:
+        wait_until(lambda: (c.service_status("burn")["cpu_seconds"] or 0) > 0.01,
+                   what="CPU time")
+        bare = c.service_status("burn", usage=False)
+        assert (bare["cpu_seconds"], bare["memory_bytes"], bare["tasks"]) == (None,) * 3
+        assert bare["status"] == "RUNNING" and bare["pid"] is not None
+        listed = c.list_supervisor(usage=False)["services"]
+        assert [(s["name"], s["cpu_seconds"], s["tasks"]) for s in listed] == [
+            ("burn", None, None)]
+        assert c.list_supervisor()["services"][0]["tasks"] == 1
+        shown = c.show_service("burn", usage=False)["services"][0]
+        assert shown["memory_bytes"] is None
+        assert c.show_service("burn")["services"][0]["memory_bytes"] > 0
+        with pytest.raises(RemoteError) as err:
+            c.call("service-status", service="burn", usage="no")
+        assert err.value.code == "invalid-argument"
+    sup.ok("close-service", "burn")
 
 
 def test_cpu_share_is_the_running_process_s_own_after_a_restart(sup):
