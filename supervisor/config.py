@@ -16,7 +16,8 @@ checked by the daemon, as for create-service. An error names the file, the line 
 key (:class:`ConfigError`).
 
 The file is code the daemon runs: like the runtime dir, it is trusted only when it is
-root's or the daemon's user's and nobody else may write it.
+root's or the daemon's user's and nobody else may write it; the same holds for the
+directories files are read from (its own and ``N.d``).
 """
 
 from __future__ import annotations
@@ -222,15 +223,33 @@ def files_of(instance: int, environ=None) -> list[str]:
     its file (where it exists), then ``<N>.d/*.toml`` by name."""
     main = path_of(instance, environ)
     found = [main] if os.path.lexists(main) else []
+    if found:
+        _check_dir(os.path.dirname(main))
     drop_in = main[:-len(".toml")] + ".d"
     try:
-        found += [os.path.join(drop_in, n) for n in sorted(os.listdir(drop_in))
-                  if n.endswith(".toml") and not n.startswith(".")]
+        names = sorted(os.listdir(drop_in))
     except FileNotFoundError:
-        pass
+        return found
     except OSError as exc:
         raise ConfigError(drop_in, None, exc.strerror or str(exc)) from None
-    return found
+    _check_dir(drop_in)
+    if not found:
+        _check_dir(os.path.dirname(main))
+    return found + [os.path.join(drop_in, n) for n in names
+                    if n.endswith(".toml") and not n.startswith(".")]
+
+
+def _check_dir(path: str) -> None:
+    """A directory config files are read from must be trusted as the files are: another
+    user who may write in it could put a file there (sshd's StrictModes, for the
+    directory that holds them)."""
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        raise ConfigError(path, None, f"cannot read it: {exc.strerror}") from None
+    if st.st_uid not in (0, os.geteuid()) or st.st_mode & 0o022:
+        raise ConfigError(path, None, "not trusted: the directory must belong to root or to "
+                          "the daemon's user, and nobody else may write in it (chmod go-w)")
 
 
 def _read(path: str) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 
 from supervisor.process import Ids
 
@@ -34,8 +35,13 @@ def env_pair(text: str) -> tuple[str, str]:
 def read_env_file(path: str) -> dict[str, str]:
     """The ``KEY=VALUE`` lines of ``path`` (blank lines and ``#`` comments skipped; a value
     in matching single or double quotes is taken without them). OSError when it cannot be
-    read, ValueError naming the line that is not such a line."""
-    with open(path, "rb") as f:
+    read, ValueError naming the line that is not such a line. Only a regular file is
+    read: a FIFO or a device could block the daemon (opened without blocking, checked
+    before any read)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    with open(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ValueError(f"{path}: not a regular file")
         data = f.read(MAX_ENV_FILE + 1)
     if len(data) > MAX_ENV_FILE:
         raise ValueError(f"{path}: larger than 1 MiB")

@@ -183,6 +183,23 @@ def test_a_file_others_may_write_is_not_trusted(inst, conf):
     assert_one_line_error(inst.run("apply"), 2, "not trusted", "chmod go-w")
 
 
+def test_a_directory_others_may_write_in_is_not_trusted(inst, conf):
+    """Another user who may write in the config dir or its drop-in dir could add a file
+    there: neither is read (a drop-in dir, even without a main file)."""
+    (conf / "0.d").mkdir()
+    (conf / "0.d" / "a.toml").write_text('[services.a]\ncommand = ["/bin/sleep", "1013"]\n')
+    os.chmod(conf / "0.d", 0o777)
+    inst.ok("init")
+    assert services(inst) == {}
+    assert_one_line_error(inst.run("apply"), 2, f"{conf}/0.d", "not trusted", "chmod go-w")
+    os.chmod(conf / "0.d", 0o755)
+    os.chmod(conf, 0o1777)  # sticky or not: others may add files
+    assert_one_line_error(inst.run("apply"), 2, f"{conf}:", "not trusted")
+    os.chmod(conf, 0o755)
+    inst.ok("apply")
+    assert list(services(inst)) == ["a"]
+
+
 def test_export_then_apply_changes_nothing(inst, conf, tmp_path):
     """Every create-service option survives export: applying the export keeps every
     process and only marks the services declared."""

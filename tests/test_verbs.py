@@ -309,6 +309,30 @@ def test_env_env_file_and_cwd_are_what_the_process_sees(sup, tmp_path):
     assert "B" not in _environ(sup.status(obj["name"])["pid"])
 
 
+def test_an_env_file_that_could_block_the_daemon_is_refused(sup, tmp_path):
+    """A FIFO (or a device) given as --env-file is never read: its open or read would block
+    the daemon. At create, a one-line error; made one later, the restart cannot start (and
+    is retried) while the daemon goes on answering."""
+    fifo = tmp_path / "fifo.env"
+    os.mkfifo(fifo)
+    assert_one_line_error(sup.run("create-service", "--env-file", str(fifo), "/bin/true"), 2,
+                          "not a regular file")
+    assert_one_line_error(sup.run("create-service", "--env-file", "/dev/zero", "/bin/true"),
+                          2, "not a regular file")
+    later = tmp_path / "later.env"
+    later.write_text("A=1\n")
+    make(sup, "-n", "envy", "--restart", "always", "--env-file", str(later),
+         "/bin/sh", "-c", "exec sleep 1000")
+    later.unlink()
+    os.mkfifo(later)
+    again = sup.run("restart-service", "envy")
+    assert again.rc == 1 and "not a regular file (retrying)" in again.out, again
+    gone = sup.wait_status("envy", "PENDING")  # cannot start: retried with back-off
+    assert "not a regular file" in gone["error"], gone
+    assert sup.ok("service-status", "envy").out  # the daemon answers on
+    sup.ok("remove-service", "envy")
+
+
 def test_context_errors_are_one_line(sup, tmp_path):
     assert_one_line_error(sup.run("create-service", "-C", str(tmp_path / "nope"),
                                   "/bin/true"), 2, "no such directory")
