@@ -97,18 +97,10 @@ class Cgroups:
         while True:
             if name not in self.killed:
                 try:
-                    os.mkdir(self.path(name))
+                    _mkdir(self.path(name))
                     return name
                 except FileExistsError:
                     pass
-                except FileNotFoundError:  # our tree was removed under us: make it again
-                    try:
-                        os.makedirs(self.path(name))
-                        return name
-                    except FileExistsError:
-                        pass
-                    except OSError:
-                        return name
                 except OSError:
                     return name
             k += 1
@@ -338,15 +330,19 @@ class Cgroups:
 
 
 def _cpu_of(stat: bytes | None) -> float | None:
-    """``usage_usec`` of a ``cpu.stat`` (its first line), in seconds; None without it."""
-    if stat and stat.startswith(b"usage_usec "):
-        end = stat.find(b"\n")
-        return int(stat[11:end if end > 0 else None]) / 1e6
-    if stat:
-        for line in stat.split(b"\n"):
-            if line.startswith(b"usage_usec "):
-                return int(line[11:]) / 1e6
+    """``usage_usec`` of a ``cpu.stat``, in seconds; None without it."""
+    for line in (stat or b"").split(b"\n"):
+        if line.startswith(b"usage_usec "):
+            return int(line[11:]) / 1e6
     return None
+
+
+def _mkdir(path: str) -> None:
+    """mkdir, and the tree above it too where our tree was removed under us."""
+    try:
+        os.mkdir(path)
+    except FileNotFoundError:
+        os.makedirs(path)
 
 
 def _open_dir(path: str) -> int:

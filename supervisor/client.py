@@ -217,15 +217,11 @@ class Client:
     def service_status(self, service: str | int, *, usage: bool = True) -> dict:
         """The service object; ``usage=False``: its cpu_seconds, memory_bytes and tasks
         not read (null), which saves three kernel file reads."""
-        if usage:
-            return self.call("service-status", service=service)
-        return self.call("service-status", service=service, usage=False)
+        return self.call("service-status", service=service, usage=usage)
 
     def list_supervisor(self, *, usage: bool = True) -> dict:
         """Every service; ``usage=False``: their resource usage not read (null)."""
-        if usage:
-            return self.call("list-supervisor")
-        return self.call("list-supervisor", usage=False)
+        return self.call("list-supervisor", usage=usage)
 
     def supervisor_freelist(self, services: list[str | int]) -> dict:
         return self.call("supervisor-freelist", services=list(services))
@@ -249,9 +245,7 @@ class Client:
         return self._waiting("signal-service", services=list(services), signal=signal)
 
     def show_service(self, *services: str | int, usage: bool = True) -> dict:
-        if usage:
-            return self.call("show-service", services=list(services))
-        return self.call("show-service", services=list(services), usage=False)
+        return self.call("show-service", services=list(services), usage=usage)
 
     def apply(self, *, dry_run: bool = False, prune: bool = False) -> dict:
         """Make the instance match its config file; returns ``{"instance", "dry_run",

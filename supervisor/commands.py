@@ -40,7 +40,7 @@ _RUNS = (State.RUNNING, State.STOPPED, State.STOPPING)  # a process of its own e
 _NO_USAGE = (None, None, None)  # not asked for (a query's "usage": false)
 
 
-def service_object(svc: Service, usage: tuple = (None, None, None)) -> dict:
+def service_object(svc: Service, usage: tuple = _NO_USAGE) -> dict:
     """The service object of ``--json`` output (stable keys; docs/reference.md).
     ``usage``: (cpu_seconds, memory_bytes, tasks) where it runs (``Shell.usage``)."""
     return {
@@ -277,7 +277,7 @@ class Commands:
             raise CommandError(code, why)
         cwd = arg(args, "cwd", str, "/")
         _bytes_of(cwd)
-        if cwd != "/" and (not os.path.isabs(cwd) or not os.path.isdir(cwd)):
+        if not os.path.isabs(cwd) or not os.path.isdir(cwd):
             raise CommandError("invalid-argument", f"--cwd {cwd}: no such directory")
         context_fields = _context(args)
         why = process.check_executable(path, deferred=stopped)

@@ -223,18 +223,18 @@ def files_of(instance: int, environ=None) -> list[str]:
     its file (where it exists), then ``<N>.d/*.toml`` by name."""
     main = path_of(instance, environ)
     found = [main] if os.path.lexists(main) else []
-    if found:
-        _check_dir(os.path.dirname(main))
     drop_in = main[:-len(".toml")] + ".d"
     try:
         names = sorted(os.listdir(drop_in))
     except FileNotFoundError:
-        return found
+        names = None
     except OSError as exc:
         raise ConfigError(drop_in, None, exc.strerror or str(exc)) from None
-    _check_dir(drop_in)
-    if not found:
+    if found or names is not None:
         _check_dir(os.path.dirname(main))
+    if names is None:
+        return found
+    _check_dir(drop_in)
     return found + [os.path.join(drop_in, n) for n in names
                     if n.endswith(".toml") and not n.startswith(".")]
 

@@ -83,6 +83,10 @@ class Ev(enum.Enum):
     DECLARE = "declare"  # apply, save: it is (definition) or is no more (None) declared
 
 
+FACTS = frozenset({Ev.SPAWNED, Ev.SPAWN_FAILED, Ev.DUE, Ev.EXITED, Ev.STOPPED_SEEN,
+                   Ev.CONTINUED_SEEN, Ev.STOP_TIMEOUT, Ev.CLOCK_CHANGED})  # the rest: commands
+
+
 @dataclass(frozen=True, slots=True)
 class Event:
     kind: Ev

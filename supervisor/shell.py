@@ -28,11 +28,6 @@ from supervisor.process import Proc
 
 _FIRED = {"start": Ev.DUE, "stop": Ev.STOP_TIMEOUT}  # what a timer of each slot reports
 _RUNS = (State.RUNNING, State.STOPPED, State.STOPPING)  # a process of its own exists
-# A start that follows a fact (a timer, an exit: a restart) lets its child's exec run
-# before the daemon goes on (process._let_it_exec); one a command asked for does not:
-# there the answer to the client waiting for it comes first.
-_FACTS = frozenset({Ev.SPAWNED, Ev.SPAWN_FAILED, Ev.DUE, Ev.EXITED, Ev.STOPPED_SEEN,
-                    Ev.CONTINUED_SEEN, Ev.STOP_TIMEOUT, Ev.CLOCK_CHANGED})
 
 
 class Record:
@@ -74,7 +69,6 @@ class Shell:
         self._feeding = False
         self._rejects: list[tuple[str, machine.Reject]] = []
         self._last: dict[str, Service] = {}
-        self._cause: Ev | None = None  # the kind of the event being stepped
 
     # ---- the one entry into the machine ---------------------------------------------------
 
@@ -123,10 +117,9 @@ class Shell:
         if rec is None:  # forgotten meanwhile
             return
         svc, effects = machine.step(rec.svc, event, time.time(), self.timers.now())
-        self._cause = event.kind
-        self._commit(rec, svc, effects)
+        self._commit(rec, svc, effects, event.kind)
 
-    def _commit(self, rec: Record, svc: Service, effects: list) -> None:
+    def _commit(self, rec: Record, svc: Service, effects: list, cause: Ev) -> None:
         if rec.svc.state is not svc.state:
             self.counts[rec.svc.state] -= 1
             self.counts[svc.state] += 1
@@ -136,7 +129,10 @@ class Shell:
         for effect in effects:
             match effect:
                 case machine.Spawn(stopped=stopped):
-                    self._spawn(rec, stopped)
+                    # a start that follows a fact (a timer, an exit: a restart) lets its
+                    # child's exec run before the daemon goes on; one a command asked
+                    # for does not: the answer to the client waiting for it comes first
+                    self._spawn(rec, stopped, let_it_exec=cause in machine.FACTS)
                 case machine.Signal(signo=signo, group=group):
                     self._signal(rec, signo, group)
                 case machine.ArmTimer(due=due, wall=wall, slot=slot):
@@ -243,7 +239,7 @@ class Shell:
 
     # ---- effects --------------------------------------------------------------------------
 
-    def _spawn(self, rec: Record, stopped: bool) -> None:
+    def _spawn(self, rec: Record, stopped: bool, let_it_exec: bool) -> None:
         svc = rec.svc
         proc = None
         in_cgroup = False
@@ -261,7 +257,7 @@ class Shell:
                     proc = process.spawn(list(svc.command), env=env, stopped=stopped,
                                          cwd=svc.cwd, stdout=handoff.out, stderr=handoff.err,
                                          cgroup_fd=cgroup_fd, ids=ids,
-                                         let_it_exec=self._cause in _FACTS)
+                                         let_it_exec=let_it_exec)
             finally:
                 self.outputs.done(handoff, svc.name, proc.pid if proc else None)
         except (OSError, ValueError) as exc:  # ValueError: an argument no exec can take
