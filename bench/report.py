@@ -456,8 +456,9 @@ def render(r: dict, images: dict[str, str]) -> str:
             w(f"![CLI latency]({images['cli']})\n")
         w(f"Each command run {c['runs']} times end to end with {c['tool']}; the floor is the "
           "interpreter both venvs use, starting and doing nothing. Bytecode caches are "
-          "written as in a normal installation (this machine sets PYTHONDONTWRITEBYTECODE; "
-          "it is dropped for these commands so a first run writes them).\n")
+          "there as in a normal installation: ours compiled by scripts/bootstrap (and "
+          "`make bench`), the peers' by pip; this machine sets PYTHONDONTWRITEBYTECODE, "
+          "which is dropped for these commands anyway.\n")
         rows = [(f"`{k}`", v["ms"]) for k, v in c["commands"].items()]
         w(_detail(rows, "(ms)") + "\n")
         w("Commands: " + "; ".join(f"`{v['cmd']}`" for v in c["commands"].values()) + "\n")
