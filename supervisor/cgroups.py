@@ -76,7 +76,7 @@ class Cgroups:
             return None
         if mount is None or own is None:
             return None
-        key = hashlib.sha256(os.path.realpath(rundir).encode()).hexdigest()[:12]
+        key = hashlib.sha256(os.fsencode(os.path.realpath(rundir))).hexdigest()[:12]
         base = os.path.join(mount + own.rstrip("/"), f"supervisor.{instance}.{key}")
         try:
             os.makedirs(base, exist_ok=True)

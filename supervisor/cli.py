@@ -712,7 +712,8 @@ def _split_create(argv: list[str]) -> list[str]:
 
 
 def _instance_like(word: str) -> bool:
-    return word.isascii() and word.isdigit() and len(word) <= 3
+    """What -i could take (leading zeros too: -i 0070 is instance 70)."""
+    return word.isascii() and word.isdigit() and len(word.lstrip("0")) <= 3
 
 
 def _command_doc(argv: list[str]) -> str | None:

@@ -388,6 +388,8 @@ def start_daemon(instance: int, *, runtime_dir: str | None = None,
         os.set_blocking(log_fd, True)
         log_start = os.lseek(log_fd, 0, os.SEEK_END)
         env = {**os.environ, "NOTIFY_SOCKET": notify_path, "SUPERVISOR_RUNTIME_DIR": base}
+        if env.get("SUPERVISOR_CONFIG_DIR"):  # relative to us, not to the daemon's "/"
+            env["SUPERVISOR_CONFIG_DIR"] = os.path.abspath(env["SUPERVISOR_CONFIG_DIR"])
         for key in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
             env.pop(key, None)
         argv = [sys.executable, "-m", "supervisor.daemon", "--instance", str(instance)]

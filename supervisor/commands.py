@@ -268,6 +268,10 @@ class Commands:
         delay = number_arg(args, "delay", 0)
         sched, policy, limit = _schedule_and_policy(args, restart, delay,
                                                     self.daemon.timers.now())
+        autostart = arg(args, "autostart", bool, True)
+        if not autostart and (sched is not None or delay > 0):
+            raise CommandError("invalid-argument", "autostart false (started by "
+                               "start-service only) takes no delay, at, every or cron")
         stopped = arg(args, "create_stopped", bool, False)
         out = arg(args, "output", str, "journal")
         _bytes_of(out)
@@ -287,7 +291,7 @@ class Commands:
                     create_stopped=stopped, delay=float(delay), cwd=cwd, output=out,
                     schedule=sched, restart_mode=policy.mode,
                     restart_delay=policy.delay, restart_max_delay=policy.max_delay,
-                    start_limit=limit, autostart=arg(args, "autostart", bool, True),
+                    start_limit=limit, autostart=autostart,
                     **context_fields)
 
     def open(self, args) -> dict:

@@ -198,6 +198,10 @@ def canonical(table: dict) -> dict:
     if sum(k in out for k in ("delay", "at", "every", "cron")) > 1:
         raise ValueError(f"{[k for k in ('delay', 'at', 'every', 'cron') if k in out][1]}: "
                          "choose one of delay, at, every and cron")
+    timed = [k for k in ("delay", "at", "every", "cron") if k in out]
+    if out.get("autostart") is False and timed:
+        raise ValueError(f"autostart: false (started by start-service only) takes no "
+                         f"{timed[0]}: drop one of the two")
     return out
 
 

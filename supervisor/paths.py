@@ -24,8 +24,8 @@ class UnsafeDir(Exception):
 
 def runtime_dir() -> str:
     explicit = os.environ.get("SUPERVISOR_RUNTIME_DIR")
-    if explicit:
-        return explicit
+    if explicit:  # a relative one is the caller's: the daemon runs in /
+        return os.path.abspath(explicit)
     uid = os.geteuid()
     if uid == 0:
         return "/run/supervisor"

@@ -480,6 +480,8 @@ class Shell:
             svc.schedule is not None and svc.schedule.repeats and svc.alive)
         if not waits or (svc.state is not State.PENDING and svc.next_start is None):
             return
+        if svc.state is State.PENDING and svc.next_start is None and not svc.autostart:
+            return  # defined, never started: it waits for start-service, as before
         now, mono = time.time(), self.timers.now()
         start = svc.next_start if svc.next_start is not None else now
         wall = svc.schedule is not None and svc.schedule.wall

@@ -151,6 +151,8 @@ def _raw(sup, payload: bytes) -> list[dict]:
      b'"restart_times": "many"}}\n', "invalid-argument"),
     (b'{"v": 1, "id": 1, "cmd": "create-service", "args": {"path": "/bin/true", '
      b'"delay": true}}\n', "invalid-argument"),
+    (b'{"v": 1, "id": 1, "cmd": "create-service", "args": {"path": "/bin/true", '
+     b'"autostart": false, "every": 60}}\n', "invalid-argument"),
     (b'{"v": 1, "id": 1, "cmd": "open-service", "args": {"pid": "1"}}\n',
      "invalid-argument"),
     (b'{"v": 1, "id": 1, "cmd": "supervisor-freelist", "args": {"services": []}}\n',

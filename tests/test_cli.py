@@ -18,6 +18,7 @@ from conftest import (
     state,
     wait_until,
 )
+from timeouts import TIMEOUT
 
 # the service object v2 (docs/reference.md "The service object")
 SERVICE_KEYS = {"name", "pid", "status", "restarts", "exit_code", "signal", "started_at",
@@ -393,3 +394,29 @@ def test_a_process_we_suspended_is_resumed_when_let_go(sup):
             p.kill()
             p.wait()
 
+
+
+@pytest.mark.parametrize("word", ["7", "07", "0070", "099"])
+def test_a_trailing_instance_may_have_leading_zeros(word):
+    from supervisor import cli
+
+    split = cli._split_create(["create-service", "/bin/true", "-i", word])
+    assert split[-2:] == ["/bin/true", "--"] and split[-4:-2] == ["-i", word]
+
+
+def test_a_runtime_dir_whose_name_is_not_utf8_works(rundir):
+    odd = os.path.join(rundir, os.fsdecode(b"\xffrun"))  # a byte no UTF-8 text has
+    s = Supervisor(odd)
+
+    def cli(*args: str) -> bytes:  # its output names the directory: bytes, not text
+        done = subprocess.run([sys.executable, "-m", "supervisor", *args], env=s.env,
+                              capture_output=True, timeout=TIMEOUT)
+        assert done.returncode == 0 and done.stderr == b"", done
+        return done.stdout
+
+    assert b"\xffrun/0.sock" in cli("init")
+    try:
+        cli("create-service", "-n", "a", "/bin/sleep", "1019")
+        assert s.status("a")["status"] == "RUNNING"
+    finally:
+        cli("close")

@@ -19,6 +19,7 @@ from conftest import (
     marked,
     wait_until,
 )
+from timeouts import TIMEOUT
 
 WEB = """
 [services.web]
@@ -136,6 +137,8 @@ BROKEN = [
     ('[services.bad]\ncommand = ["/bin/true"]\n[services.bad.env]\n"1X" = "y"\n', 3, "env"),
     ('[services."-x"]\ncommand = ["/bin/true"]\n', 1, "-x"),
     ('[service.web]\ncommand = ["/bin/true"]\n', 1, "service"),
+    ('[services.bad]\ncommand = ["/bin/true"]\nautostart = false\ndelay = 5\n', 3,
+     "autostart"),
 ]
 
 
@@ -272,6 +275,11 @@ def test_autostart_false_waits_for_start_service(inst, conf):
     inst.ok("init")
     assert services(inst)["idle"]["status"] == "PENDING"
     assert services(inst)["idle"]["pid"] is None
+    inst.ok("reload")  # taken back from the state file: still waiting, not started
+    assert services(inst)["idle"]["status"] == "PENDING"
+    os.kill(inst.pid, signal.SIGKILL)  # and after a crash of the daemon
+    inst.ok("init")
+    assert services(inst)["idle"]["status"] == "PENDING"
     inst.ok("start-service", "idle")
     wait_until(lambda: "idle" in running(inst), what="idle to start")
 
@@ -372,3 +380,12 @@ def test_one_apply_at_a_time_and_close_during_one_starts_nothing(inst, conf, tmp
     inst.ok("close")
     first.communicate(timeout=30)
     assert marked(token) == []  # the restart's new process was never started
+
+
+def test_a_relative_config_dir_is_the_callers_not_the_daemons(inst, conf):
+    """The daemon runs in /: a relative SUPERVISOR_CONFIG_DIR means where `init` ran."""
+    (conf / "0.toml").write_text(WEB)
+    env = {**inst.env, "SUPERVISOR_CONFIG_DIR": conf.name}
+    subprocess.run([sys.executable, "-m", "supervisor", "init"], env=env, cwd=conf.parent,
+                   check=True, capture_output=True, timeout=TIMEOUT)
+    wait_until(lambda: set(running(inst)) == {"web", "db"}, what="web and db to run")
