@@ -313,9 +313,14 @@ def init(instance: int, *, runtime_dir: str | None = None,
     """Make sure ``instance`` runs: (its info, whether this call started it)."""
     try:
         with Client(instance, runtime_dir=runtime_dir, timeout=5) as c:
-            return c.info(), False
+            info = c.info()
     except NotRunning:
         pass
+    else:
+        if info.get("stopping"):  # it would refuse every command but a read
+            raise SupervisorError(f"instance {instance} (pid {info['pid']}) is closing: run "
+                                  "init again once it has closed")
+        return info, False
     if systemd_units_usable(runtime_dir):
         _systemctl("start", f"supervisor@{instance}.socket")
     else:
@@ -448,7 +453,9 @@ def close_instance(instance: int, *, runtime_dir: str | None = None,
 
     with Client(instance, runtime_dir=runtime_dir) as c:
         answer = c.shutdown()
-    wait = timeout if timeout is not None else answer.get("grace", 5) + START_TIMEOUT
+    # every stop under way ends by its SIGKILL, the longest of them after "longest_stop"
+    longest = answer.get("longest_stop", answer.get("grace", 5))
+    wait = timeout if timeout is not None else longest + START_TIMEOUT
     try:
         proc = process.open_pid(answer["pid"])
     except ProcessLookupError:

@@ -440,8 +440,13 @@ class Commands:
     def shutdown(self, args) -> dict:
         d = self.daemon
         stopping = d.shutdown()
+        # the longest any stop under way may take before its SIGKILL: a client waits that
+        # long (and a little) for the daemon to exit
+        longest = max([d.grace, *(
+            stop_wait(svc, d.grace if svc.stopping == "shutdown" else None)
+            for svc in self.shell.services() if svc.state is State.STOPPING)])
         return {"pid": os.getpid(), "instance": d.instance, "stopping": stopping,
-                "grace": d.grace}
+                "grace": d.grace, "longest_stop": longest}
 
 
 # ---- arguments ---------------------------------------------------------------------------

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, alive, assert_one_line_error, wait_until
+from conftest import ROOT, Supervisor, alive, assert_one_line_error, wait_until
 from journald import journal_mark, wait_for_entry
 from timeouts import TIMEOUT
 
@@ -550,3 +550,20 @@ def test_logs_of_every_service_since_a_time_and_by_priority(sup):
     assert sup.ok("logs", "--since", later).out == ""
     assert_one_line_error(sup.run("logs", "--since", "soon"), 2, "--since")
     assert_one_line_error(sup.run("logs", "-p", "loud"), 2, "-p")
+
+
+def test_close_waits_as_long_as_the_longest_stop_and_init_meanwhile_says_it_closes(
+        rundir, tmp_path):
+    s = Supervisor(rundir)
+    s.ok("init")
+    log = tmp_path / "log"
+    # it ignores SIGTERM: its stop ends with SIGKILL after 6 s, past the daemon's grace
+    s.ok("create-service", "-n", "slow", "--stop-timeout", "6", TERM_TRAP, str(log), "ignore")
+    ready(log)
+    with s.client() as c:
+        answer = c.shutdown()  # what `close` sends: it then waits for the daemon's exit
+    assert (answer["grace"], answer["longest_stop"]) == (5.0, 6.0)
+    assert_one_line_error(s.run("init"), 1, "is closing", "init again")
+    wait_until(lambda: not alive(answer["pid"]), what="the daemon to exit after its SIGKILL")
+    s.ok("init")  # closed: a new one starts
+    s.ok("close")
