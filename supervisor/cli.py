@@ -536,8 +536,10 @@ def _verb(c, opts: dict, as_json: bool) -> int:
     plain = len(refs) == 1 and not any(ch in str(refs[0]) for ch in "*?[")
     failed = [s for s in services if s.get("error") and s["status"] == "PENDING"
               and cmd in ("start-service", "restart-service")]
+    gone = answer.get("gone", [])  # removed by another command meanwhile
     if as_json:
-        _print(services[0] if plain and len(services) == 1 else {"services": services}, True, "")
+        _print(services[0] if plain and len(services) == 1 and not gone else
+               {"services": services, **({"gone": gone} if gone else {})}, True, "")
     elif cmd == "show-service":
         print("\n\n".join(_show(s) for s in services))
     else:
@@ -545,6 +547,9 @@ def _verb(c, opts: dict, as_json: bool) -> int:
         for s in services:
             if s in failed:
                 line = f"{s['name']}: could not start: {s['error']} (retrying)"
+            elif not s.get("changed") and cmd == "stop-service" and s["status"] == "PENDING":
+                line = (f"{s['name']}: nothing to do (PENDING: it does not run; "
+                        "supervisor-cancel calls off what is to come)")
             elif not s.get("changed"):
                 line = f"{s['name']}: nothing to do ({_status_text(s)})"
             elif cmd == "signal-service":
@@ -553,7 +558,9 @@ def _verb(c, opts: dict, as_json: bool) -> int:
                 pid = f", pid {s['pid']}" if s["pid"] is not None else ""
                 line = f"{verb} {s['name']} ({_status_text(s)}{pid})"
             print(line)
-    return EXIT_REFUSED if failed else EXIT_OK
+        for name in gone:
+            print(f"{name}: removed by another command meanwhile")
+    return EXIT_REFUSED if failed or gone else EXIT_OK
 
 
 _PRIORITIES = ("emerg", "alert", "crit", "err", "warning", "notice", "info", "debug")

@@ -112,9 +112,13 @@ class Waiting:
 
     def result(self) -> dict:
         shell = self.commands.shell
-        return {"instance": self.commands.daemon.instance,
-                "services": [{**self.commands.view(name), "changed": name in self.changed}
-                             for name in self.names if name in shell]}
+        answer = {"instance": self.commands.daemon.instance,
+                  "services": [{**self.commands.view(name), "changed": name in self.changed}
+                               for name in self.names if name in shell]}
+        gone = [name for name in self.names if name not in shell]
+        if gone:  # removed by another command while this one waited
+            answer["gone"] = gone
+        return answer
 
 
 class Commands:

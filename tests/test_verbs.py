@@ -567,3 +567,35 @@ def test_close_waits_as_long_as_the_longest_stop_and_init_meanwhile_says_it_clos
     wait_until(lambda: not alive(answer["pid"]), what="the daemon to exit after its SIGKILL")
     s.ok("init")  # closed: a new one starts
     s.ok("close")
+
+
+def test_stop_service_leaves_a_start_still_to_come_and_says_how_to_call_it_off(sup):
+    sup.ok("create-service", "-n", "later", "-d", "600", "/bin/sleep", "1020")
+    out = sup.ok("stop-service", "later").out
+    assert out.strip() == ("later: nothing to do (PENDING: it does not run; "
+                           "supervisor-cancel calls off what is to come)")
+    assert sup.status("later")["status"] == "PENDING"
+
+
+def test_a_service_removed_while_a_restart_waits_is_told_not_hidden(sup, tmp_path):
+    import subprocess
+    import sys
+
+    log = tmp_path / "log"
+    sup.ok("create-service", "-n", "stub", "--stop-timeout", "3", TERM_TRAP, str(log),
+           "ignore")
+    ready(log)
+    mark = journal_mark()
+    restart = subprocess.Popen([sys.executable, "-m", "supervisor", "restart-service",
+                                "stub"], env=sup.env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    try:  # under way: its stop signal sent, the answer waits for the stop
+        wait_for_entry(None, TIMEOUT, since=mark, SERVICE_NAME="stub",
+                       SUPERVISOR_EVENT="stopping")
+        sup.ok("remove-service", "stub")
+        out, err = restart.communicate(timeout=TIMEOUT)
+    finally:
+        restart.kill()
+        restart.wait()
+    assert (restart.returncode, out.strip(), err) == (
+        1, "stub: removed by another command meanwhile", "")
