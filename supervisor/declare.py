@@ -208,7 +208,12 @@ def _finish(commands, out: Plan, records: dict) -> None:
     for action, name in out.changes:
         if action not in (RESTART, REMOVE):
             continue
-        if shell.records.get(name) is not records[name]:
+        now = shell.records.get(name)
+        if now is None:  # removed meanwhile (remove-service): the file still rules
+            if action == RESTART and not closing:
+                _create(commands, out, name)
+            continue
+        if now is not records[name]:
             out.errors.append(f"{name}: replaced meanwhile by another service of that "
                               "name: left alone")
             continue

@@ -12,6 +12,7 @@ import sys
 
 import pytest
 from conftest import (
+    ROOT,
     Supervisor,
     alive,
     assert_one_line_error,
@@ -19,6 +20,7 @@ from conftest import (
     marked,
     wait_until,
 )
+from journald import journal_mark, wait_for_entry
 from timeouts import TIMEOUT
 
 WEB = """
@@ -389,3 +391,29 @@ def test_a_relative_config_dir_is_the_callers_not_the_daemons(inst, conf):
     subprocess.run([sys.executable, "-m", "supervisor", "init"], env=env, cwd=conf.parent,
                    check=True, capture_output=True, timeout=TIMEOUT)
     wait_until(lambda: set(running(inst)) == {"web", "db"}, what="web and db to run")
+
+
+def test_a_declared_service_removed_while_apply_restarts_it_comes_back(inst, conf, tmp_path):
+    log = tmp_path / "log"
+    trap = str(ROOT / "tests" / "toys" / "term_trap")
+    table = (f'[services.a]\ncommand = ["{trap}", "{log}", "ignore"]\n'
+             "stop_timeout = 3\n")
+    (conf / "0.toml").write_text(table)
+    inst.ok("init")
+    wait_until(lambda: "ready" in (log.read_text() if log.exists() else ""),
+               what="a to set its traps")
+    (conf / "0.toml").write_text(table.replace("stop_timeout = 3", "stop_timeout = 2"))
+    mark = journal_mark()
+    apply = subprocess.Popen([sys.executable, "-m", "supervisor", "apply"], env=inst.env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:  # its restart under way: the stop signal sent, SIGKILL in 3 s
+        wait_for_entry(None, TIMEOUT, since=mark, SERVICE_NAME="a",
+                       SUPERVISOR_EVENT="stopping")
+        inst.ok("remove-service", "a")
+        out, err = apply.communicate(timeout=TIMEOUT)
+    finally:
+        apply.kill()
+        apply.wait()
+    assert (apply.returncode, out, err) == (0, "restart a\n", "")
+    wait_until(lambda: "a" in running(inst), what="the declared a to run again")
+    assert services(inst)["a"]["stop_timeout"] == 2.0
