@@ -250,7 +250,11 @@ class Shell:
         try:
             ids, user_env = context.resolve_user(svc.user) if svc.user else (None, None)
             env = context.environment(self.env, svc.env, svc.env_file, user_env)
-            handoff = self.outputs.prepare(svc.name, svc.output)
+            try:
+                handoff = self.outputs.prepare(svc.name, svc.output)
+            except OSError as exc:  # the program is not to blame: say where output goes
+                where = f" {exc.filename}" if exc.filename else ""
+                raise ValueError(f"its output{where}: {exc.strerror or exc}") from None
             try:
                 with (self.cgroups.spawning_in(rec.cgroup) if self.cgroups
                       else contextlib.nullcontext((None, False))) as (cgroup_fd, in_cgroup):

@@ -599,3 +599,15 @@ def test_a_service_removed_while_a_restart_waits_is_told_not_hidden(sup, tmp_pat
         restart.wait()
     assert (restart.returncode, out.strip(), err) == (
         1, "stub: removed by another command meanwhile", "")
+
+
+def test_an_output_that_cannot_be_opened_is_blamed_not_the_program(sup, tmp_path):
+    out = tmp_path / "out.log"
+    make(sup, "-n", "loud", "--restart", "always", "-o", str(out), "/bin/sleep", "1021")
+    out.unlink()
+    out.mkdir()  # no file can be opened there now
+    again = sup.run("restart-service", "loud")
+    assert again.rc == 1, again
+    assert f"could not start: /bin/sleep: its output {out}: Is a directory (retrying)" \
+        in again.out, again
+    sup.ok("remove-service", "loud")
