@@ -408,12 +408,9 @@ class Commands:
                              for n in list(self.shell.records)]}
 
     def freelist(self, args) -> dict:
-        refs = arg(args, "services", list)
-        if not refs:
-            raise CommandError("invalid-argument", "name at least one service")
-        names = [self.resolve(ref) for ref in refs]  # all or nothing
+        names = self.resolve_many({"services": arg(args, "services", list)})  # all or nothing
         removed = []
-        for name in dict.fromkeys(names):
+        for name in names:
             svc = self.shell.refresh(name)
             self.apply(name, Event(Ev.REMOVE))
             removed.append({**service_object(svc), "removed": True})

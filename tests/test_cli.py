@@ -249,6 +249,12 @@ def test_freelist_removes_all_or_nothing(sup):
     assert [s["name"] for s in removed] == ["a", "b"]
     assert [s["name"] for s in sup.json("list-supervisor")["services"]] == ["c"]
     wait_until(lambda: not alive(pids[0]) and not alive(pids[1]), what="both killed")
+    # shell patterns, as every command on several services takes them
+    sup.create("/bin/sleep", ["60"], name="c2")
+    assert_one_line_error(sup.run("supervisor-freelist", "c*", "z*"), 1, "z*")
+    removed = sup.json("supervisor-freelist", "c*")["removed"]
+    assert [s["name"] for s in removed] == ["c", "c2"]
+    assert sup.json("list-supervisor")["services"] == []
 
 
 def test_cancel_only_pending(sup):
