@@ -11,6 +11,7 @@ most :data:`MAX_REQUEST` bytes.
 from __future__ import annotations
 
 import json
+import math
 
 TYPE_CHECKING = False  # typing is not imported at run time: the CLI must start fast
 if TYPE_CHECKING:  # the CLI imports this module: keep typing and dataclasses out of its start
@@ -96,11 +97,22 @@ def encode_request(req_id: Any, cmd: str, args: dict | None = None) -> bytes:
     return _dumps({"v": VERSION, "id": req_id, "cmd": cmd, "args": args or {}})
 
 
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not JSON")  # Python's json takes NaN and Infinity
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text} is out of range")
+    return value
+
+
 def decode_request(line: bytes) -> Request:
     if len(line) > MAX_REQUEST:
         raise ProtocolError("request-too-large", f"request of {len(line)} bytes is over 1 MiB")
     try:
-        obj = json.loads(line)
+        obj = json.loads(line, parse_constant=_no_constant, parse_float=_finite)
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise ProtocolError("bad-request", f"request is not valid JSON: {exc}") from None
     if not isinstance(obj, dict):
