@@ -539,7 +539,10 @@ def _context(args: dict) -> dict:
         _bytes_of(key)
         _bytes_of(value)
         try:
-            pairs.append(context.env_pair(f"{key}={value}"))
+            pair = context.env_pair(f"{key}={value}")
+            if pair[0] != key:  # {"A=B": "c"} is no variable A=B
+                raise ValueError(f"--env {key!r}: a KEY is made of letters, digits and _")
+            pairs.append(pair)
         except ValueError as exc:
             raise CommandError("invalid-argument", str(exc)) from None
     env_file = arg(args, "env_file", str, None)

@@ -59,6 +59,8 @@ def read_env_file(path: str) -> dict[str, str]:
         value = value.strip()
         if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
             value = value[1:-1]
+        if "\0" in value:  # no environment can carry it: it would cut the value short
+            raise ValueError(f"{path}:{number}: a value may not contain NUL")
         out[key] = value
     return out
 

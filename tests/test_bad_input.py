@@ -158,6 +158,8 @@ def _raw(sup, payload: bytes) -> list[dict]:
     (b'{"v": 1, "id": 1, "cmd": "supervisor-freelist", "args": {"services": []}}\n',
      "invalid-argument"),
     (b"\xff\xfe\n", "bad-request"),
+    (b'{"v": 1, "id": 1, "cmd": "create-service", "args": {"path": "/bin/true", '
+     b'"env": {"A=B": "c"}}}\n', "invalid-argument"),  # no variable is named A=B
     (b'{"v": 1, "id": NaN, "cmd": "ping"}\n', "bad-request"),  # an id no JSON could echo
     (b'{"v": 1, "id": 1e999, "cmd": "ping"}\n', "bad-request"),
 ])

@@ -611,3 +611,10 @@ def test_an_output_that_cannot_be_opened_is_blamed_not_the_program(sup, tmp_path
     assert f"could not start: /bin/sleep: its output {out}: Is a directory (retrying)" \
         in again.out, again
     sup.ok("remove-service", "loud")
+
+
+def test_an_env_file_value_with_a_nul_is_refused_not_cut(sup, tmp_path):
+    env_file = tmp_path / "env"
+    env_file.write_bytes(b"A=1\0x\n")
+    assert_one_line_error(sup.run("create-service", "--env-file", str(env_file),
+                                  "/bin/true"), 2, f"{env_file}:1", "NUL")
