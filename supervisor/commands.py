@@ -279,10 +279,6 @@ class Commands:
         stopped = arg(args, "create_stopped", bool, False)
         out = arg(args, "output", str, "journal")
         _bytes_of(out)
-        why = output.check(out)
-        if why is not None:
-            code = "not-writable" if why.startswith("cannot write") else "invalid-argument"
-            raise CommandError(code, why)
         cwd = arg(args, "cwd", str, "/")
         _bytes_of(cwd)
         if not os.path.isabs(cwd) or not os.path.isdir(cwd):
@@ -291,6 +287,11 @@ class Commands:
         why = process.check_executable(path, deferred=stopped)
         if why is not None:
             raise CommandError("not-executable", why)
+        # last: checking an output file makes it, and a create refused leaves nothing
+        why = output.check(out)
+        if why is not None:
+            code = "not-writable" if why.startswith("cannot write") else "invalid-argument"
+            raise CommandError(code, why)
         return dict(command=(path, *argv_rest), restart_limit=policy.limit,
                     create_stopped=stopped, delay=float(delay), cwd=cwd, output=out,
                     schedule=sched, restart_mode=policy.mode,

@@ -23,6 +23,7 @@ directories files are read from (its own and ``N.d``).
 from __future__ import annotations
 
 import datetime
+import errno
 import math
 import os
 import re
@@ -258,11 +259,14 @@ def _check_dir(path: str) -> None:
 
 def _read(path: str) -> str:
     """The text of a config file we may trust (see the module's docstring)."""
+    drop_in = os.path.basename(os.path.dirname(path)).endswith(".d")
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK
-                     | (os.O_NOFOLLOW if os.path.basename(os.path.dirname(path))
-                        .endswith(".d") else 0))
+                     | (os.O_NOFOLLOW if drop_in else 0))
     except OSError as exc:
+        if drop_in and exc.errno == errno.ELOOP:
+            raise ConfigError(path, None, "a symbolic link: a drop-in file must be a file "
+                              "of its own (links are not followed)") from None
         raise ConfigError(path, None, f"cannot read it: {exc.strerror}") from None
     try:
         st = os.fstat(fd)

@@ -417,3 +417,13 @@ def test_a_declared_service_removed_while_apply_restarts_it_comes_back(inst, con
     assert (apply.returncode, out, err) == (0, "restart a\n", "")
     wait_until(lambda: "a" in running(inst), what="the declared a to run again")
     assert services(inst)["a"]["stop_timeout"] == 2.0
+
+
+def test_a_link_among_the_drop_in_files_is_refused_and_says_why(inst, conf, tmp_path):
+    (conf / "0.d").mkdir()
+    real = tmp_path / "real.toml"
+    real.write_text('[services.l]\ncommand = ["/bin/sleep", "1022"]\n')
+    (conf / "0.d" / "l.toml").symlink_to(real)
+    inst.ok("init")
+    assert_one_line_error(inst.run("apply"), 2, f"{conf}/0.d/l.toml:", "a symbolic link",
+                          "not followed")

@@ -618,3 +618,10 @@ def test_an_env_file_value_with_a_nul_is_refused_not_cut(sup, tmp_path):
     env_file.write_bytes(b"A=1\0x\n")
     assert_one_line_error(sup.run("create-service", "--env-file", str(env_file),
                                   "/bin/true"), 2, f"{env_file}:1", "NUL")
+
+
+def test_a_refused_create_leaves_no_output_file_behind(sup, tmp_path):
+    out = tmp_path / "out.log"
+    assert_one_line_error(sup.run("create-service", "-o", str(out), str(tmp_path / "nope")),
+                          1, "no such file")
+    assert not out.exists()
