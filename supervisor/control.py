@@ -156,7 +156,8 @@ class Connection:
             self.server.held.add(self)  # served again once the others have read theirs
         # only the unterminated tail is one request; whole lines held back by
         # backpressure are many small ones
-        if len(self.rbuf) - (self.rbuf.rfind(b"\n") + 1) > MAX_REQUEST:
+        # (its newline still to come counts: a tail of MAX_REQUEST bytes is over already)
+        if len(self.rbuf) - (self.rbuf.rfind(b"\n") + 1) >= MAX_REQUEST:
             self._refuse(self.server.refuse(len(self.rbuf), "request-too-large"))
         elif self.closing and self.discard < 0 and self.rbuf.strip() \
                 and b"\n" not in self.rbuf:

@@ -109,8 +109,9 @@ def _finite(text: str) -> float:
 
 
 def decode_request(line: bytes) -> Request:
-    if len(line) > MAX_REQUEST:
-        raise ProtocolError("request-too-large", f"request of {len(line)} bytes is over 1 MiB")
+    size = len(line) + (not line.endswith(b"\n"))  # its newline counts, taken off or not
+    if size > MAX_REQUEST:
+        raise ProtocolError("request-too-large", f"request of {size} bytes is over 1 MiB")
     try:
         obj = json.loads(line, parse_constant=_no_constant, parse_float=_finite)
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:

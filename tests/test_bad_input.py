@@ -172,6 +172,15 @@ def test_malformed_requests_get_an_error_answer(populated, payload, code):
     assert _snapshot(populated) == before
 
 
+@pytest.mark.parametrize(("size", "ok"), [(protocol.MAX_REQUEST, True),
+                                          (protocol.MAX_REQUEST + 1, False)])
+def test_a_request_may_take_1_mib_with_its_newline_not_a_byte_more(populated, size, ok):
+    head, tail = b'{"v":1,"id":1,"cmd":"ping","args":{"pad":"', b'"}}\n'
+    [answer] = _raw(populated, head + b"x" * (size - len(head) - len(tail)) + tail)
+    assert answer["ok"] is ok, answer
+    assert ok or answer["error"]["code"] == "request-too-large"
+
+
 def test_oversized_request_is_refused_and_connection_closed(populated):
     before = _snapshot(populated)
     answers = _raw(populated, b'{"v": 1, "id": 1, "cmd": "ping", "pad": "' + b"x" * (2 << 20))
