@@ -128,6 +128,18 @@ static int place_fds(void)
     return 0;
 }
 
+/* "supervisor: cannot execute PATH: why" on the child's stderr, with nothing but write */
+static void tell_exec_error(const char *path, int err)
+{
+    const char *why = strerrordesc_np(err);
+    const char *parts[] = {"supervisor: cannot execute ", path, ": ",
+                           why != NULL ? why : "error", "\n"};
+    for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++)
+        if (write(2, parts[i], strlen(parts[i])) < 0)
+            break;
+    errno = err;
+}
+
 static int child_main(void *arg)
 {
     const struct sv_spawn *r = arg;
@@ -174,6 +186,9 @@ static int child_main(void *arg)
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL);
     execve(r->path, r->argv, r->envp);
+    if (r->stopped)  /* on resume: no one waits for the report any more; say why where the
+                      * service's output goes (the journal, its file) */
+        tell_exec_error(r->path, errno);
 fail:
     *child_err = errno ? errno : EINVAL;
     _exit(127);

@@ -268,7 +268,11 @@ def _fork_spawn(argv, env, cwd, stdout, stderr, stopped, ids) -> int:
     if pid:
         os.close(w)
         try:
-            err = os.read(r, 16) if not stopped else b""
+            # stopped: the report of a step before the stop; none after it
+            if stopped and os.waitid(os.P_PID, pid, os.WSTOPPED | os.WEXITED | os.WNOWAIT) \
+                    .si_code == os.CLD_STOPPED:
+                return pid
+            err = os.read(r, 16)
         finally:
             os.close(r)
         if err:
@@ -276,6 +280,7 @@ def _fork_spawn(argv, env, cwd, stdout, stderr, stopped, ids) -> int:
             code = int(err)
             raise OSError(code, os.strerror(code))
         return pid
+    resumed = False
     try:  # the child: only async-signal-safe-ish steps, then exec
         os.setsid()
         for sig in _DEFAULT_SIGNALS:
@@ -297,11 +302,16 @@ def _fork_spawn(argv, env, cwd, stdout, stderr, stopped, ids) -> int:
             os.setresuid(ids.uid, ids.uid, ids.uid)
         if stopped:
             os.kill(os.getpid(), signal.SIGSTOP)
+            resumed = True
         signal.pthread_sigmask(signal.SIG_SETMASK, [])
         os.execve(argv[0], argv, env)
     except OSError as exc:
         with contextlib.suppress(OSError):
-            os.write(w, str(exc.errno or 0).encode())
+            if resumed:  # no one reads the pipe any more: say why where the output goes
+                os.write(2, f"supervisor: cannot execute {argv[0]}: "
+                            f"{os.strerror(exc.errno or 0)}\n".encode(errors="replace"))
+            else:
+                os.write(w, str(exc.errno or 0).encode())
     finally:
         os._exit(127)
 

@@ -214,6 +214,31 @@ def test_created_stopped_has_a_pid_and_runs_nothing_until_continued(toy, path):
         os.close(r)
 
 
+def test_created_stopped_that_cannot_exec_on_resume_says_why_on_its_stderr(toy, path,
+                                                                          tmp_path):
+    """A service created stopped execs when resumed, long after the spawn was answered:
+    an exec error then has no one to report to but the service's own output."""
+    prog = tmp_path / "prog"
+    prog.write_bytes(Path(toy).read_bytes())
+    prog.chmod(0o755)
+    r, w = os.pipe2(os.O_CLOEXEC)
+    try:
+        proc = process.spawn([str(prog)], env={}, stdout=w, stderr=w, stopped=True)
+    finally:
+        os.close(w)
+    try:
+        prog.unlink()  # gone before the resume
+        process.send(proc, signal.SIGCONT)
+        said = b""
+        while chunk := _read(r):  # to the end: the child is gone
+            said += chunk
+        assert said == f"supervisor: cannot execute {prog}: No such file or directory\n" \
+            .encode()
+        assert reap(proc) == (127, None)
+    finally:
+        os.close(r)
+
+
 def test_the_daemon_never_writes_cgroup_procs_to_spawn(sup, tmp_path):
     """strace of the daemon while a service crashes and restarts: with clone3 the child
     is born in its cgroup, and the daemon never moves itself (no write to cgroup.procs,
