@@ -43,6 +43,7 @@ def path(request, monkeypatch):
     """Spawns through clone3, or through the path kept for kernels without it."""
     if request.param == "clone3":
         assert native.clone3_missing() == 0  # Linux 6.x here: clone3 with CLONE_INTO_CGROUP
+        native.spawn_setup()  # its fds held for good, as the daemon opens them at start
     monkeypatch.setattr(process, "_clone3", request.param == "clone3")
     return request.param
 
@@ -212,6 +213,17 @@ def test_created_stopped_has_a_pid_and_runs_nothing_until_continued(toy, path):
         assert reap(proc) == (0, None)
     finally:
         os.close(r)
+
+
+def test_created_stopped_whose_step_before_the_stop_fails_is_an_oserror(tmp_path, path):
+    """A step before the stop (chdir here) fails as any spawn's would: told to the create,
+    nothing left behind."""
+    fds, kids = len(os.listdir("/proc/self/fd")), pids_of_children()
+    with pytest.raises(OSError) as info:
+        process.spawn(["/bin/true"], env={}, cwd=str(tmp_path / "no-such-dir"), stopped=True)
+    assert info.value.errno == errno.ENOENT
+    assert len(os.listdir("/proc/self/fd")) == fds
+    assert pids_of_children() == kids
 
 
 def test_created_stopped_that_cannot_exec_on_resume_says_why_on_its_stderr(toy, path,
