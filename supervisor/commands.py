@@ -30,10 +30,15 @@ DAEMON_COMMANDS = frozenset({"shutdown", "reload"})
 
 
 class CommandError(Exception):
-    def __init__(self, code: str, message: str) -> None:
+    """A command refused: its string code and one line for the user; ``key``: the
+    create-service argument it is about, where one is (a config file's error names its
+    line)."""
+
+    def __init__(self, code: str, message: str, key: str | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        self.key = key
 
 
 _RUNS = (State.RUNNING, State.STOPPED, State.STOPPING)  # a process of its own exists
@@ -282,7 +287,7 @@ class Commands:
         cwd = arg(args, "cwd", str, "/")
         _bytes_of(cwd)
         if not os.path.isabs(cwd) or not os.path.isdir(cwd):
-            raise CommandError("invalid-argument", f"--cwd {cwd}: no such directory")
+            raise CommandError("invalid-argument", f"--cwd {cwd}: no such directory", "cwd")
         context_fields = _context(args)
         why = process.check_executable(path, deferred=stopped)
         if why is not None:
@@ -291,7 +296,7 @@ class Commands:
         why = output.check(out)
         if why is not None:
             code = "not-writable" if why.startswith("cannot write") else "invalid-argument"
-            raise CommandError(code, why)
+            raise CommandError(code, why, "output")
         return dict(command=(path, *argv_rest), restart_limit=policy.limit,
                     create_stopped=stopped, delay=float(delay), cwd=cwd, output=out,
                     schedule=sched, restart_mode=policy.mode,
@@ -583,6 +588,8 @@ def _schedule_and_policy(args: dict, restart: int | None, delay: float, mono: fl
     if sum(x is not None for x in (at, every, cron)) + (delay > 0) > 1:
         raise CommandError("invalid-argument",
                            "choose one of --delay, --at, --every and --cron")
+    key = next((k for k, v in (("at", at), ("every", every), ("cron", cron)) if v is not None),
+               None)  # what a ValueError is about
     try:
         if at is not None:
             if at <= now:
@@ -597,13 +604,15 @@ def _schedule_and_policy(args: dict, restart: int | None, delay: float, mono: fl
             sched = schedule.Schedule.cron(cron)
         else:
             sched = None
+        key = None
         policy = schedule.RestartPolicy.from_options(
             arg(args, "restart", str, None), restart,
             delay=number_arg(args, "restart_delay", 0),
             max_delay=number_arg(args, "restart_max_delay", 60))
+        key = "start_limit"
         text = arg(args, "start_limit", str, None)
         limit = (schedule.StartLimit.parse(text) if text is not None
                  else schedule.DEFAULT_START_LIMIT if policy.limit is None else None)
     except ValueError as exc:
-        raise CommandError("invalid-argument", str(exc)) from None
+        raise CommandError("invalid-argument", str(exc), key) from None
     return sched, policy, limit

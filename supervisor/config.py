@@ -413,11 +413,16 @@ def create_args(name: str, table: dict, now: float) -> dict:
                 "stop_timeout", "autostart"):
         if key in table:
             args[key] = table[key]
-    if "at" in table:
-        args["at"] = schedule.parse_at(table["at"], now)
-    if "every" in table:
-        every = table["every"]
-        args["every"] = schedule.parse_interval(every) if isinstance(every, str) else every
+    key = "at"  # what a ValueError("KEY: why") is about
+    try:
+        if "at" in table:
+            args["at"] = schedule.parse_at(table["at"], now)
+        key = "every"
+        if "every" in table:
+            every = table["every"]
+            args["every"] = schedule.parse_interval(every) if isinstance(every, str) else every
+    except ValueError as exc:
+        raise ValueError(f"{key}: {exc}") from None
     return args
 
 

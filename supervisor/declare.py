@@ -17,6 +17,7 @@ definition (``config.table_of``), so that ``export | apply`` changes nothing.
 from __future__ import annotations
 
 import json
+import re
 import time
 import traceback
 
@@ -31,8 +32,10 @@ def _key_of(exc) -> str | None:
     """The config key a create-service refusal is about (its option, in the message)."""
     if exc.code == "not-executable":
         return "command"
-    for key in config.KEYS:
-        if f"--{key.replace('_', '-')}" in exc.message:
+    if exc.key is not None:
+        return exc.key
+    for key in config.KEYS:  # --env, not the start of --env-file
+        if re.search(rf"--{key.replace('_', '-')}(?![\w-])", exc.message):
             return key
     return None
 
@@ -101,8 +104,9 @@ def plan(commands, prune: bool, declared: dict[str, tuple[dict, str]] | None = N
         try:
             try:
                 args = config.create_args(name, table, now)
-            except ValueError as exc:
-                raise CommandError("invalid-argument", str(exc)) from None
+            except ValueError as exc:  # "KEY: why"
+                raise CommandError("invalid-argument", str(exc),
+                                   str(exc).split(":")[0]) from None
             fields = commands._definition(args)
         except CommandError as exc:
             if "at" in table and "in the past" in exc.message:

@@ -141,6 +141,15 @@ BROKEN = [
     ('[service.web]\ncommand = ["/bin/true"]\n', 1, "service"),
     ('[services.bad]\ncommand = ["/bin/true"]\nautostart = false\ndelay = 5\n', 3,
      "autostart"),
+    # refused by the daemon's create-service checks, not by the file's: the key's line all
+    # the same (an env line first: --env is not the start of --env-file)
+    ('[services.bad]\ncommand = ["/bin/true"]\nenv = { A = "1" }\nenv_file = "/no/such/f"\n',
+     4, "/no/such/f"),
+    ('[services.bad]\ncommand = ["/bin/true"]\n\noutput = "/no/such/dir/f"\n', 4,
+     "/no/such/dir/f"),
+    ('[services.bad]\ncommand = ["/bin/true"]\n\ncron = "1 2 3"\n', 4, "cron"),
+    ('[services.bad]\ncommand = ["/bin/true"]\n\nat = "tea time"\n', 4, "tea time"),
+    ('[services.bad]\ncommand = ["/bin/true"]\n\nstart_limit = "5 in 10"\n', 4, "start limit"),
 ]
 
 
