@@ -69,6 +69,10 @@ class Shell:
         self._feeding = False
         self._rejects: list[tuple[str, machine.Reject]] = []
         self._last: dict[str, Service] = {}
+        # while taking services back from a state document: the pids re-adopted so far, and
+        # how many entries claim each pid
+        self._claimed: set[int] = set()
+        self._claims: collections.Counter[int] = collections.Counter()
 
     # ---- the one entry into the machine ---------------------------------------------------
 
@@ -404,11 +408,17 @@ class Shell:
         of another boot or program). Returns (re-adopted, ended meanwhile)."""
         ended, adopted = [], 0
         stored = dict(stored or {})
+        # a pid more than one entry claims: only a created service's cgroup can prove whose
+        self._claims = collections.Counter(svc.pid for svc, _, _ in services if svc.alive)
+        self._claimed = set()
         for svc, ticks, cgroup in services:
             if cgroup is None and not svc.opened and self.cgroups \
                     and os.path.isdir(self.cgroups.path(f"svc-{svc.name}")):
                 cgroup = f"svc-{svc.name}"  # a document from before cgroups were recorded
-            if svc.state is State.STOPPING:  # a stop the dead daemon did not finish
+            if svc.state is State.STOPPING and (svc.stopping not in ("stop", "restart")
+                                                or carried is not None):
+                # the close the dead daemon did not finish: this one runs it again (a
+                # re-exec carries no stop: the reload waits for them to end)
                 svc = dataclasses.replace(svc, state=State.RUNNING, stopping=None,
                                           killing=False)
             rec = self._put(Record(svc, cgroup))
@@ -417,6 +427,7 @@ class Shell:
                 proc = carried.get(svc.name)
             elif kept:
                 proc = Proc(svc.pid, stored.pop(svc.pid), child=False)
+                self._claimed.add(svc.pid)
                 proc.cgroup = cgroup if self.cgroups else None
                 self.log_event(svc, "recovered", f"{svc.name} (pid {svc.pid}) re-adopted "
                                                  "through the fd store", 5)
@@ -428,6 +439,14 @@ class Shell:
                 proc = None
             if proc is not None:
                 self._attach(rec, proc, ticks, stored=kept)
+                if svc.state is State.STOPPING:
+                    # a stop-service or restart-service the dead daemon did not see
+                    # through: it goes on (its signal was sent; SIGKILL after a whole stop
+                    # timeout from now, for when it was sent is not recorded)
+                    wait = machine.stop_wait(svc)
+                    self._arm(rec, self.timers.now() + wait, False, "stop")
+                    self.log_event(svc, "recovered", f"{svc.name} (pid {svc.pid}): its "
+                                   f"{svc.stopping} goes on; SIGKILL in {wait:g} s", 5)
             elif svc.alive:
                 ended.append(svc.name)
                 if cgroup is not None and self.cgroups:
@@ -455,6 +474,15 @@ class Shell:
         pid = svc.pid
         if ticks is None or state.start_ticks(pid) != ticks:
             return None
+        # what open-service refuses, a state file cannot make us adopt either
+        why = process.why_not_adoptable(pid) or (
+            f"pid {pid} is this instance's log relay" if pid == self.outputs.relay_pid
+            else f"pid {pid} is claimed by another service of the state file already"
+            if pid in self._claimed or (svc.opened and self._claims[pid] > 1) else None)
+        if why is not None:
+            self.log_event(svc, "recovered", f"{svc.name} (pid {pid}) not re-adopted: {why}",
+                           4)
+            return None
         if svc.opened:
             if (tuple(process.cmdline(pid)) or (process.comm(pid),)) != svc.command:
                 return None
@@ -472,6 +500,7 @@ class Shell:
             return None
         if cgroup is not None and self.cgroups:
             proc.cgroup = cgroup
+        self._claimed.add(pid)
         self.log_event(svc, "recovered", f"{svc.name} (pid {svc.pid}) re-adopted after a "
                                          "daemon restart", 5)
         return proc

@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 
@@ -447,3 +448,85 @@ def test_what_a_service_left_behind_while_no_daemon_watched_is_killed(sup, tmp_p
 def _parent_gone(sup, pid: int) -> bool:
     fields = process_stat(pid)
     return fields is not None and int(fields[1]) != 0  # reparented, its service is gone
+
+
+def _edit_state(sup: Supervisor, edit) -> None:
+    path = os.path.join(sup.rundir, "0.state.json")
+    with open(path) as f:
+        doc = json.load(f)
+    edit(doc)
+    with open(path, "w") as f:
+        json.dump(doc, f)
+
+
+def test_one_process_claimed_by_two_entries_is_re_adopted_once(sup):
+    """A state file in which an opened service claims a created one's process (its pid,
+    start time and command line): what open-service refuses ("already service x") a state
+    file cannot make happen. The created one, whose cgroup proves the process its own, is
+    re-adopted; the other is not; the instance still closes."""
+    x = sup.create("/bin/sleep", ["600"], name="x", output="null")
+    other = subprocess.Popen(["sleep", "603"], start_new_session=True)
+    try:
+        sup.json("open-service", str(other.pid), "-n", "o")
+        _kill_daemon(sup)
+
+        def claim_x(doc):
+            entries = {e["name"]: e for e in doc["services"]}
+            for key in ("pid", "pids", "start_ticks", "command"):
+                entries["o"][key] = entries["x"][key]
+        _edit_state(sup, claim_x)
+        sup.ok("init", "-i", "0")
+        listing = {s["name"]: s for s in sup.json("list-supervisor")["services"]}
+        assert listing["x"]["status"] == "RUNNING" and listing["x"]["pid"] == x["pid"]
+        assert listing["o"]["status"] not in ("RUNNING", "STOPPED")
+        sup.ok("close")
+        assert not alive(x["pid"])
+    finally:
+        other.kill()
+        other.wait()
+
+
+def test_a_state_file_cannot_make_the_daemon_adopt_init(sup):
+    """An opened service's entry pointed at pid 1 with init's own start time and command
+    line: open-service refuses pid 1, and so does recovery."""
+    other = subprocess.Popen(["sleep", "604"], start_new_session=True)
+    try:
+        sup.json("open-service", str(other.pid), "-n", "o")
+        _kill_daemon(sup)
+        with open("/proc/1/cmdline", "rb") as f:
+            init_cmd = [p.decode() for p in f.read().split(b"\0") if p]
+
+        def point_at_init(doc):
+            [entry] = doc["services"]
+            entry.update(pid=1, pids=[1], start_ticks=start_ticks(1), command=init_cmd)
+        _edit_state(sup, point_at_init)
+        sup.ok("init", "-i", "0")
+        now = sup.status("o")
+        assert now["status"] not in ("RUNNING", "STOPPED")
+    finally:
+        other.kill()
+        other.wait()
+
+
+@pytest.mark.parametrize("how", ["exits-on-term", "ignores-term"])
+def test_a_stop_under_way_when_the_daemon_dies_goes_on_after_init(sup, tmp_path, how):
+    """stop-service sent the stop signal, then the daemon died before the service ended:
+    the next daemon neither forgets the stop (its restart policy must not start the
+    service again) nor its SIGKILL at the stop timeout."""
+    ready, termed = tmp_path / "ready", tmp_path / "termed"
+    then = "sleep 2; exit 0" if how == "exits-on-term" else ":"
+    script = f"trap 'touch {termed}; {then}' TERM; touch {ready}; while :; do sleep 0.1; done"
+    svc = sup.create("/bin/sh", ["-c", script], name="s", restart="always",
+                     stop_timeout=3, output="null")
+    wait_until(ready.exists, what="the trap to be set")
+    stopping = subprocess.Popen([sys.executable, "-m", "supervisor", "stop-service", "s"],
+                                env=sup.env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+    try:
+        wait_until(termed.exists, what="the stop signal")
+        _kill_daemon(sup)  # before the service ends, and before its stop timeout
+    finally:
+        stopping.wait(TIMEOUT)
+    sup.ok("init", "-i", "0")
+    end = sup.wait_status("s", "EXITED" if how == "exits-on-term" else "KILLED")
+    assert end["restarts"] == 0 and not alive(svc["pid"])
