@@ -242,9 +242,12 @@ class Daemon:
                                       "booted: dropped", 5, SUPERVISOR_EVENT="state-error")
                     data = None
         except state.StateError as exc:
-            aside = state.set_aside(name, time.time(), self.dir_fd)
-            self.journal.send(f"state file {path} cannot be trusted ({exc}): set aside as "
-                              f"{aside}", 3, SUPERVISOR_EVENT="state-error")
+            try:
+                aside = f"set aside as {state.set_aside(name, time.time(), self.dir_fd)}"
+            except OSError as err:
+                aside = f"ignored (it could not be set aside: {err.strerror or err})"
+            self.journal.send(f"state file {path} cannot be trusted ({exc}): {aside}", 3,
+                              SUPERVISOR_EVENT="state-error")
             data = None
         if data is not None:
             self._adopt_tree(head)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import json
 import math
 import os
@@ -331,14 +332,35 @@ def load(path: str, dir_fd: int | None = None) -> bytes | None:
 
 
 def set_aside(path: str, now: float, dir_fd: int | None = None) -> str | None:
-    """Move a file that cannot be trusted out of the way (``<path>.bad-<time>``), so that
-    it is kept for a look but never read again. Returns where it went."""
-    aside = f"{path}.bad-{int(now)}"
+    """Move a file that cannot be trusted out of the way (``<path>.bad-<time>``, or
+    ``.bad-<time>.2``... where that name is taken: an earlier one is never overwritten),
+    so that it is kept for a look but never read again. Returns where it went; None when
+    it is gone already. OSError when it cannot be moved."""
+    base = f"{path}.bad-{int(now)}"
+    for k in range(1, 101):
+        aside = base if k == 1 else f"{base}.{k}"
+        if _exists(aside, dir_fd):
+            continue
+        try:
+            os.rename(path, aside, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        except FileNotFoundError:
+            if not _exists(path, dir_fd):
+                return None
+        except OSError as exc:
+            if exc.errno not in (errno.EISDIR, errno.ENOTDIR, errno.EEXIST, errno.ENOTEMPTY):
+                raise
+            # the name was taken meanwhile: the next one
+        else:
+            return aside
+    raise OSError(errno.EEXIST, f"{base} and 99 more names are taken")
+
+
+def _exists(path: str, dir_fd: int | None) -> bool:
     try:
-        os.rename(path, aside, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        os.stat(path, dir_fd=dir_fd, follow_symlinks=False)
     except FileNotFoundError:
-        return None
-    return aside
+        return False
+    return True
 
 
 def remove(path: str, dir_fd: int | None = None) -> None:

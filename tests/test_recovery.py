@@ -530,3 +530,25 @@ def test_a_stop_under_way_when_the_daemon_dies_goes_on_after_init(sup, tmp_path,
     sup.ok("init", "-i", "0")
     end = sup.wait_status("s", "EXITED" if how == "exits-on-term" else "KILLED")
     assert end["restarts"] == 0 and not alive(svc["pid"])
+
+
+def test_setting_a_bad_state_file_aside_never_overwrites_an_earlier_one(sup):
+    """Two bad state files within a second, or a name taken by anything else: each kept
+    under a name of its own, and the daemon starts."""
+    sup.create("/bin/sleep", ["600"], name="gone", output="null")
+    _kill_daemon(sup)
+    path = os.path.join(sup.rundir, "0.state.json")
+    now = int(time.time())
+    for t in range(now, now + 2 * int(TIMEOUT)):  # the names of this second and the next
+        taken = f"{path}.bad-{t}"
+        os.makedirs(os.path.join(taken, "sub"))  # a directory rename(2) cannot replace
+        os.makedirs(os.path.join(f"{taken}.2", "sub"))
+    with open(path, "w") as f:
+        f.write("garbage")
+    sup.ok("init", "-i", "0")
+    assert sup.json("list-supervisor")["services"] == []
+    kept = [e for e in os.listdir(sup.rundir) if e.startswith("0.state.json.bad-")
+            and os.path.isfile(os.path.join(sup.rundir, e))]
+    assert len(kept) == 1 and kept[0].endswith(".3")
+    with open(os.path.join(sup.rundir, kept[0])) as f:
+        assert f.read() == "garbage"
