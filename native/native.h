@@ -76,6 +76,9 @@ struct sv_spawn {
     const gid_t *groups;
 };
 
+#define SV_STEP_CWD ...  /* sv_spawn_failed_step(): the working directory */
+
 int sv_spawn_setup(void);
+int sv_spawn_failed_step(void);
 int sv_spawn(const struct sv_spawn *r, int *pidfd);
 int sv_clone3_probe(void);

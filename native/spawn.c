@@ -69,7 +69,10 @@ struct sv_spawn {
 #define STACK_SIZE (64 * 1024)
 
 static char *child_stack;       /* one at a time: the daemon is blocked while it is used */
-static volatile int *child_err; /* a shared page: the child's errno when it cannot exec */
+#define SV_STEP_CWD 1  /* the step a spawn failed at: its working directory */
+
+/* a shared page: [0] the child's errno when it cannot exec, [1] the step that failed */
+static volatile int *child_err;
 static int slot[3] = {-1, -1, -1};  /* low fds: the child's stdin, stdout, stderr to be */
 static int devnull = -1;
 static int slots_top = -1;      /* the highest of them: the child keeps fds up to it */
@@ -157,8 +160,6 @@ static int child_main(void *arg)
         goto fail;
     if (setsid() < 0 || place_fds() < 0)
         goto fail;
-    if (r->cwd != NULL && chdir(r->cwd) < 0)
-        goto fail;
     if (r->umask >= 0)
         umask((mode_t)r->umask);
     if (r->nofile >= 0) {
@@ -178,6 +179,11 @@ static int child_main(void *arg)
     if (r->uid >= 0 && syscall(SYS_setresuid, (uid_t)r->uid, (uid_t)r->uid,
                                (uid_t)r->uid) < 0)
         goto fail;
+    /* as the service's user, as systemd's WorkingDirectory=: one it may not enter fails */
+    if (r->cwd != NULL && chdir(r->cwd) < 0) {
+        child_err[1] = SV_STEP_CWD;
+        goto fail;
+    }
     if (close_range(3, UINT_MAX, 0) < 0)
         goto fail;
     if (r->stopped)
@@ -190,7 +196,7 @@ static int child_main(void *arg)
                       * service's output goes (the journal, its file) */
         tell_exec_error(r->path, errno);
 fail:
-    *child_err = errno ? errno : EINVAL;
+    child_err[0] = errno ? errno : EINVAL;
     _exit(127);
 }
 
@@ -232,7 +238,7 @@ int sv_spawn(const struct sv_spawn *r, int *pidfd)
 {
     if (setup() < 0)
         return -1;
-    *child_err = 0;
+    child_err[0] = child_err[1] = 0;
     /* the child's three fds into the slots; put back to /dev/null after (a pipe must not be
      * held open by the daemon) */
     int src[3] = {r->stdin_fd >= 0 ? r->stdin_fd : devnull, r->stdout_fd, r->stderr_fd};
@@ -301,6 +307,13 @@ int sv_spawn(const struct sv_spawn *r, int *pidfd)
     }
     *pidfd = fd;
     return (int)pid;
+}
+
+/* The step the last spawn that failed failed at: SV_STEP_CWD (its working directory), or
+ * 0 (another: the exec, mostly). */
+int sv_spawn_failed_step(void)
+{
+    return child_err != NULL ? child_err[1] : 0;
 }
 
 /* 0 when clone3 takes CLONE_PIDFD | CLONE_INTO_CGROUP here, else why not (an errno). No

@@ -204,5 +204,10 @@ def clone3_spawn(path: bytes, argv: list[bytes], envp: list[bytes], *, cwd: byte
     req.ngroups = len(groups) if groups is not None else -1
     req.groups = c_groups
     pidfd = ffi.new("int *")
-    pid = _check(lib.sv_spawn(req, pidfd))
+    try:
+        pid = _check(lib.sv_spawn(req, pidfd))
+    except OSError as exc:
+        if cwd is not None and lib.sv_spawn_failed_step() == lib.SV_STEP_CWD:
+            exc.filename = os.fsdecode(cwd)  # not the program's fault: its directory's
+        raise
     return pid, pidfd[0]

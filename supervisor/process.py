@@ -277,10 +277,11 @@ def _fork_spawn(argv, env, cwd, stdout, stderr, stopped, ids) -> int:
             os.close(r)
         if err:
             os.waitpid(pid, 0)
-            code = int(err)
-            raise OSError(code, os.strerror(code))
+            code, _, step = err.decode().partition(" ")
+            raise OSError(int(code), os.strerror(int(code)), cwd if step == "cwd" else None)
         return pid
     resumed = False
+    step = ""  # what a failure is about, where not the program: "cwd"
     try:  # the child: only async-signal-safe-ish steps, then exec
         os.setsid()
         for sig in _DEFAULT_SIGNALS:
@@ -292,7 +293,6 @@ def _fork_spawn(argv, env, cwd, stdout, stderr, stopped, ids) -> int:
             os.dup2(stdout, 1)
         if stderr != 2:
             os.dup2(stderr, 2)
-        os.chdir(cwd)
         if CHILD_NOFILE is not None:
             hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
             resource.setrlimit(resource.RLIMIT_NOFILE, (min(CHILD_NOFILE, hard), hard))
@@ -300,6 +300,9 @@ def _fork_spawn(argv, env, cwd, stdout, stderr, stopped, ids) -> int:
             os.setgroups(ids.groups)
             os.setresgid(ids.gid, ids.gid, ids.gid)
             os.setresuid(ids.uid, ids.uid, ids.uid)
+        step = "cwd"  # entered as the service's user (systemd's WorkingDirectory= too)
+        os.chdir(cwd)
+        step = ""
         if stopped:
             os.kill(os.getpid(), signal.SIGSTOP)
             resumed = True
@@ -311,7 +314,7 @@ def _fork_spawn(argv, env, cwd, stdout, stderr, stopped, ids) -> int:
                 os.write(2, f"supervisor: cannot execute {argv[0]}: "
                             f"{os.strerror(exc.errno or 0)}\n".encode(errors="replace"))
             else:
-                os.write(w, str(exc.errno or 0).encode())
+                os.write(w, f"{exc.errno or 0} {step}".encode())
     finally:
         os._exit(127)
 

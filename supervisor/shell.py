@@ -252,8 +252,17 @@ class Shell:
             # once empty)
             rec.cgroup = self.cgroups.new_dir(svc.name)
         try:
-            ids, user_env = context.resolve_user(svc.user) if svc.user else (None, None)
-            env = context.environment(self.env, svc.env, svc.env_file, user_env)
+            try:
+                ids, user_env = context.resolve_user(svc.user) if svc.user else (None, None)
+            except ValueError as exc:  # gone from the system since the create
+                raise ValueError(f"its user {svc.user}: {exc}") from None
+            try:
+                env = context.environment(self.env, svc.env, svc.env_file, user_env)
+            except OSError as exc:  # its env file, not the program, is to blame
+                raise ValueError(f"its env file {svc.env_file}: {exc.strerror or exc}") \
+                    from None
+            except ValueError as exc:  # "PATH: line N: why"
+                raise ValueError(f"its env file {exc}") from None
             try:
                 handoff = self.outputs.prepare(svc.name, svc.output)
             except OSError as exc:  # the program is not to blame: say where output goes
@@ -270,6 +279,8 @@ class Shell:
                 self.outputs.done(handoff, svc.name, proc.pid if proc else None)
         except (OSError, ValueError) as exc:  # ValueError: an argument no exec can take
             why = getattr(exc, "strerror", None) or str(exc)
+            if isinstance(exc, OSError) and exc.filename == svc.cwd:
+                why = f"its working directory {svc.cwd}: {why}"  # not the program's fault
             self._queue.append((svc.name, Event(
                 Ev.SPAWN_FAILED, error=f"{svc.command[0]!s}: {why}")))
             return

@@ -195,6 +195,8 @@ def test_a_child_that_cannot_exec_is_an_oserror_and_leaves_nothing(tmp_path, pat
     with pytest.raises(OSError) as info:
         process.spawn([prog], env={}, cwd=cwd)
     assert info.value.errno == code
+    # the directory is named where it is to blame, not the program
+    assert (info.value.filename == cwd) == (make == "bad-cwd")
     assert len(os.listdir("/proc/self/fd")) == fds  # no pidfd left open
     assert pids_of_children() == kids  # and no child left, not even a zombie
 

@@ -625,3 +625,37 @@ def test_a_refused_create_leaves_no_output_file_behind(sup, tmp_path):
     assert_one_line_error(sup.run("create-service", "-o", str(out), str(tmp_path / "nope")),
                           1, "no such file")
     assert not out.exists()
+
+
+def test_an_env_file_or_directory_gone_since_the_create_is_blamed_not_the_program(sup,
+                                                                                  tmp_path):
+    env_file, cwd = tmp_path / "svc.env", tmp_path / "dir"
+    env_file.write_text("A=1\n")
+    cwd.mkdir()
+    make(sup, "-n", "ctx", "--restart", "always", "--env-file", str(env_file), "-C", str(cwd),
+         "/bin/sleep", "1022")
+    env_file.unlink()
+    again = sup.run("restart-service", "ctx")
+    assert again.rc == 1, again
+    assert f"could not start: /bin/sleep: its env file {env_file}: No such file or " \
+        "directory (retrying)" in again.out, again
+    env_file.write_text("A=1\n")
+    cwd.rmdir()
+    sup.ok("stop-service", "ctx")  # what it retries is called off
+    again = sup.run("start-service", "ctx")
+    assert again.rc == 1, again
+    assert f"could not start: /bin/sleep: its working directory {cwd}: No such file or " \
+        "directory (retrying)" in again.out, again
+    sup.ok("remove-service", "ctx")
+
+
+def test_the_working_directory_is_entered_as_the_services_user(sup, other_user, tmp_path):
+    """As systemd's WorkingDirectory=: a directory the user may not enter fails the start,
+    rather than the program starting in it as root let it."""
+    closed = tmp_path / "closed"
+    closed.mkdir(mode=0o700)  # root's
+    result = sup.run("create-service", "-u", other_user.pw_name, "-C", str(closed),
+                     "/bin/true")
+    assert result.rc == 1, result
+    assert f"its working directory {closed}: Permission denied" in result.err, result
+    assert sup.json("list-supervisor")["services"] == []
