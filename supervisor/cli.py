@@ -502,7 +502,10 @@ def _declared(instance: int, opts: dict, as_json: bool) -> int:
         if opts.get("save"):
             answer = c.save()
             _print(answer, as_json, f"saved {len(answer['written'])} services of instance "
-                                    f"{instance} to {answer['path']}")
+                                    f"{instance} to {answer['path']}" + "".join(
+                                        f"\nKept: {n} (declared there, not made here: "
+                                        "`supervisor apply` says why)"
+                                        for n in answer.get("kept", [])))
             return EXIT_OK
         answer = c.apply(dry_run=opts["--dry-run"], prune=opts["--prune"])
     would = "would " if answer["dry_run"] else ""

@@ -31,7 +31,7 @@ import shlex
 import stat
 import tomllib
 
-MAX_FILE = 1 << 20
+MAX_FILE = 16 << 20  # a config file's size at most: ~50,000 services of ~300 bytes
 
 # key: (what it must be, for messages; the check, returning the canonical value or raising
 # ValueError; its default, dropped from the canonical form)
@@ -276,7 +276,7 @@ def _read(path: str) -> str:
             raise ConfigError(path, None, "not trusted: it must belong to root or to the "
                               "daemon's user, and nobody else may write it (chmod go-w)")
         if st.st_size > MAX_FILE:
-            raise ConfigError(path, None, "over 1 MiB")
+            raise ConfigError(path, None, f"over {MAX_FILE >> 20} MiB")
         data = os.read(fd, MAX_FILE + 1)
     finally:
         os.close(fd)

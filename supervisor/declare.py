@@ -263,14 +263,23 @@ def save(commands) -> dict:
     instance = commands.daemon.instance
     path = config.path_of(instance)
     try:
-        elsewhere = {name for name, (_, where) in config.load(instance).items()
-                     if not where.startswith(path + ":")}
+        declared = config.load(instance)
     except config.ConfigError as exc:
         raise CommandError("invalid-config", f"{exc}; fix it before saving over it") from None
+    elsewhere = {name for name, (_, where) in declared.items()
+                 if not where.startswith(path + ":")}
     exported = export(commands)
     tables = {n: t for n, t in exported["services"].items() if n not in elsewhere}
+    # what the file declares and this instance does not have (its create failed: a program
+    # not installed yet) stays declared: a save writes what runs, it erases nothing
+    kept = sorted(n for n in declared if n not in elsewhere and n not in commands.shell)
+    tables.update((n, declared[n][0]) for n in kept)
     text = config.dumps(tables, f"Instance {instance}'s declared services, written by "
                                 "`supervisor save`.\nEdit, then `supervisor apply`.")
+    if len(text.encode()) > config.MAX_FILE:  # it could not be read back
+        raise CommandError("not-writable", f"{path} would hold {len(text.encode()):,} bytes, "
+                           f"over the {config.MAX_FILE >> 20} MiB a config file may: split "
+                           "the services into <N>.d/ files")
     try:
         os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
         state.dump(path, text.encode())
@@ -280,7 +289,7 @@ def save(commands) -> dict:
     for name, table in exported["services"].items():
         commands.shell.apply(name, Event(Ev.DECLARE,
                                          definition=json.dumps(table)))
-    return {**exported, "path": path, "written": sorted(tables)}
+    return {**exported, "path": path, "written": sorted(tables), "kept": kept}
 
 
 def _is_text(table: dict) -> bool:

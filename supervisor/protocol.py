@@ -33,7 +33,8 @@ ERRORS = {
     "not-adoptable": "that process may not be opened",
     "already-supervised": "that process is already a service of this instance",
     "not-executable": "the path is not an executable file",
-    "not-writable": "the output file cannot be opened for writing",
+    "not-writable": "the output file cannot be opened for writing (save: the config file "
+                    "cannot be written)",
     "name-taken": "a service of that name exists",
     "bad-state": "the service's status does not allow the command",
     "spawn-failed": "the program could not be started",

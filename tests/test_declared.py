@@ -253,6 +253,34 @@ def test_save_makes_the_live_set_come_back_after_close(inst, conf):
     assert services(inst)["kept"]["restart"] == "always"
 
 
+def test_save_keeps_a_declared_service_this_instance_could_not_make(inst, conf):
+    """A file declares a program not installed yet: its create fails, yet a save (which
+    writes what runs) does not erase the declaration."""
+    ghost = '[services.ghost]\ncommand = ["/no/such/program"]\n'
+    (conf / "0.toml").write_text(WEB + "\n" + ghost)
+    inst.ok("init")
+    wait_until(lambda: set(running(inst)) == {"web", "db"}, what="web and db to run")
+    out = inst.ok("save").out
+    assert out == (f"saved 3 services of instance 0 to {conf}/0.toml\nKept: ghost (declared "
+                   "there, not made here: `supervisor apply` says why)\n")
+    text = (conf / "0.toml").read_text()
+    assert "[services.ghost]" in text and "/no/such/program" in text
+
+
+def test_save_refuses_a_file_too_large_to_be_read_back(inst, conf):
+    inst.ok("init")
+    word = "w" * 60_000
+    with inst.client() as c:
+        for i in range(20):  # 20 tables of ~900 KB: 18 MB in all
+            [made] = c.pipeline([("create-service", {"path": "/bin/sleep", "name": f"big{i}",
+                                                     "args": ["1020", *[word] * 15],
+                                                     "output": "null"})])
+            assert made["status"] == "RUNNING", made
+    assert_one_line_error(inst.run("save"), 1, "would hold", "over the 16 MiB",
+                          "<N>.d/")
+    assert not (conf / "0.toml").exists()
+
+
 def test_sigterm_then_init_brings_back_exactly_the_declared_services(inst, conf):
     (conf / "0.toml").write_text(WEB)
     inst.ok("init")
