@@ -239,8 +239,21 @@ Handler = Callable[[Service, Event, float, float], tuple[Service, list]]
 _SIG_NAMES = {sig.value: sig.name for sig in signal.Signals}  # an Enum call per exit is slow
 
 
-def _sig_name(signo: int) -> str:
-    return _SIG_NAMES.get(signo) or f"signal {signo}"
+def signal_name(signo: int | None) -> str | None:
+    """A signal's name as ``kill -l`` gives it: SIGTERM, and for the real-time ones
+    SIGRTMIN+N or SIGRTMAX-N (``parse_signal`` reads both back); a number without a
+    name, as digits."""
+    if signo is None:
+        return None
+    name = _SIG_NAMES.get(signo)
+    if name is not None:
+        return name
+    if signal.SIGRTMIN < signo < signal.SIGRTMAX:
+        if signo <= (signal.SIGRTMIN + signal.SIGRTMAX) // 2:
+            return f"SIGRTMIN+{signo - signal.SIGRTMIN}"
+        return f"SIGRTMAX-{signal.SIGRTMAX - signo}"
+    return str(signo)
+
 
 
 _FIELD_NAMES = tuple(f.name for f in dataclasses.fields(Service))
@@ -466,7 +479,7 @@ def send_signal(svc, ev, now, mono):
     """signal-service: any signal to the service's process, through its pidfd. What it
     does shows as it happens (a stop, a continue, an exit are reported as any other)."""
     return svc, [Signal(ev.signal, group=False),
-                 Log("signalled", f"{svc.name} (pid {svc.pid}) sent {_sig_name(ev.signal)}")]
+                 Log("signalled", f"{svc.name} (pid {svc.pid}) sent {signal_name(ev.signal)}")]
 
 
 def kill(svc, ev, now, mono):
@@ -499,7 +512,7 @@ def _begin_stop(svc, goal: str, now, mono, grace: float | None = None):
     svc = _r(svc, state=State.STOPPING, stopping=goal, killing=False, held=False)
     why = {"stop": "stopping", "restart": "restarting", "shutdown": "closing the instance"}
     return svc, [*effects, ArmTimer(mono + wait, slot="stop"),
-                 Log("stopping", f"{svc.name} ({why[goal]}): {_sig_name(svc.stop_signal)} to "
+                 Log("stopping", f"{svc.name} ({why[goal]}): {signal_name(svc.stop_signal)} to "
                                  f"pid {svc.pid}, SIGKILL in {wait:g} s", 5)]
 
 
@@ -588,7 +601,7 @@ def classify(ev: Event) -> tuple[str, State, str]:
         if ev.code == 0:
             return "success", State.EXITED, "exited with code 0"
         return "failure", State.CRASHED, f"exited with code {ev.code}"
-    why = f"killed by {_sig_name(ev.signal)}"
+    why = f"killed by {signal_name(ev.signal)}"
     if ev.signal == signal.SIGKILL:
         return "killed", State.KILLED, why
     if ev.signal in CLEAN_SIGNALS:

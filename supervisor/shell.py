@@ -23,7 +23,7 @@ import signal
 import time
 
 from supervisor import context, machine, process, state
-from supervisor.machine import Ev, Event, Refused, Service, State
+from supervisor.machine import Ev, Event, Refused, Service, State, signal_name
 from supervisor.process import Proc
 
 _FIRED = {"start": Ev.DUE, "stop": Ev.STOP_TIMEOUT}  # what a timer of each slot reports
@@ -568,10 +568,3 @@ def as_pid(ref) -> int | None:
     return None
 
 
-def signal_name(signo: int | None) -> str | None:
-    if signo is None:
-        return None
-    try:
-        return signal.Signals(signo).name
-    except ValueError:
-        return str(signo)

@@ -659,3 +659,15 @@ def test_the_working_directory_is_entered_as_the_services_user(sup, other_user, 
     assert result.rc == 1, result
     assert f"its working directory {closed}: Permission denied" in result.err, result
     assert sup.json("list-supervisor")["services"] == []
+
+
+def test_real_time_signals_are_shown_by_name(sup):
+    """As ``kill -l`` names them, and as --stop-signal and signal-service take them."""
+    svc = make(sup, "-n", "rt", "--stop-signal", "RTMIN+3", "/bin/sleep", "1023")
+    assert svc["stop_signal"] == "SIGRTMIN+3"
+    assert "stop_signal: SIGRTMIN+3" in sup.ok("show-service", "rt").out
+    sup.ok("stop-service", "rt")
+    assert sup.status("rt")["signal"] == "SIGRTMIN+3"  # what ended it: its stop signal
+    make(sup, "-n", "late", "/bin/sleep", "1024")
+    sup.ok("signal-service", "late", "RTMAX-2")
+    assert sup.wait_status("late", "CRASHED")["signal"] == "SIGRTMAX-2"
