@@ -18,7 +18,16 @@ import time
 from datetime import datetime
 
 from supervisor import context, declare, output, process, schedule
-from supervisor.machine import Ev, Event, Refused, Service, State, name_problem, stop_wait
+from supervisor.machine import (
+    MAX_RESTARTS,
+    Ev,
+    Event,
+    Refused,
+    Service,
+    State,
+    name_problem,
+    stop_wait,
+)
 from supervisor.shell import signal_name
 
 MAX_SECONDS = 100 * 365 * 86400  # no delay, interval or time is further away than this
@@ -272,8 +281,10 @@ class Commands:
         for text in (path, *argv_rest):
             _bytes_of(text)
         restart = arg(args, "restart_times", int, None)
-        if restart is not None and restart < 0:
-            raise CommandError("invalid-argument", f"restart times must be >= 0, not {restart}")
+        if restart is not None and not 0 <= restart <= MAX_RESTARTS:
+            raise CommandError("invalid-argument", f"restart times must be from 0 to "
+                               f"{MAX_RESTARTS} (no limit: --restart always or on-failure "
+                               "without -r)", "restart_times")
         delay = number_arg(args, "delay", 0)
         sched, policy, limit = _schedule_and_policy(args, restart, delay,
                                                     self.daemon.timers.now())

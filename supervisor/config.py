@@ -45,8 +45,11 @@ def _number(v):
 
 
 def _count(v):
-    if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-        raise ValueError("must be a whole number >= 0")
+    from supervisor.machine import MAX_RESTARTS
+
+    if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= MAX_RESTARTS:
+        raise ValueError(f"must be a whole number from 0 to {MAX_RESTARTS} (no limit: "
+                         "restart = \"always\" or \"on-failure\" without restart_times)")
     return v
 
 

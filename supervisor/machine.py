@@ -490,6 +490,7 @@ def kill(svc, ev, now, mono):
 
 # -- stopping
 
+MAX_RESTARTS = 1_000_000_000  # -r K at most (no limit: --restart always or on-failure)
 STOP_TIMEOUT = 10.0  # seconds from the stop signal to SIGKILL, unless the service says
 
 

@@ -32,7 +32,7 @@ import re
 import signal
 import stat
 
-from supervisor.machine import Service, State, name_problem
+from supervisor.machine import MAX_RESTARTS, Service, State, name_problem
 from supervisor.schedule import RESTART_MODES, Schedule, StartLimit
 
 VERSION = 1
@@ -157,6 +157,17 @@ def _positive_int(v) -> bool:
     return v > 0
 
 
+PID_MAX = 1 << 22  # the kernel's PID_MAX_LIMIT: no pid is larger
+
+
+def _pid(v) -> bool:
+    return 0 < v <= PID_MAX
+
+
+def _counter(v) -> bool:
+    return 0 <= v < 1 << 63
+
+
 def _strings(v) -> bool:
     return all(isinstance(a, str) and "\0" not in a for a in v)
 
@@ -170,12 +181,13 @@ def _service(entry) -> tuple[Service, int | None, str | None]:
     kw["opened"] = _check(entry, "opened", bool)
     state = _check(entry, "state", str, lambda v: v in State.__members__ and v != "NEW")
     kw["state"] = State(state)
-    kw["pid"] = _check(entry, "pid", int, _positive_int, optional=True)
+    kw["pid"] = _check(entry, "pid", int, _pid, optional=True)
     kw["pids"] = tuple(_check(entry, "pids", list, lambda v: all(
-        isinstance(p, int) and not isinstance(p, bool) and p > 0 for p in v)))
+        isinstance(p, int) and not isinstance(p, bool) and _pid(p) for p in v)))
     kw["alive"] = _check(entry, "alive", bool)
-    kw["restarts"] = _check(entry, "restarts", int, lambda v: v >= 0)
-    kw["restart_limit"] = _check(entry, "restart_limit", int, lambda v: v >= 0, optional=True)
+    kw["restarts"] = _check(entry, "restarts", int, _counter)
+    kw["restart_limit"] = _check(entry, "restart_limit", int,
+                                 lambda v: 0 <= v <= MAX_RESTARTS, optional=True)
     mode = _check(entry, "restart_mode", str, lambda v: v in RESTART_MODES)
     # before on-crash existed, the seed's -r K was on-failure with a limit: same meaning then
     kw["restart_mode"] = "on-crash" if "starts" not in entry and mode == "on-failure" \
@@ -188,10 +200,10 @@ def _service(entry) -> tuple[Service, int | None, str | None]:
         isinstance(t, int | float) and not isinstance(t, bool) and math.isfinite(t)
         and abs(t) < _TIME_RANGE[1] for t in v), since=[]))
     kw["waited"] = _check(entry, "waited", float, lambda v: 0 <= v < 1e10, since=0.0)
-    kw["streak"] = _check(entry, "streak", int, lambda v: v >= 0)
+    kw["streak"] = _check(entry, "streak", int, _counter)
     sched = _check(entry, "schedule", dict, optional=True)
     kw["exit_code"] = _check(entry, "exit_code", int, optional=True)
-    kw["signal"] = _check(entry, "signal", int, _positive_int, optional=True)
+    kw["signal"] = _check(entry, "signal", int, lambda v: 0 < v < 65, optional=True)
     kw["started_at"] = _check(entry, "started_at", float, _time, optional=True)
     kw["next_start"] = _check(entry, "next_start", float, _time, optional=True)
     kw["create_stopped"] = _check(entry, "create_stopped", bool)

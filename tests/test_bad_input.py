@@ -38,6 +38,7 @@ def _snapshot(sup):
     (["init", "--instance", "1000"], "0 to 99"),
     (["create-service", "-r", "-1", "/bin/true"], "restart"),
     (["create-service", "-r", "two", "/bin/true"], "restart"),
+    (["create-service", "-r", "9" * 30, "/bin/true"], "restart times must be from 0 to"),
     (["create-service", "-d", "soon", "/bin/true"], "delay"),
     (["create-service", "-d", "nan", "/bin/true"], "delay"),
     (["create-service", "-d", "-3", "/bin/true"], "delay"),

@@ -150,6 +150,8 @@ BROKEN = [
     ('[services.bad]\ncommand = ["/bin/true"]\n\ncron = "1 2 3"\n', 4, "cron"),
     ('[services.bad]\ncommand = ["/bin/true"]\n\nat = "tea time"\n', 4, "tea time"),
     ('[services.bad]\ncommand = ["/bin/true"]\n\nstart_limit = "5 in 10"\n', 4, "start limit"),
+    ('[services.bad]\ncommand = ["/bin/true"]\nrestart_times = 99999999999\n', 3,
+     "restart_times"),
 ]
 
 

@@ -369,7 +369,8 @@ def test_re_adopted_services_end_as_they_really_ended(sup, tmp_path):
 
 
 @pytest.mark.parametrize("damage", [
-    "next_start-1e19", "anchor--1e300", "instance-other", "version-1.0", "a-directory"])
+    "next_start-1e19", "anchor--1e300", "instance-other", "version-1.0", "a-directory",
+    "pid-4194305", "restarts-1e30", "signal-65", "restart_limit-1e12"])
 def test_values_out_of_range_or_of_another_instance_are_set_aside(sup, damage):
     """More ways a state file may be wrong: times no clock reaches, another instance's
     document, a version that is not the integer 1, a directory at its path. Set aside, the
@@ -384,6 +385,8 @@ def test_values_out_of_range_or_of_another_instance_are_set_aside(sup, damage):
         doc["services"][0]["next_start"] = float(value)
     elif what == "anchor":
         doc["services"][0]["schedule"]["anchor"] = float(value)
+    elif what in ("pid", "restarts", "signal", "restart_limit"):  # no kernel, or no count,
+        doc["services"][0][what] = int(float(value))  # gets there
     elif what == "instance":
         doc["instance"] = 1
     elif what == "version":
