@@ -321,12 +321,15 @@ def init(instance: int, *, runtime_dir: str | None = None,
             raise SupervisorError(f"instance {instance} (pid {info['pid']}) is closing: run "
                                   "init again once it has closed")
         return info, False
+    ours = None
     if systemd_units_usable(runtime_dir):
         _systemctl("start", f"supervisor@{instance}.socket")
     else:
-        start_daemon(instance, runtime_dir=runtime_dir, timeout=timeout)
+        ours = start_daemon(instance, runtime_dir=runtime_dir, timeout=timeout)
     with Client(instance, runtime_dir=runtime_dir, timeout=timeout) as c:
-        return c.info(), True  # under systemd this first request activates the daemon
+        info = c.info()  # under systemd this first request activates the daemon
+    # another init that raced this one may have started it (ours then found it running)
+    return info, ours is None or info.get("pid") == ours
 
 
 UNIT_DIRS = ("/etc/systemd/system", "/run/systemd/system", "/usr/local/lib/systemd/system",

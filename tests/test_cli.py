@@ -15,6 +15,7 @@ from conftest import (
     Supervisor,
     alive,
     assert_one_line_error,
+    close_instance,
     state,
     wait_until,
 )
@@ -26,6 +27,22 @@ SERVICE_KEYS = {"name", "pid", "status", "restarts", "exit_code", "signal", "sta
                 "restart_delay", "start_limit", "schedule", "delay", "create_stopped", "cwd",
                 "user", "env", "env_file", "stop_signal", "stop_timeout", "output",
                 "declared", "cpu_seconds", "memory_bytes", "tasks", "error"}
+
+
+def test_of_inits_racing_one_says_started_the_others_already_running(rundir):
+    """Four `init` at once of an instance that does not run: one daemon, and only the init
+    whose daemon it is says it started it."""
+    s = Supervisor(rundir)
+    argv = [sys.executable, "-m", "supervisor", "init", "-i", "0"]
+    try:
+        inits = [subprocess.Popen(argv, env=s.env, stdout=subprocess.PIPE, text=True)
+                 for _ in range(4)]
+        outs = [p.communicate(timeout=TIMEOUT)[0] for p in inits]
+        assert [p.returncode for p in inits] == [0] * 4
+        assert sorted(" started " in out for out in outs) == [False, False, False, True], outs
+        assert {out.split("(pid ")[1].split(",")[0] for out in outs} == {str(s.pid)}
+    finally:
+        close_instance(s)
 
 
 def test_init_is_idempotent_and_listed(sup):
