@@ -216,8 +216,17 @@ class Commands:
         svc = self.shell.refresh(name) if fresh else self.shell.get(name)
         return service_object(svc, self.shell.usage(name) if usage else _NO_USAGE)
 
+    def _not_held(self, name: str) -> None:
+        """A command on a service that an apply under way restarts or removes would be
+        undone by it: refused, to be run again once the apply is done."""
+        doing = declare.held_by_apply(self, name) if self.daemon.waiting else None
+        if doing is not None:
+            raise CommandError("bad-state", f"{name}: an apply under way is {doing}; run "
+                               "the command again once it is done")
+
     def apply(self, name: str, event: Event, **kw) -> Service:
         """The shell's apply, with a refusal as the command's error."""
+        self._not_held(name)
         try:
             return self.shell.apply(name, event, **kw)
         except Refused as exc:
@@ -372,6 +381,7 @@ class Commands:
 
     def _on_all(self, names: list[str], event: Event) -> Waiting:
         for name in names:
+            self._not_held(name)
             self.shell.refresh(name)
             try:
                 self.shell.check(name, event)
@@ -426,6 +436,8 @@ class Commands:
 
     def freelist(self, args) -> dict:
         names = self.resolve_many({"services": arg(args, "services", list)})  # all or nothing
+        for name in names:
+            self._not_held(name)
         removed = []
         for name in names:
             svc = self.shell.refresh(name)

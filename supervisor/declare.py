@@ -70,6 +70,18 @@ def busy(commands) -> bool:
     return any(isinstance(w[3], Applying) for w in commands.daemon.waiting)
 
 
+def held_by_apply(commands, name: str) -> str | None:
+    """What an apply under way does to service ``name`` ("making it again" from the file,
+    "removing it"), or None: a command on it meanwhile would be undone by the apply."""
+    for w in commands.daemon.waiting:
+        applying = w[3]
+        if isinstance(applying, Applying) and not applying.finished \
+                and name in applying.names:
+            action = dict((n, a) for a, n in applying.plan.changes).get(name)
+            return "removing it" if action == REMOVE else "making it again from the file"
+    return None
+
+
 def plan(commands, prune: bool, declared: dict[str, tuple[dict, str]] | None = None,
          *, skip_bad: bool = False) -> Plan:
     """The plan that makes the instance match ``declared`` (default: its config files).

@@ -432,7 +432,11 @@ def test_a_relative_config_dir_is_the_callers_not_the_daemons(inst, conf):
     wait_until(lambda: set(running(inst)) == {"web", "db"}, what="web and db to run")
 
 
-def test_a_declared_service_removed_while_apply_restarts_it_comes_back(inst, conf, tmp_path):
+def test_a_command_on_a_service_apply_is_restarting_is_refused_not_undone(inst, conf,
+                                                                         tmp_path):
+    """While apply restarts a service (its stop under way), a remove-service or
+    stop-service of it would be undone by the apply, which makes it again from the file:
+    refused, with why; the apply goes through."""
     log = tmp_path / "log"
     trap = str(ROOT / "tests" / "toys" / "term_trap")
     table = (f'[services.a]\ncommand = ["{trap}", "{log}", "ignore"]\n'
@@ -448,7 +452,9 @@ def test_a_declared_service_removed_while_apply_restarts_it_comes_back(inst, con
     try:  # its restart under way: the stop signal sent, SIGKILL in 3 s
         wait_for_entry(None, TIMEOUT, since=mark, SERVICE_NAME="a",
                        SUPERVISOR_EVENT="stopping")
-        inst.ok("remove-service", "a")
+        for verb in ("remove-service", "stop-service", "restart-service"):
+            assert_one_line_error(inst.run(verb, "a"), 1, "a: an apply under way is making "
+                                  "it again from the file", "once it is done")
         out, err = apply.communicate(timeout=TIMEOUT)
     finally:
         apply.kill()
@@ -456,6 +462,7 @@ def test_a_declared_service_removed_while_apply_restarts_it_comes_back(inst, con
     assert (apply.returncode, out, err) == (0, "restart a\n", "")
     wait_until(lambda: "a" in running(inst), what="the declared a to run again")
     assert services(inst)["a"]["stop_timeout"] == 2.0
+    inst.ok("stop-service", "a")  # the apply done: taken
 
 
 def test_a_link_among_the_drop_in_files_is_refused_and_says_why(inst, conf, tmp_path):
