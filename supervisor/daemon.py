@@ -13,7 +13,8 @@ Options:
   -h, --help          Show this text.
 
 Signals: SIGTERM and SIGINT close the instance (as `supervisor close` does); SIGHUP
-re-executes the daemon in place (as `supervisor reload` does). `supervisor init` is what
+re-executes the daemon in place (as `supervisor reload` does); SIGUSR1, SIGUSR2, SIGALRM,
+SIGQUIT, SIGVTALRM, SIGPROF, SIGXCPU and SIGIO are logged and ignored. `supervisor init` is what
 starts it detached; start-up itself is in `supervisor/startup.py`.
 """
 
@@ -44,7 +45,12 @@ from supervisor.shell import Shell
 from supervisor.timers import Timers
 from supervisor.watcher import PidfdWatcher
 
-HANDLED_SIGNALS = (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+# signals with no meaning here, whose default action would end the daemon without a word
+# (an admin's `kill -USR1` to reopen logs, say): taken on the signalfd, logged, ignored
+IGNORED_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2, signal.SIGALRM, signal.SIGQUIT,
+                   signal.SIGVTALRM, signal.SIGPROF, signal.SIGXCPU, signal.SIGIO)
+HANDLED_SIGNALS = (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP,
+                   *IGNORED_SIGNALS)
 
 
 class Daemon:
@@ -376,6 +382,10 @@ class Daemon:
                 self.journal.send(f"SIGHUP from pid {info.pid}: re-executing", 5,
                                   SUPERVISOR_EVENT="signal")
                 self.reexec_requested = not self.stopping
+            elif info.signo in IGNORED_SIGNALS:
+                self.journal.send(f"{signal.Signals(info.signo).name} from pid {info.pid}: "
+                                  "ignored (SIGTERM closes, SIGHUP re-executes)", 4,
+                                  SUPERVISOR_EVENT="signal")
         self.shell.stop_continue_seen(stop_continue_reports())
 
     # ---- shutdown ------------------------------------------------------------------------

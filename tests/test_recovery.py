@@ -555,3 +555,15 @@ def test_setting_a_bad_state_file_aside_never_overwrites_an_earlier_one(sup):
     assert len(kept) == 1 and kept[0].endswith(".3")
     with open(os.path.join(sup.rundir, kept[0])) as f:
         assert f.read() == "garbage"
+
+
+def test_signals_of_no_meaning_here_are_ignored_not_fatal(sup):
+    """An admin's `kill -USR1` (to reopen logs, elsewhere) and the like: by default each
+    would end the daemon without a word. Ignored; the daemon and its services go on."""
+    svc = sup.create("/bin/sleep", ["600"], name="on", output="null")
+    daemon = sup.pid
+    for sig in (signal.SIGUSR1, signal.SIGUSR2, signal.SIGALRM, signal.SIGQUIT,
+                signal.SIGVTALRM, signal.SIGPROF, signal.SIGXCPU, signal.SIGIO):
+        os.kill(daemon, sig)
+    assert sup.status("on")["pid"] == svc["pid"]  # answered after all eight
+    assert sup.pid == daemon and alive(daemon)
