@@ -709,10 +709,18 @@ def _split_create(argv: list[str]) -> list[str]:
                 tail[:0], rest = rest[-2:], rest[:-2]
             elif rest[-1].startswith("--instance=") and _instance_like(rest[-1][11:]):
                 tail[:0], rest = rest[-1:], rest[:-1]
+            elif rest[-1].startswith("-i") and _instance_like(rest[-1][2:]):  # -i40
+                tail[:0], rest = ["-i", rest[-1][2:]], rest[:-1]
             else:
                 break
-        for k, word in enumerate(rest[:-1]):
-            if word in _TRAILING and _instance_like(rest[k + 1]):
+        for k, word in enumerate(rest):
+            if word.startswith("-i") and _instance_like(word[2:]):
+                raise UsageError(
+                    f"is '{word}' the instance, or an argument of {path}? For the instance "
+                    f"put it before <path> (create-service -i {word[2:]} {path} ...); for "
+                    f"the program, put its words after --: create-service {path} -- "
+                    f"{' '.join(rest)}")
+            if k + 1 < len(rest) and word in _TRAILING and _instance_like(rest[k + 1]):
                 raise UsageError(
                     f"is '{word} {rest[k + 1]}' the instance, or an argument of {path}? "
                     f"For the instance put it before <path> (create-service {word} "

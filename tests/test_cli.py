@@ -427,6 +427,25 @@ def test_a_trailing_instance_may_have_leading_zeros(word):
     assert split[-2:] == ["/bin/true", "--"] and split[-4:-2] == ["-i", word]
 
 
+def test_a_trailing_instance_written_as_one_word_is_the_instance(rundir):
+    """`-i40` at the end, as every other command takes it: the instance, not an argument
+    of the program sent to instance 0; in the middle of the program's words, the same
+    question as `-i 40` there."""
+    from supervisor import cli
+
+    split = cli._split_create(["create-service", "/bin/echo", "hi", "-i40"])
+    assert split[-5:] == ["-i", "40", "/bin/echo", "--", "hi"]
+    s = Supervisor(rundir, 40)
+    try:
+        s.ok("init", "-i", "40")
+        made = s.json("create-service", "-n", "e7", "/bin/echo", "hi", "-i40")
+        assert made["command"] == ["/bin/echo", "hi"]
+        assert_one_line_error(s.run("create-service", "/bin/echo", "-i40", "hi"), 2,
+                              "is '-i40' the instance")
+    finally:
+        close_instance(s)
+
+
 def test_a_runtime_dir_whose_name_is_not_utf8_works(rundir):
     odd = os.path.join(rundir, os.fsdecode(b"\xffrun"))  # a byte no UTF-8 text has
     s = Supervisor(odd)
