@@ -709,12 +709,12 @@ def _split_create(argv: list[str]) -> list[str]:
                 tail[:0], rest = rest[-2:], rest[:-2]
             elif rest[-1].startswith("--instance=") and _instance_like(rest[-1][11:]):
                 tail[:0], rest = rest[-1:], rest[:-1]
-            elif rest[-1].startswith("-i") and _instance_like(rest[-1][2:]):  # -i40
+            elif _glued_instance(rest[-1]):  # -i40
                 tail[:0], rest = ["-i", rest[-1][2:]], rest[:-1]
             else:
                 break
         for k, word in enumerate(rest):
-            if word.startswith("-i") and _instance_like(word[2:]):
+            if _glued_instance(word):
                 raise UsageError(
                     f"is '{word}' the instance, or an argument of {path}? For the instance "
                     f"put it before <path> (create-service -i {word[2:]} {path} ...); for "
@@ -732,6 +732,11 @@ def _split_create(argv: list[str]) -> list[str]:
 def _instance_like(word: str) -> bool:
     """What -i could take (leading zeros too: -i 0070 is instance 70)."""
     return word.isascii() and word.isdigit() and len(word.lstrip("0")) <= 3
+
+
+def _glued_instance(word: str) -> bool:
+    """``-i40``: -i and its instance in one word."""
+    return word.startswith("-i") and _instance_like(word[2:])
 
 
 def _command_doc(argv: list[str]) -> str | None:

@@ -26,9 +26,9 @@ from supervisor.machine import (
     Service,
     State,
     name_problem,
+    signal_name,
     stop_wait,
 )
-from supervisor.shell import signal_name
 
 MAX_SECONDS = 100 * 365 * 86400  # no delay, interval or time is further away than this
 # answered while the instance shuts down: they change nothing (journaled at debug)

@@ -487,8 +487,8 @@ def readable(table: dict) -> dict:
     reads back (``canonical``) as the same table."""
     import signal as signals
 
+    from supervisor.machine import signal_name
     from supervisor.schedule import format_interval
-    from supervisor.shell import signal_name
 
     out = dict(table)
     if "stop_signal" in out:

@@ -77,8 +77,8 @@ def held_by_apply(commands, name: str) -> str | None:
         applying = w[3]
         if isinstance(applying, Applying) and not applying.finished \
                 and name in applying.names:
-            action = dict((n, a) for a, n in applying.plan.changes).get(name)
-            return "removing it" if action == REMOVE else "making it again from the file"
+            removing = (REMOVE, name) in applying.plan.changes
+            return "removing it" if removing else "making it again from the file"
     return None
 
 
@@ -288,13 +288,14 @@ def save(commands) -> dict:
     tables.update((n, declared[n][0]) for n in kept)
     text = config.dumps(tables, f"Instance {instance}'s declared services, written by "
                                 "`supervisor save`.\nEdit, then `supervisor apply`.")
-    if len(text.encode()) > config.MAX_FILE:  # it could not be read back
-        raise CommandError("not-writable", f"{path} would hold {len(text.encode()):,} bytes, "
+    data = text.encode()
+    if len(data) > config.MAX_FILE:  # it could not be read back
+        raise CommandError("not-writable", f"{path} would hold {len(data):,} bytes, "
                            f"over the {config.MAX_FILE >> 20} MiB a config file may: split "
                            "the services into <N>.d/ files")
     try:
         os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
-        state.dump(path, text.encode())
+        state.dump(path, data)
     except OSError as exc:
         raise CommandError("not-writable", f"cannot write {path}: "
                            f"{exc.strerror or exc}") from None

@@ -255,7 +255,6 @@ def signal_name(signo: int | None) -> str | None:
     return str(signo)
 
 
-
 _FIELD_NAMES = tuple(f.name for f in dataclasses.fields(Service))
 _values_of = operator.attrgetter(*_FIELD_NAMES)
 # the slots' own setters: a copy is made field by field, without __init__'s keyword

@@ -69,10 +69,6 @@ class Shell:
         self._feeding = False
         self._rejects: list[tuple[str, machine.Reject]] = []
         self._last: dict[str, Service] = {}
-        # while taking services back from a state document: the pids re-adopted so far, and
-        # how many entries claim each pid
-        self._claimed: set[int] = set()
-        self._claims: collections.Counter[int] = collections.Counter()
 
     # ---- the one entry into the machine ---------------------------------------------------
 
@@ -252,17 +248,7 @@ class Shell:
             # once empty)
             rec.cgroup = self.cgroups.new_dir(svc.name)
         try:
-            try:
-                ids, user_env = context.resolve_user(svc.user) if svc.user else (None, None)
-            except ValueError as exc:  # gone from the system since the create
-                raise ValueError(f"its user {svc.user}: {exc}") from None
-            try:
-                env = context.environment(self.env, svc.env, svc.env_file, user_env)
-            except OSError as exc:  # its env file, not the program, is to blame
-                raise ValueError(f"its env file {svc.env_file}: {exc.strerror or exc}") \
-                    from None
-            except ValueError as exc:  # "PATH: line N: why"
-                raise ValueError(f"its env file {exc}") from None
+            ids, env = self._context_of(svc)
             try:
                 handoff = self.outputs.prepare(svc.name, svc.output)
             except OSError as exc:  # the program is not to blame: say where output goes
@@ -288,6 +274,21 @@ class Shell:
             proc.cgroup = rec.cgroup
         self._attach(rec, proc)  # its start ticks are read when the state is next saved
         self._queue.append((svc.name, Event(Ev.SPAWNED, pid=proc.pid, stopped=stopped)))
+
+    def _context_of(self, svc: Service):
+        """(ids, environment) of a start of ``svc``; ValueError naming what is to blame
+        where it cannot be had (its user or env file, gone since the create), not the
+        program."""
+        try:
+            ids, user_env = context.resolve_user(svc.user) if svc.user else (None, None)
+        except ValueError as exc:
+            raise ValueError(f"its user {svc.user}: {exc}") from None
+        try:
+            return ids, context.environment(self.env, svc.env, svc.env_file, user_env)
+        except OSError as exc:
+            raise ValueError(f"its env file {svc.env_file}: {exc.strerror or exc}") from None
+        except ValueError as exc:  # "PATH: line N: why"
+            raise ValueError(f"its env file {exc}") from None
 
     def _signal(self, rec: Record, signo: int, group: bool) -> None:
         group = group and not rec.svc.opened  # created services lead their process group
@@ -420,8 +421,8 @@ class Shell:
         ended, adopted = [], 0
         stored = dict(stored or {})
         # a pid more than one entry claims: only a created service's cgroup can prove whose
-        self._claims = collections.Counter(svc.pid for svc, _, _ in services if svc.alive)
-        self._claimed = set()
+        claims = collections.Counter(svc.pid for svc, _, _ in services if svc.alive)
+        claimed: set[int] = set()  # the pids re-adopted so far
         for svc, ticks, cgroup in services:
             if cgroup is None and not svc.opened and self.cgroups \
                     and os.path.isdir(self.cgroups.path(f"svc-{svc.name}")):
@@ -438,13 +439,13 @@ class Shell:
                 proc = carried.get(svc.name)
             elif kept:
                 proc = Proc(svc.pid, stored.pop(svc.pid), child=False)
-                self._claimed.add(svc.pid)
+                claimed.add(svc.pid)
                 proc.cgroup = cgroup if self.cgroups else None
                 self.log_event(svc, "recovered", f"{svc.name} (pid {svc.pid}) re-adopted "
                                                  "through the fd store", 5)
                 adopted += 1
             elif svc.alive:
-                proc = self._readopt(svc, ticks, cgroup)
+                proc = self._readopt(svc, ticks, cgroup, claimed, claims)
                 adopted += proc is not None
             else:
                 proc = None
@@ -477,7 +478,8 @@ class Shell:
             self.apply(name, Event(Ev.EXITED))
         return adopted, len(ended)
 
-    def _readopt(self, svc: Service, ticks: int | None, cgroup: str | None) -> Proc | None:
+    def _readopt(self, svc: Service, ticks: int | None, cgroup: str | None,
+                 claimed: set[int], claims: collections.Counter) -> Proc | None:
         """The recorded process of ``svc``, through a new pidfd, if it is provably that
         process: the same start time (10 ms ticks, which a reused pid can match), and, for
         a created service, in the service's own cgroup (only its processes are); for an
@@ -486,10 +488,11 @@ class Shell:
         if ticks is None or state.start_ticks(pid) != ticks:
             return None
         # what open-service refuses, a state file cannot make us adopt either
-        why = process.why_not_adoptable(pid) or (
-            f"pid {pid} is this instance's log relay" if pid == self.outputs.relay_pid
-            else f"pid {pid} is claimed by another service of the state file already"
-            if pid in self._claimed or (svc.opened and self._claims[pid] > 1) else None)
+        why = process.why_not_adoptable(pid)
+        if why is None and pid == self.outputs.relay_pid:
+            why = f"pid {pid} is this instance's log relay"
+        if why is None and (pid in claimed or (svc.opened and claims[pid] > 1)):
+            why = f"pid {pid} is claimed by another service of the state file already"
         if why is not None:
             self.log_event(svc, "recovered", f"{svc.name} (pid {pid}) not re-adopted: {why}",
                            4)
@@ -511,7 +514,7 @@ class Shell:
             return None
         if cgroup is not None and self.cgroups:
             proc.cgroup = cgroup
-        self._claimed.add(pid)
+        claimed.add(pid)
         self.log_event(svc, "recovered", f"{svc.name} (pid {svc.pid}) re-adopted after a "
                                          "daemon restart", 5)
         return proc
