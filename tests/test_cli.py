@@ -182,7 +182,7 @@ def test_create_stopped_runs_no_program_code_until_resumed(sup, tmp_path):
     assert os.readlink(f"/proc/{pid}/exe") != "/usr/bin/dash"  # not exec'd yet
     assert not log.exists()
     sup.ok("resume-service", "p")
-    wait_until(log.exists, what="the parrot to write")
+    wait_until(lambda: log.exists() and log.read_text(), what="the parrot to write")
     assert f"parrot {pid} " in log.read_text()  # same pid: exec, not a new process
 
 
