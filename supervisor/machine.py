@@ -399,8 +399,12 @@ def start_now(svc, ev, now, mono):
                       "start again")
     repeats = svc.schedule is not None and svc.schedule.repeats
     effects = [] if repeats else [CancelTimer()]
+    # a recurring one keeps its next start on the schedule (due, next_start): this start
+    # is an extra run, and the next one, after a reload or a restart of the daemon too,
+    # is where the schedule says, not now
     svc = _r(svc, state=State.PENDING, restarts=0, starts=(), waited=0.0, streak=0,
-             error=None, stopping=None, killing=False, next_start=now,
+             error=None, stopping=None, killing=False,
+             next_start=svc.next_start if repeats else now,
              due=svc.due if repeats else None)
     return svc, [*effects, Spawn()]
 

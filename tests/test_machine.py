@@ -1048,6 +1048,26 @@ def test_a_run_that_outlasts_many_intervals_costs_one_skip_then_the_exit_arms_th
     assert arm.due == pytest.approx(MONO + 5.01) and svc.due == arm.due
 
 
+@pytest.mark.parametrize("state", [State.PENDING, State.EXITED, State.CRASHED])
+def test_a_start_now_of_a_recurring_service_keeps_its_next_start_on_the_schedule(state):
+    """start-service of an --every/--cron service is an extra run: its next start stays
+    where the schedule put it (the daemon re-arms from next_start after a reload or a
+    restart; a next_start of "now" ran the job again, off schedule)."""
+    from supervisor.schedule import Schedule
+
+    every = Schedule.every(3600, MONO, wall=False)
+    svc, _ = new_created("job", ("/bin/job",), schedule=every, now=NOW, mono=MONO)
+    svc, _ = step(svc, Event(Ev.SPAWNED, pid=10), NOW, MONO)
+    svc, _ = step(svc, exit_ev(code=0 if state is not State.CRASHED else 1), NOW + 1, MONO + 1)
+    assert svc.state is State.PENDING and svc.next_start == pytest.approx(NOW + 3600)
+    svc = dataclasses.replace(svc, state=state)
+    svc, effects = step(svc, Event(Ev.START), NOW + 60, MONO + 60)
+    assert Spawn() in effects and CancelTimer() not in effects
+    svc, _ = step(svc, Event(Ev.SPAWNED, pid=11), NOW + 60, MONO + 60)
+    assert svc.next_start == pytest.approx(NOW + 3600)
+    assert svc.due == pytest.approx(MONO + 3600)
+
+
 @settings(max_examples=200, deadline=None)
 @given(st.data())
 def test_the_fast_copy_is_dataclasses_replace(data):

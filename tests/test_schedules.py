@@ -12,7 +12,7 @@ import time
 import uuid
 
 import pytest
-from conftest import fd_count, wait_until
+from conftest import alive, fd_count, wait_until
 from journald import journal_mark, wait_for_entry
 from timeouts import TIMEOUT
 
@@ -185,6 +185,31 @@ def test_schedules_survive_a_daemon_crash(sup, tmp_path):
     count = len(_starts(log))
     wait_until(lambda: len(_starts(log)) >= count + 2, what="firings after recovery")
     assert sup.status("tick")["next_start"] is not None
+
+
+def test_a_start_service_of_a_scheduled_job_leaves_its_schedule_where_it_was(sup, tmp_path):
+    """start-service runs an --every job once more, now; its next start stays where the
+    schedule put it -- also for the daemon that takes the service back after a crash
+    (it re-arms from next_start: a next_start of "now" ran the job again at once)."""
+    log = tmp_path / "starts"
+    sup.ok("create-service", "--every", "1h", "-o", "null", "-n", "job", "/bin/sh", "--",
+           "-c", STAMP.format(file=log))
+    wait_until(lambda: len(_starts(log)) == 1 and sup.status("job")["status"] == "PENDING",
+               what="the first run to end")
+    scheduled = sup.status("job")["next_start"]
+    assert scheduled == pytest.approx(_starts(log)[0] + 3600, abs=1)
+    sup.ok("start-service", "job")
+    wait_until(lambda: len(_starts(log)) == 2 and sup.status("job")["status"] == "PENDING",
+               what="the extra run to end")
+    assert sup.status("job")["next_start"] == pytest.approx(scheduled, abs=0.01)
+    daemon = sup.pid
+    os.kill(daemon, signal.SIGKILL)
+    wait_until(lambda: not alive(daemon), what="the daemon to die")
+    sup.ok("init", "-i", "0")
+    after = sup.status("job")
+    assert after["status"] == "PENDING" and after["next_start"] == pytest.approx(scheduled,
+                                                                                   abs=0.01)
+    assert len(_starts(log)) == 2
 
 
 def test_a_restart_that_cannot_spawn_is_retried_until_it_can(sup, tmp_path):
