@@ -1,7 +1,7 @@
 """cffi API-mode (out-of-line) build of the native part of the daemon.
 
 ``pip install .`` (and ``pip install -e .``) compile this into ``supervisor._native``:
-the signalfd/timerfd bindings and the service spawn in C (``native/spawn.c``: clone3 with
+the signalfd/timerfd/inotify bindings and the service spawn in C (``native/spawn.c``: clone3 with
 CLONE_PIDFD and CLONE_INTO_CGROUP). The declarations cffi checks against the compiler are
 in ``native/native.h``; the Pythonic wrappers in ``supervisor/native.py`` and
 ``supervisor/process.py``.
@@ -20,6 +20,7 @@ ffibuilder.set_source(
     """
     #include <signal.h>
     #include <time.h>
+    #include <sys/inotify.h>
     #include <sys/signalfd.h>
     #include <sys/timerfd.h>
     """ + (HERE / "spawn.c").read_text(),

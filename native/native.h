@@ -55,6 +55,16 @@ int timerfd_settime(int fd, int flags, const struct itimerspec *new_value,
                     struct itimerspec *old_value);
 int timerfd_gettime(int fd, struct itimerspec *curr_value);
 
+/* inotify, for `supervisor logs -f` on the output files kept where no journald runs */
+#define IN_CLOEXEC ...
+#define IN_NONBLOCK ...
+#define IN_MODIFY ...
+#define IN_CREATE ...
+#define IN_MOVED_TO ...
+
+int inotify_init1(int flags);
+int inotify_add_watch(int fd, const char *pathname, uint32_t mask);
+
 /* native/spawn.c: a service's spawn with clone3 (CLONE_PIDFD, CLONE_INTO_CGROUP). */
 typedef int... gid_t;
 

@@ -570,9 +570,9 @@ _PRIORITIES = ("emerg", "alert", "crit", "err", "warning", "notice", "info", "de
 
 
 def _logs(instance: int, opts: dict, as_json: bool) -> int:
-    import os
+    import json
 
-    from supervisor import client, journal, paths
+    from supervisor import client, journal, outfiles, paths
 
     since = _since(opts["--since"]) if opts["--since"] else None
     given = opts["--name"]
@@ -591,27 +591,53 @@ def _logs(instance: int, opts: dict, as_json: bool) -> int:
         import gc
 
         gc.enable()
-    shown = 0
+    follow = opts["--follow"]
+    rundir = paths.runtime_dir()
+    files = outfiles.services(rundir, instance)
+    if name is not None:
+        files = [name] if name in files else []
     try:
-        for item in journal.service_log(instance, name, lines=lines, follow=opts["--follow"],
-                                        as_json=as_json, since=since, priority=priority):
-            if as_json:
-                import json
-
-                item = json.dumps(item)
-            print(item, flush=True)
-            shown += 1
+        # the journal's entries, or, where no journald ran when the daemon's log relay
+        # started, the output files it wrote in the runtime directory: whichever holds the
+        # newer (a journal may still hold an older daemon's entries of the same instance)
+        found = list(journal.service_log(instance, name, lines=lines, as_json=as_json,
+                                         since=since, priority=priority, timed=True))
+        if not files or (found and found[-1][0] >= outfiles.newest(rundir, instance, files)):
+            for _when, item in found:
+                print(json.dumps(item) if as_json else item, flush=True)
+            if follow:
+                for item in journal.service_log(instance, name, lines=0, follow=True,
+                                                as_json=as_json, priority=priority):
+                    print(json.dumps(item) if as_json else item, flush=True)
+            elif not found and lines != 0 and name is not None and since is None \
+                    and priority is None:
+                raise client.RemoteError(
+                    "no-such-service",
+                    f"no journal entries for service {ref!r} of instance {instance}")
+            return EXIT_OK
+        render = json.dumps if as_json else _plain
+        at: dict = {}
+        for entry in outfiles.read(rundir, instance, files, lines=lines, since=since,
+                                   priority=priority, at=at):
+            print(render(entry), flush=True)
+        if follow:
+            for entry in outfiles.follow(rundir, instance, [name] if name else None, at,
+                                         priority=priority):
+                print(render(entry), flush=True)
     except KeyboardInterrupt:
         return EXIT_OK
-    if shown or lines == 0 or name is None or since is not None or priority is not None:
-        return EXIT_OK
-    fallback = os.path.join(paths.runtime_dir(), f"{instance}.{name}.out")
-    if os.path.exists(fallback):  # output kept in a file where no journald ran
-        with open(fallback, errors="replace") as f:
-            sys.stdout.writelines(f.readlines()[-lines:])
-        return EXIT_OK
-    raise client.RemoteError("no-such-service",
-                             f"no journal entries for service {ref!r} of instance {instance}")
+    return EXIT_OK
+
+
+def _plain(entry: dict) -> str:
+    """An entry of an output file as `logs` shows a journal entry (journal._format)."""
+    import datetime
+
+    when = entry["time"]
+    stamp = datetime.datetime.fromtimestamp(when).astimezone().strftime(
+        "%Y-%m-%dT%H:%M:%S%z") if when is not None else "-"
+    pid = entry["pid"] if entry["pid"] is not None else "?"
+    return f"{stamp} {entry['service']}[{pid}]: {entry['message']}"
 
 
 def _since(text: str) -> float:

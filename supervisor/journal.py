@@ -89,13 +89,14 @@ def _int(value):
 
 def service_log(instance: int, name: str | None, *, lines: int | None = 10,
                 follow: bool = False, as_json: bool = False, since: float | None = None,
-                priority: int | None = None):
+                priority: int | None = None, timed: bool = False):
     """Yield the last ``lines`` entries (None: all) of a service's output and lifecycle, or
     of every service of the instance (``name`` None), formatted (a line of text, or a dict
     with ``as_json``): only those since ``since`` (epoch seconds) and of ``priority`` or
     more urgent, where given. With ``follow`` go on yielding new ones as they come, like
     ``journalctl -f``. Entries are matched by fields (``SUPERVISOR_INSTANCE``,
-    ``SERVICE_NAME``), commands about services left out."""
+    ``SERVICE_NAME``), commands about services left out. ``timed``: each as (its time in
+    epoch seconds, the entry formatted)."""
     if _journal is None:  # pragma: no cover - systemd-python is a dependency
         return
     import collections
@@ -103,7 +104,12 @@ def service_log(instance: int, name: str | None, *, lines: int | None = 10,
 
     from systemd import journal as reading
 
-    render = _as_json if as_json else _format
+    form = _as_json if as_json else _format
+    render = form
+    if timed:
+        def render(entry: dict):
+            when = entry.get("__REALTIME_TIMESTAMP")
+            return (when.timestamp() if when else 0.0), form(entry)
 
     def wanted(entry: dict) -> bool:
         return "SUPERVISOR_COMMAND" not in entry and "SERVICE_NAME" in entry

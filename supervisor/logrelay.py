@@ -15,6 +15,10 @@ docker's journald driver does), ``SYSLOG_IDENTIFIER=<service>``, ``SYSLOG_PID=<i
 ``SERVICE_NAME``, ``SERVICE_PID``, ``SERVICE_STREAM`` (stdout or stderr). A line longer
 than :data:`LINE_MAX` is cut into several entries, as journald does.
 
+Where no journald answered when it started, the relay is given the runtime directory and
+writes each line to the service's file there instead (``supervisor/outfiles.py``: with the
+time, the stream and the pid; rotated, so that it stays bounded).
+
 The relay exits once the daemon has hung up and every pipe has reached EOF.
 """
 
@@ -27,8 +31,11 @@ import resource
 import selectors
 import socket
 import sys
+import time
 
-from systemd._journal import sendv  # systemd.journal.sendv, without its Python half
+from systemd._journal import sendv
+
+from supervisor import outfiles  # systemd.journal.sendv, without its Python half
 
 LINE_MAX = 48 * 1024  # journald's default LineMax
 
@@ -37,13 +44,15 @@ PRIORITY = {"stdout": 6, "stderr": 3}
 
 
 class Stream:
-    __slots__ = ("buf", "fd", "fields", "name", "pid")
+    __slots__ = ("buf", "fd", "fields", "label", "name", "pid", "writer")
 
     def __init__(self, fd: int, name: str, pid: int, instance: int, label: str) -> None:
         self.fd = fd
         self.name = name
         self.pid = pid
+        self.label = label
         self.buf = b""
+        self.writer: outfiles.Writer | None = None  # its file, where no journald runs
         self.fields = (f"PRIORITY={PRIORITY.get(label, 6)}", f"SYSLOG_IDENTIFIER={name}",
                        f"SYSLOG_PID={pid}", f"SUPERVISOR_INSTANCE={instance}",
                        f"SERVICE_NAME={name}", f"SERVICE_PID={pid}",
@@ -51,9 +60,13 @@ class Stream:
 
 
 class Relay:
-    def __init__(self, control: socket.socket, instance: int) -> None:
+    def __init__(self, control: socket.socket, instance: int, dir_fd: int | None = None) -> None:
+        """``dir_fd``: the runtime directory, where no journald runs: lines go to files
+        there (one :class:`outfiles.Writer` a service, shared by its pipes)."""
         self.control = control
         self.instance = instance
+        self.dir_fd = dir_fd
+        self.writers: dict[str, outfiles.Writer] = {}
         self.sel = selectors.DefaultSelector()
         self.sel.register(control, selectors.EVENT_READ, self._on_control)
         self.streams = 0  # pipes still open
@@ -84,9 +97,23 @@ class Relay:
             for fd in fds:
                 os.close(fd)
             return
+        writer = None
+        if self.dir_fd is not None:
+            writer = self.writers.get(name)
+            if writer is None:
+                try:
+                    writer = outfiles.Writer(self.dir_fd, self.instance, name)
+                except OSError as exc:  # the service is not hurt: its pipes are drained
+                    print(f"supervisor-logrelay: cannot open {name}'s output file: {exc}",
+                          file=sys.stderr)
+                else:
+                    self.writers[name] = writer
         for fd, label in zip(fds, labels, strict=False):
             os.set_blocking(fd, False)
             stream = Stream(fd, name, pid, self.instance, label)
+            stream.writer = writer
+            if writer is not None:
+                writer.refs += 1
             self.sel.register(fd, selectors.EVENT_READ,
                               functools.partial(self._on_output, stream))
             self.streams += 1
@@ -100,21 +127,44 @@ class Relay:
             data = b""
         if not data:
             if stream.buf:
-                self._emit(stream, stream.buf)
+                self._emit(stream, [stream.buf])
             self.sel.unregister(stream.fd)
             os.close(stream.fd)
             self.streams -= 1
+            self._done_with(stream)
             return
         buf = stream.buf + data
         *lines, rest = buf.split(b"\n")
-        for line in lines:
-            self._emit(stream, line)
         while len(rest) > LINE_MAX:
-            self._emit(stream, rest[:LINE_MAX])
+            lines.append(rest[:LINE_MAX])
             rest = rest[LINE_MAX:]
         stream.buf = rest
+        if any(len(line) > LINE_MAX for line in lines):  # a long one ended in this read
+            lines = [line[i:i + LINE_MAX] for line in lines
+                     for i in range(0, max(len(line), 1), LINE_MAX)]
+        if lines:
+            self._emit(stream, lines)
 
-    def _emit(self, stream: Stream, line: bytes) -> None:
+    def _done_with(self, stream: Stream) -> None:
+        writer = stream.writer
+        if writer is not None:
+            writer.refs -= 1
+            if writer.refs == 0:  # no process of that service writes any more
+                writer.close()
+                del self.writers[stream.name]
+
+    def _emit(self, stream: Stream, lines: list[bytes]) -> None:
+        if self.dir_fd is not None:
+            if stream.writer is not None:
+                try:
+                    stream.writer.write(time.time(), stream.label, stream.pid, lines)
+                except OSError:
+                    pass  # a full disk: the lines are lost, the service is not hurt
+            return
+        for line in lines:
+            self._line(stream, line)
+
+    def _line(self, stream: Stream, line: bytes) -> None:
         try:
             # sendv with the fields given: journal.send() would walk the stack for CODE_*
             # on every line, which costs more than the line itself
@@ -124,10 +174,14 @@ class Relay:
 
 
 def main() -> int:
-    if len(sys.argv) != 2 or not sys.argv[1].isdigit():
-        print("usage: python -m supervisor.logrelay <instance>  (stdin: the daemon's socket)",
+    if len(sys.argv) not in (2, 3) or not sys.argv[1].isdigit():
+        print("usage: python -m supervisor.logrelay <instance> [<runtime dir>]  (stdin: the "
+              "daemon's socket; with the directory: lines to files there, not the journal)",
               file=sys.stderr)
         return 2
+    dir_fd = None
+    if len(sys.argv) == 3:
+        dir_fd = os.open(sys.argv[2], os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
@@ -136,7 +190,7 @@ def main() -> int:
     null = os.open("/dev/null", os.O_RDONLY)
     os.dup2(null, 0)
     os.close(null)
-    Relay(control, int(sys.argv[1])).run()
+    Relay(control, int(sys.argv[1]), dir_fd).run()
     return 0
 
 

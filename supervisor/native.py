@@ -1,5 +1,5 @@
 """Thin Pythonic wrappers over the cffi-built C (``supervisor._native``, from ``native/``):
-the signalfd and timerfd file objects, and the clone3 spawn of ``native/spawn.c``.
+the signalfd, timerfd and inotify file objects, and the clone3 spawn of ``native/spawn.c``.
 
 Every fd made here is CLOEXEC (the fds also non-blocking). A failing C call becomes
 ``OSError`` in exactly one place: :func:`_check`.
@@ -151,6 +151,30 @@ class TimerFd(_Fd):
             return struct.unpack("=Q", os.read(self.fileno(), 8))[0]
         except BlockingIOError:
             return 0
+
+
+class Inotify(_Fd):
+    """An inotify fd (non-blocking) watching one directory for files written to, made or
+    moved in: readable when one was; :meth:`drain` empties it."""
+
+    __slots__ = ()
+
+    def __init__(self, directory: str) -> None:
+        fd = _check(lib.inotify_init1(lib.IN_CLOEXEC | lib.IN_NONBLOCK))
+        super().__init__(fd)
+        try:
+            _check(lib.inotify_add_watch(fd, os.fsencode(directory),
+                                         lib.IN_MODIFY | lib.IN_CREATE | lib.IN_MOVED_TO))
+        except OSError:
+            self.close()
+            raise
+
+    def drain(self) -> None:
+        try:
+            while os.read(self.fileno(), 65536):
+                pass
+        except BlockingIOError:
+            pass
 
 
 # ---- the clone3 spawn (native/spawn.c) ---------------------------------------------------

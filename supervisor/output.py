@@ -5,8 +5,10 @@
   journal entry with ``SYSLOG_IDENTIFIER=<service>``, ``SYSLOG_PID=<its pid>``,
   ``SUPERVISOR_INSTANCE``, ``SERVICE_NAME``, ``SERVICE_PID``, ``SERVICE_STREAM`` (stdout
   or stderr) and ``PRIORITY`` 6 for stdout, 3 for stderr. The daemon keeps a read end of
-  each and never reads it (see :class:`Outputs`). Without a journald this falls back to
-  the file ``<runtime dir>/<N>.<service>.out``.
+  each and never reads it (see :class:`Outputs`). Without a journald (when the relay
+  starts) the relay writes the lines to ``<runtime dir>/<N>.<service>.out`` instead, with
+  their time, stream and pid, rotated to stay bounded (``supervisor/outfiles.py``); only
+  where no relay can be started at all does the service write to that file itself.
 * ``null``: ``/dev/null``. ``inherit``: the daemon's own stdout/stderr.
 * an absolute path: that file, appended to (created 0640 if missing).
 """
@@ -112,7 +114,7 @@ class Outputs:
         self._queue: collections.deque[int] = collections.deque()  # pids to hand over
         self._sent = 0  # pipes handed so far (progress, for the stuck check)
         self._stuck = None  # the timer of the stuck check, while pipes wait
-        self._no_journald_until = 0.0  # time.monotonic() until which not to probe again
+        self._no_relay_until = 0.0  # time.monotonic() until which not to try a relay again
         self._started = 0.0  # when the relay last started (time.monotonic())
         self._backoff = 0.0  # seconds before the next restart, while it keeps dying
         self._restart = None  # the timer of a restart that waits
@@ -219,28 +221,30 @@ class Outputs:
         if self.relay is not None:
             return True
         now = time.monotonic()
-        if now < self._no_journald_until:
+        if now < self._no_relay_until:
             return False
-        if not journald_answers():
-            # probed again at most once a second, not on every start of a busy batch
-            self._no_journald_until = now + 1.0
-            return False
+        argv = [sys.executable, "-m", "supervisor.logrelay", str(self.instance)]
+        where = "the journal"
+        if not journald_answers():  # lines to files in the runtime directory, rotated
+            argv.append(self.rundir)
+            where = f"files in {self.rundir} (no journald answers)"
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             ours.setblocking(False)  # a relay that stops reading must not hang the daemon
-            self.relay = process.spawn(
-                [sys.executable, "-m", "supervisor.logrelay", str(self.instance)],
-                env=self.env, stdin=theirs.fileno(), stdout=2, stderr=2)
+            self.relay = process.spawn(argv, env=self.env, stdin=theirs.fileno(), stdout=2,
+                                       stderr=2)
         except OSError as exc:
             ours.close()
             self.log(f"cannot start the log relay: {exc}", 3)
+            # tried again at most once a second, not on every start of a busy batch
+            self._no_relay_until = now + 1.0
             return False
         finally:
             theirs.close()
         self.control = ours
         self._started = now
         self.watcher.watch(self.relay, self._relay_exited)
-        self.log(f"log relay started with pid {self.relay.pid}", 6)
+        self.log(f"log relay started with pid {self.relay.pid}: output to {where}", 6)
         for pid in self.streams:  # after a restart: every live pipe
             self._hand(pid)
         return True

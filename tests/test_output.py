@@ -13,11 +13,11 @@ import uuid
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, children_of, wait_until
+from conftest import ROOT, Supervisor, children_of, close_instance, wait_until
 from journald import journal_mark, wait_for_entry
 from timeouts import TIMEOUT
 
-from supervisor import output
+from supervisor import outfiles, output
 from supervisor.watcher import PidfdWatcher
 
 
@@ -110,19 +110,109 @@ def test_null_inherit_and_file(sup, tmp_path):
     assert bad.rc == 1 and "cannot write output file" in bad.err
 
 
-def test_without_journald_output_falls_back_to_a_file(tmp_path, monkeypatch):
-    monkeypatch.setattr(output, "journald_answers", lambda path=None: False)
+def test_without_any_relay_output_falls_back_to_a_file(tmp_path, monkeypatch):
+    # no log relay can start at all (no process can be made): the service writes the file
+    # itself, raw
+    def no_spawn(*args, **kw):
+        raise OSError(11, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(output.process, "spawn", no_spawn)
+    logged = []
     with selectors.DefaultSelector() as sel:
         outs = output.Outputs(4, str(tmp_path), PidfdWatcher(sel), dict(os.environ),
-                              lambda m, p: None)
+                              lambda m, p: logged.append(m))
         try:
             handoff = outs.prepare("parrot", "journal")
             os.write(handoff.out, b"kept\n")
             outs.done(handoff, "parrot", 123)
             assert outs.relay is None
+            outs.prepare("parrot", "journal")  # no second try within the second
         finally:
             outs.close()
     assert (tmp_path / "4.parrot.out").read_text() == "kept\n"
+    assert logged == ["cannot start the log relay: [Errno 11] Resource temporarily "
+                      "unavailable"]
+
+
+def test_an_output_file_is_rotated_and_stays_bounded(tmp_path, monkeypatch):
+    monkeypatch.setattr(outfiles, "MAX_BYTES", 1000)
+    dir_fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        writer = outfiles.Writer(dir_fd, 3, "web")
+        for i in range(100):
+            writer.write(1796500000.0 + i, "stderr" if i % 2 else "stdout", 42,
+                         [f"line {i}".encode()])
+        writer.close()
+    finally:
+        os.close(dir_fd)
+    now, old = tmp_path / "3.web.out", tmp_path / "3.web.out.1"
+    assert now.stat().st_size <= 1000 and old.stat().st_size <= 1000
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["3.web.out", "3.web.out.1"]
+    first = now.read_text().splitlines()[0]
+    assert first.startswith("2026-") and " 42 line " in first
+    entries = outfiles.read(str(tmp_path), 3, ["web"], lines=None)
+    numbers = [int(e["message"].split()[1]) for e in entries]
+    assert numbers == list(range(numbers[0], 100))  # the newest, in order, none lost
+    last = entries[-1]
+    assert last == {"time": 1796500099.0, "identifier": "web", "pid": 42,
+                    "message": "line 99", "event": None, "priority": 3, "service": "web",
+                    "stream": "stderr"}
+    assert [e["message"] for e in outfiles.read(str(tmp_path), 3, ["web"], lines=2,
+                                                priority=3)] == ["line 97", "line 99"]
+    assert outfiles.read(str(tmp_path), 3, ["web"], since=1796500098.5) == [last]
+    # a line the service wrote itself (no relay could run) is its own message
+    assert outfiles.parse("raw text", "web")["message"] == "raw text"
+
+
+def _no_journald(s: Supervisor) -> None:
+    """Start instance ``s`` where no journald answers: a private mount namespace with an
+    empty /run/systemd/journal (journald runs for the tests, outside)."""
+    started = subprocess.run(
+        ["unshare", "-m", "sh", "-c", 'mount -t tmpfs none /run/systemd/journal && exec "$@"',
+         "sh", sys.executable, "-m", "supervisor", "init", "-i", str(s.instance)],
+        env=s.env, capture_output=True, text=True, timeout=TIMEOUT, cwd=ROOT)
+    assert started.returncode == 0, started
+
+
+def test_without_journald_the_relay_writes_files_that_logs_reads(rundir):
+    s = Supervisor(rundir)
+    _no_journald(s)
+    try:
+        script = "echo hello $$; echo oops >&2; i=0; while :; do i=$((i+1)); echo n $i; " \
+                 "sleep 0.02; done"
+        svc = s.json("create-service", "-n", "talk", "/bin/sh", "--", "-c", script)
+        out = Path(rundir) / "0.talk.out"
+        wait_until(lambda: out.exists() and " n 3\n" in out.read_text(), what="output")
+        lines = out.read_text().splitlines()
+        assert lines[0].endswith(f" stdout {svc['pid']} hello {svc['pid']}")
+        assert any(line.endswith(f" stderr {svc['pid']} oops") for line in lines)
+        shown = s.ok("logs", "talk", "-n", "2").out.splitlines()
+        assert len(shown) == 2 and all(f" talk[{svc['pid']}]: n " in x for x in shown)
+        errors = s.ok("logs", "talk", "-p", "err").out.splitlines()
+        assert len(errors) == 1 and errors[0].endswith(f"talk[{svc['pid']}]: oops")
+        entry = json.loads(s.ok("logs", "talk", "-n", "1", "--json").out)
+        assert entry["service"] == "talk" and entry["stream"] == "stdout"
+        assert entry["pid"] == svc["pid"] and abs(entry["time"] - time.time()) < TIMEOUT
+        assert s.ok("logs", "-n", "1").out.startswith("20")  # every service's: the same
+        follower = subprocess.Popen([sys.executable, "-m", "supervisor", "logs", "talk", "-f",
+                                     "-n", "1"], env=s.env, stdout=subprocess.PIPE, text=True,
+                                    cwd=ROOT)
+        try:
+            seen = []
+            with selectors.DefaultSelector() as sel:
+                sel.register(follower.stdout, selectors.EVENT_READ)
+                wait_until(lambda: (sel.select(0.1) and seen.append(follower.stdout.readline()))
+                           or len(seen) >= 20, what="twenty followed lines")
+            numbers = [int(x.split()[-1]) for x in seen]
+            assert numbers == list(range(numbers[0], numbers[0] + len(numbers)))  # no gap
+        finally:
+            follower.terminate()
+            follower.wait(timeout=TIMEOUT)
+            follower.stdout.close()
+        s.ok("remove-service", "talk")
+        assert "talk[" in s.ok("logs", "talk", "-n", "1").out  # its output outlives it
+    finally:
+        close_instance(s)
 
 
 def test_logs_shows_output_and_lifecycle(sup):

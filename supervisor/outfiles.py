@@ -1,0 +1,202 @@
+"""Services' output where no journald runs: ``<runtime dir>/<N>.<service>.out``.
+
+The log relay (``supervisor/logrelay.py``) writes them, the CLI's ``logs`` reads them; this
+module owns their format. One line of output is one line of the file::
+
+    2026-12-05T23:44:55.123456Z stdout 1234 the line as the service wrote it
+
+(when the relay read it, in UTC; the stream; the pid of the process that wrote it.) A file
+is rotated at :data:`MAX_BYTES`: it becomes ``<N>.<service>.out.1`` (the older one is
+dropped), so a service's output takes at most twice that, whatever it prints. The files
+outlive their service (its output is what one reads after it crashed); ``logs`` shows
+them after the service is removed, as journalctl would.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import os
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+MAX_BYTES = 8 * 1024 * 1024  # a service's output file is rotated beyond this
+PRIORITY = {"stdout": 6, "stderr": 3}
+_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
+
+
+def name_of(instance: int, service: str) -> str:
+    return f"{instance}.{service}.out"
+
+
+def stamp(when: float) -> str:
+    return datetime.fromtimestamp(when, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class Writer:
+    """One service's file, appended to by the relay (``dir_fd``: the runtime directory)."""
+
+    __slots__ = ("dir_fd", "fd", "name", "refs", "size")
+
+    def __init__(self, dir_fd: int, instance: int, service: str) -> None:
+        self.dir_fd = dir_fd
+        self.name = name_of(instance, service)
+        self.refs = 0  # pipes that write here
+        self.fd = -1
+        self.size = 0
+        self._open()
+
+    def _open(self) -> None:
+        self.fd = os.open(self.name, _FLAGS, 0o640, dir_fd=self.dir_fd)
+        self.size = os.fstat(self.fd).st_size
+
+    def write(self, when: float, stream: str, pid: int, lines: list[bytes]) -> None:
+        head = f"{stamp(when)} {stream} {pid} ".encode()
+        data = b"".join(head + line + b"\n" for line in lines)
+        if self.size and self.size + len(data) > MAX_BYTES:
+            self.rotate()
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self.fd, view):]
+        self.size += len(data)
+
+    def rotate(self) -> None:
+        os.rename(self.name, self.name + ".1", src_dir_fd=self.dir_fd,
+                  dst_dir_fd=self.dir_fd)
+        os.close(self.fd)
+        self._open()
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+def parse(line: str, service: str) -> dict:
+    """An entry (the shape of ``journal._as_json``) from one line of a file. A line not in
+    the format (written straight by a service while no relay could run) is the message
+    itself, with no time."""
+    when = stream = pid = None
+    message = line
+    parts = line.split(" ", 3)
+    if len(parts) >= 3 and parts[1] in PRIORITY and parts[2].isdigit():
+        with contextlib.suppress(ValueError):
+            when = datetime.strptime(parts[0], "%Y-%m-%dT%H:%M:%S.%fZ").replace(
+                tzinfo=UTC).timestamp()
+            stream, pid = parts[1], int(parts[2])
+            message = parts[3] if len(parts) == 4 else ""
+    return {"time": when, "identifier": service, "pid": pid, "message": message,
+            "event": None, "priority": PRIORITY.get(stream, 6), "service": service,
+            "stream": stream}
+
+
+def services(rundir: str, instance: int) -> list[str]:
+    """The services of ``instance`` with an output file in ``rundir``."""
+    prefix = f"{instance}."
+    try:
+        names = os.listdir(rundir)
+    except OSError:
+        return []
+    return sorted({n[len(prefix):-len(".out")] for n in names
+                   if n.startswith(prefix) and n.endswith(".out") and len(n) > len(prefix) + 4})
+
+
+def _read(path: str) -> tuple[bytes, tuple[int, int] | None]:
+    """A file's bytes and (inode, size read): where a follow goes on from."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+            return data, (os.fstat(f.fileno()).st_ino, len(data))
+    except OSError:
+        return b"", None
+
+
+def newest(rundir: str, instance: int, names: list[str]) -> float:
+    """When the newest of the services' files was last written to (0: none is there)."""
+    times = [0.0]
+    for service in names:
+        with contextlib.suppress(OSError):
+            times.append(os.stat(os.path.join(rundir, name_of(instance, service))).st_mtime)
+    return max(times)
+
+
+def read(rundir: str, instance: int, names: list[str], *, lines: int | None = 10,
+         since: float | None = None, priority: int | None = None,
+         at: dict | None = None) -> list[dict]:
+    """The last ``lines`` entries (None: all) of the services ``names``, oldest first:
+    those since ``since`` and of ``priority`` or more urgent, where given. ``at`` (a dict)
+    gets where each file was read up to, for :func:`follow`."""
+    entries = []
+    for service in names:
+        path = os.path.join(rundir, name_of(instance, service))
+        old, _ = _read(path + ".1")
+        data, pos = _read(path)
+        if pos is not None and at is not None:
+            at[service] = pos
+        for line in (old + data).decode(errors="replace").splitlines():
+            entry = parse(line, service)
+            if since is not None and (entry["time"] is None or entry["time"] < since):
+                continue
+            if priority is not None and entry["priority"] > priority:
+                continue
+            entries.append(entry)
+    if len(names) > 1:  # one stream of time, as the journal's
+        entries.sort(key=lambda e: e["time"] or 0.0)
+    return entries[-lines:] if lines else ([] if lines == 0 else entries)
+
+
+def _tail(path: str, ino: int, offset: int) -> bytes:
+    """What the file ``ino`` (now at ``path``) holds beyond ``offset``."""
+    try:
+        with open(path, "rb") as f:
+            if os.fstat(f.fileno()).st_ino != ino:
+                return b""
+            f.seek(offset)
+            return f.read()
+    except OSError:
+        return b""
+
+
+def follow(rundir: str, instance: int, names: list[str] | None, at: dict, *,
+           priority: int | None = None) -> Iterator[dict]:
+    """Entries written after :func:`read` read the files (``at``: where it stopped;
+    ``names`` None: of every service, new ones too), as ``tail -F`` does, a rotated file
+    read from its start: woken by inotify on the runtime directory (the CLI waits; the
+    daemon is not involved)."""
+    import select
+
+    from supervisor.native import Inotify
+
+    rest: dict[str, bytes] = collections.defaultdict(bytes)
+
+    def targets() -> list[str]:
+        return names if names is not None else services(rundir, instance)
+
+    with Inotify(rundir) as watch:
+        first = True
+        while True:
+            if not first:  # the first look: what came between the read and the watch
+                select.select([watch], [], [])
+                watch.drain()
+            first = False
+            for service in targets():
+                try:
+                    with open(os.path.join(rundir, name_of(instance, service)), "rb") as f:
+                        st = os.fstat(f.fileno())
+                        ino, offset = at.get(service, (st.st_ino, 0))
+                        data = b""
+                        if ino != st.st_ino:  # rotated: what the old one got last, then all
+                            data = _tail(f"{f.name}.1", ino, offset)
+                            offset = 0
+                        elif st.st_size < offset:  # cut short (truncated): from its start
+                            offset = 0
+                        f.seek(offset)
+                        data += f.read()
+                        at[service] = (st.st_ino, offset + len(data))
+                except OSError:
+                    continue
+                *done, rest[service] = (rest[service] + data).split(b"\n")
+                for raw in done:
+                    entry = parse(raw.decode(errors="replace"), service)
+                    if priority is None or entry["priority"] <= priority:
+                        yield entry
