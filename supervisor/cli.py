@@ -265,6 +265,8 @@ def _status_text(svc: dict) -> str:
             return f"{status} ({svc['signal']})"
         if svc.get("exit_code") is not None:
             return f"{status} (code {svc['exit_code']})"
+        if svc.get("error"):  # it could not be started (again)
+            return f"{status} (cannot start)"
     return status
 
 

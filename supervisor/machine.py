@@ -351,7 +351,8 @@ def spawn_failed(svc, ev, now, mono):
     Whatever the policy, it is retried with back-off, as s6's ``trystart`` does: the cause
     is often passing. A recurring schedule's next firing is its retry. It counts as a
     start for the start limit."""
-    svc = _r(svc, alive=False, error=ev.error)
+    # the last event is this start, not the run before it: no exit status of that run stays
+    svc = _r(svc, alive=False, error=ev.error, exit_code=None, signal=None)
     if svc.schedule is not None and svc.schedule.repeats and svc.due is not None:
         return svc, [Log("crashed", f"{svc.name} could not be started: {ev.error}; next "
                                     f"start {_when(svc)}", 4)]

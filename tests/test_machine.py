@@ -318,6 +318,8 @@ def test_spawn_failures_count_for_the_start_limit():
     svc, effects = step(svc, Event(Ev.SPAWN_FAILED, error="ENOMEM"), NOW + 2, MONO + 2)
     assert svc.state is State.CRASHED
     assert "start limit" in next(e for e in effects if isinstance(e, Log)).message
+    # it shows why (the spawn), not the exit code of the run before the failed starts
+    assert svc.error == "ENOMEM" and svc.exit_code is None and svc.signal is None
 
 
 def test_pids_history_across_restarts():

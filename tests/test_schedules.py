@@ -212,6 +212,18 @@ def test_a_start_service_of_a_scheduled_job_leaves_its_schedule_where_it_was(sup
     assert len(_starts(log)) == 2
 
 
+def test_a_service_whose_starts_keep_failing_shows_why_not_an_old_exit_code(sup, tmp_path):
+    prog = tmp_path / "once"
+    prog.write_text("#!/bin/sh\nrm -- \"$0\"\nexit 3\n")  # runs once, then is gone
+    prog.chmod(0o755)
+    sup.ok("create-service", "-r", "5", "--start-limit", "2/60", "-o", "null", "-n", "once",
+           str(prog))
+    end = sup.wait_status("once", "CRASHED", timeout=TIMEOUT + 4)  # retried after 1 s
+    assert end["exit_code"] is None and end["signal"] is None
+    assert "No such file" in end["error"]
+    assert "CRASHED (cannot start)" in sup.ok("list-supervisor").out
+
+
 def test_a_restart_that_cannot_spawn_is_retried_until_it_can(sup, tmp_path):
     # the program disappears while its service waits to restart (a package upgrade, say):
     # the restart cannot spawn, yet the service is not CRASHED for good, whatever its
