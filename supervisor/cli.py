@@ -81,11 +81,13 @@ Options:
   -d S, --delay S          Start after S seconds (fractions allowed); PENDING until then
                            [default: 0].
   --at TIME                Start at TIME: ISO-8601 (2026-12-01T08:00), or HH:MM[:SS] for
-                           the next such local time.
+                           the next such time; without an offset, in the zone of the
+                           command (its TZ), turned into an instant before it is sent.
   --every INTERVAL         Start now and every INTERVAL (30s, 5m, 1h30m) on
                            CLOCK_BOOTTIME; a start due while the last run still runs is
                            skipped.
-  --cron EXPR              Start when the cron expression fires ("*/5 * * * *", @daily).
+  --cron EXPR              Start when the cron expression fires ("*/5 * * * *", @daily),
+                           in the daemon's zone (its TZ or /etc/localtime).
   --restart MODE           on-failure (not after exit 0, SIGTERM, SIGINT, SIGHUP,
                            SIGPIPE), always (after any end no command asked for), or
                            never.

@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import datetime
 import itertools
+import json
 import math
 import os
 import signal
+import subprocess
+import sys
 import time
 import uuid
 
 import pytest
-from conftest import alive, fd_count, wait_until
+from conftest import ROOT, alive, fd_count, wait_until
 from journald import journal_mark, wait_for_entry
 from timeouts import TIMEOUT
 
@@ -76,6 +79,21 @@ def test_at_fires_at_the_right_wall_clock_second(sup, tmp_path):
     started = _starts(log)[0]
     print(f"\n--at {when}: started {1000 * (started - target):.1f} ms after the second")
     assert target <= started < target + 0.1
+
+
+def test_at_hh_mm_is_in_the_zone_of_the_command(sup):
+    """--at 08:00 is 08:00 where the command runs (its TZ), whatever the daemon's zone."""
+    zone = datetime.timezone(datetime.timedelta(hours=14))  # far from any test machine's
+    now = datetime.datetime.now(zone)
+    due = now.replace(hour=8, minute=0, second=0, microsecond=0)
+    if due <= now:
+        due += datetime.timedelta(days=1)
+    result = subprocess.run([sys.executable, "-m", "supervisor", "create-service", "--json",
+                             "--at", "08:00", "-o", "null", "/bin/true"],
+                            env={**sup.env, "TZ": "UTC-14"}, capture_output=True, text=True,
+                            timeout=TIMEOUT, cwd=ROOT)
+    assert result.returncode == 0, result
+    assert json.loads(result.stdout)["next_start"] == due.timestamp()
 
 
 @pytest.mark.slow
