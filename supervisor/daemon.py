@@ -238,10 +238,11 @@ class Daemon:
         aside with a journal entry, never used; one of another boot is dropped. ``stored``:
         the pidfds the manager's fd store kept, by pid."""
         path, name = self.state_path, os.path.basename(self.state_path)
+        bad: list[str] = []  # entries of services that cannot be trusted: left out
         try:
             data = state.load(name, self.dir_fd)
             if data is not None:
-                head, services = state.decode(data, self.instance)
+                head, services = state.decode(data, self.instance, bad)
                 if head.get("boot_id") not in (None, self.boot_id):
                     state.remove(name, self.dir_fd)
                     self.journal.send(f"state file {path} is from before the machine last "
@@ -255,12 +256,23 @@ class Daemon:
             self.journal.send(f"state file {path} cannot be trusted ({exc}): {aside}", 3,
                               SUPERVISOR_EVENT="state-error")
             data = None
+        if data is not None and bad:  # the file as it was, for a look; the rest is used
+            try:
+                aside = f"set aside as {state.set_aside(name, time.time(), self.dir_fd)}"
+            except OSError as err:
+                aside = f"not set aside ({err.strerror or err})"
+            shown = "; ".join(bad[:3]) + (f"; and {len(bad) - 3} more" if len(bad) > 3 else "")
+            self.journal.send(f"state file {path}: {len(bad)} of {len(bad) + len(services)} "
+                              f"services cannot be trusted and are left out ({shown}); the "
+                              f"file is {aside}", 3, SUPERVISOR_EVENT="state-error")
         if data is not None:
             self._adopt_tree(head)
             adopted, ended = self.shell.take_back(services, stored=stored)
             stored = None
             self.journal.send(f"recovered {len(services)} services ({adopted} re-adopted, "
                               f"{ended} ended meanwhile)", 5, SUPERVISOR_EVENT="recovered")
+            if bad:  # the file set aside holds them: what was taken back is on disk at once
+                self.save_state()
         for pid, fd in (stored or {}).items():  # no state to match them with
             os.close(fd)
             self.notifier.stored.add(pid)

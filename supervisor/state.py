@@ -84,11 +84,13 @@ def _time(v) -> bool:
     return _TIME_RANGE[0] <= v < _TIME_RANGE[1]
 
 
-def decode(data: bytes, instance: int | None = None
+def decode(data: bytes, instance: int | None = None, bad: list[str] | None = None
            ) -> tuple[dict, list[tuple[Service, int | None, str | None]]]:
     """(head, [(service, start ticks, cgroup)]) from a document; :class:`StateError` when
     it is not valid JSON, not of this version, of another instance than ``instance``, or
-    any field has the wrong type or value."""
+    any field has the wrong type or value. ``bad`` (a list): a service's entry that is
+    wrong is left out instead, and what is wrong with it appended there (one bad entry
+    must not cost the others)."""
     try:
         doc = json.loads(data)
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
@@ -109,10 +111,13 @@ def decode(data: bytes, instance: int | None = None
     for i, entry in enumerate(entries):
         try:
             svc, ticks, cgroup = _service(entry)
+            if svc.name in names:
+                raise StateError(f"name {svc.name!r} given twice")
         except StateError as exc:
-            raise StateError(f"service #{i + 1}: {exc}") from None
-        if svc.name in names:
-            raise StateError(f"service #{i + 1}: name {svc.name!r} given twice")
+            if bad is None:
+                raise StateError(f"service #{i + 1}: {exc}") from None
+            bad.append(f"service #{i + 1}: {exc}")
+            continue
         names.add(svc.name)
         services.append((svc, ticks, cgroup))
     return doc, services

@@ -293,6 +293,38 @@ def test_a_damaged_state_file_is_set_aside_and_the_daemon_starts(sup, damage):
     sup.ok("create-service", "-n", "fresh", "-o", "null", "/bin/sleep", "600")  # it works
 
 
+def test_one_bad_service_entry_costs_only_that_service(sup):
+    """One entry of the state file that cannot be trusted is left out (its process, in
+    our cgroup, killed as unclaimed); the others are taken back as they were, the file is
+    set aside for a look, and what was taken back is on disk again at once."""
+    good = sup.create("/bin/sleep", ["600"], name="good", output="null")
+    bad = sup.create("/bin/sleep", ["601"], name="bad", output="null")
+    _kill_daemon(sup)
+    path = os.path.join(sup.rundir, "0.state.json")
+    with open(path) as f:
+        doc = json.load(f)
+    [entry] = [e for e in doc["services"] if e["name"] == "bad"]
+    entry["pid"] = "not a pid"
+    data = json.dumps(doc).encode()
+    with open(path, "wb") as f:
+        f.write(data)
+    mark = journal_mark()
+    sup.ok("init", "-i", "0")
+    error = wait_for_entry(since=mark, SYSLOG_IDENTIFIER="supervisor",
+                           SUPERVISOR_EVENT="state-error")
+    assert "1 of 2 services cannot be trusted" in error["MESSAGE"]
+    assert "'pid' is 'not a pid'" in error["MESSAGE"] and "set aside" in error["MESSAGE"]
+    back = sup.status("good")
+    assert back["status"] == "RUNNING" and back["pid"] == good["pid"] and alive(good["pid"])
+    assert [s["name"] for s in sup.json("list-supervisor")["services"]] == ["good"]
+    wait_until(lambda: not alive(bad["pid"]), what="the unclaimed process to be killed")
+    [aside] = [e for e in os.listdir(sup.rundir) if e.startswith("0.state.json.bad-")]
+    with open(os.path.join(sup.rundir, aside), "rb") as f:
+        assert f.read() == data
+    with open(path) as f:
+        assert [e["name"] for e in json.load(f)["services"]] == ["good"]
+
+
 @pytest.mark.parametrize("kind", ["created", "opened"])
 def test_a_stranger_with_the_same_pid_and_start_time_is_not_adopted(sup, kind):
     """What a pid namespace allows: after a crash of the daemon, an unrelated process has
