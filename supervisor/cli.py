@@ -390,9 +390,14 @@ def run(opts: dict) -> int:
         now = time.time()
         rows = [["INSTANCE", "PID", "SERVICES", "UPTIME", "SOCKET"]]
         rows += [[str(i["instance"]), str(i["pid"]), str(i["services"]),
-                  _ago(now - i["started_at"]), i["socket"]] for i in found]
+                  _ago(now - i["started_at"]), i["socket"]] if "error" not in i
+                 else [str(i["instance"]), "-", "-", "NOT ANSWERING", i["socket"]]
+                 for i in found]
         _print({"supervisors": found}, as_json,
                _table(rows) if found else "no supervisor instance is running")
+        for i in found:  # one line each on stderr too: said, not only shown
+            if "error" in i and not as_json:
+                print(f"supervisor: instance {i['instance']}: {i['error']}", file=sys.stderr)
         return EXIT_OK
     if opts.get("init"):
         info, started = client.init(instance)

@@ -53,6 +53,10 @@ class NotRunning(SupervisorError):
     exit_code = 3
 
 
+class NotAnswering(NotRunning):
+    """It listens, but did not answer in time (hung, stopped, overloaded)."""
+
+
 class Client:
     """A connection to one instance. Requests may be pipelined with :meth:`pipeline`."""
 
@@ -146,7 +150,7 @@ class Client:
         except (BrokenPipeError, ConnectionResetError):
             raise NotRunning(f"instance {self.instance} closed the connection") from None
         except TimeoutError:
-            raise NotRunning(f"instance {self.instance} did not answer within "
+            raise NotAnswering(f"instance {self.instance} did not answer within "
                              f"{self.timeout:g} s") from None
         return answers
 
@@ -290,8 +294,13 @@ class Client:
 # ---- instances ---------------------------------------------------------------------------
 
 
+LIST_TIMEOUT = 5.0  # seconds an instance has to answer list-supervisors
+
+
 def list_supervisors(runtime_dir: str | None = None) -> list[dict]:
-    """Every running instance: its ``info`` answer, by instance number."""
+    """Every running instance: its ``info`` answer, by instance number. One that listens
+    but does not answer (hung, stopped, overloaded) is listed all the same, with
+    ``"error"`` saying so and None for what only it could tell."""
     import glob
 
     base = runtime_dir or paths.runtime_dir()
@@ -301,10 +310,16 @@ def list_supervisors(runtime_dir: str | None = None) -> list[dict]:
         if not stem.isdigit() or int(stem) not in paths.INSTANCES:
             continue
         try:
-            with Client(int(stem), runtime_dir=base, timeout=5) as c:
+            with Client(int(stem), runtime_dir=base, timeout=LIST_TIMEOUT) as c:
                 found.append(c.info())
-        except SupervisorError:
+        except NotAnswering as exc:
+            found.append({"instance": int(stem), "pid": None, "services": None,
+                          "started_at": None, "socket": sock_path, "error": str(exc)})
+        except NotRunning:
             continue  # a stale socket, or one that is going away
+        except SupervisorError as exc:
+            found.append({"instance": int(stem), "pid": None, "services": None,
+                          "started_at": None, "socket": sock_path, "error": str(exc)})
     return sorted(found, key=lambda i: i["instance"])
 
 

@@ -21,6 +21,8 @@ from conftest import (
 )
 from timeouts import TIMEOUT
 
+from supervisor import client
+
 # the service object v2 (docs/reference.md "The service object")
 SERVICE_KEYS = {"name", "pid", "status", "restarts", "exit_code", "signal", "started_at",
                 "next_start", "command", "opened", "exited_at", "restart", "restart_times",
@@ -75,6 +77,28 @@ def test_several_instances_are_independent(rundir):
         a.ok("close", "-i", "3")
         b.ok("close", "-i", "42")
     assert a.json("list-supervisors") == {"supervisors": []}
+
+
+def test_list_supervisors_shows_an_instance_that_does_not_answer(rundir):
+    a, b = Supervisor(rundir, 3), Supervisor(rundir, 42)
+    a.ok("init", "-i", "3")
+    b.ok("init", "-i", "42")
+    hung = b.pid
+    os.kill(hung, signal.SIGSTOP)  # it listens (the kernel queues connections), never answers
+    try:
+        result = a.run("list-supervisors")
+        assert result.rc == 0, result
+        [row] = [line for line in result.out.splitlines() if line.startswith("42 ")]
+        assert "NOT ANSWERING" in row and "42.sock" in row
+        assert result.err == ("supervisor: instance 42: instance 42 did not answer within "
+                              f"{client.LIST_TIMEOUT:g} s\n")
+        found = {s["instance"]: s for s in a.json("list-supervisors")["supervisors"]}
+        assert found[3]["services"] == 0 and "error" not in found[3]
+        assert found[42]["pid"] is None and "did not answer" in found[42]["error"]
+    finally:
+        os.kill(hung, signal.SIGCONT)
+        a.ok("close", "-i", "3")
+        b.ok("close", "-i", "42")
 
 
 def test_create_service_prints_name_and_pid(sup, tmp_path):
