@@ -24,6 +24,7 @@ and ``mono`` (CLOCK_BOOTTIME seconds, for deadlines) are passed in.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import enum
 import operator
 import re
@@ -305,7 +306,7 @@ def create(svc, ev, now, mono):
         svc = _r(svc, state=State.PENDING, due=due, next_start=wall_due)
         return svc, [ArmTimer(due, wall=schedule.wall),
                      Log("scheduled", f"{svc.name} scheduled ({schedule.describe()}), first "
-                                      f"start at {wall_due:.3f}")]
+                                      f"start at {_stamp(wall_due)}")]
     if svc.delay > 0:
         svc = _r(svc, state=State.PENDING, due=mono + svc.delay, next_start=now + svc.delay)
         return svc, [ArmTimer(mono + svc.delay),
@@ -421,7 +422,7 @@ def due_while_running(svc, ev, now, mono):
         return svc, []
     skipped = svc.next_start
     svc = _r(svc, due=None, next_start=None)
-    return svc, [Log("skipped", f"{svc.name}: start at {skipped:.3f} skipped, its last run "
+    return svc, [Log("skipped", f"{svc.name}: start at {_stamp(skipped)} skipped, its last run "
                                 f"(pid {svc.pid}) still runs; the next start comes after "
                                 "it ends", 4)]
 
@@ -676,7 +677,14 @@ def _limit_hit(svc: Service) -> str:
 
 
 def _when(svc: Service) -> str:
-    return "not scheduled" if svc.next_start is None else f"at {svc.next_start:.3f}"
+    return "not scheduled" if svc.next_start is None else f"at {_stamp(svc.next_start)}"
+
+
+def _stamp(when: float) -> str:
+    """A wall-clock time in a message: ISO-8601 in UTC, to the millisecond (the entry has
+    its own timestamp, the reader's zone; a bare epoch number was no help to anyone)."""
+    text = datetime.datetime.fromtimestamp(when, datetime.UTC).isoformat(timespec="milliseconds")
+    return text.replace("+00:00", "Z")
 
 
 def reaped(svc, ev, now, mono):
