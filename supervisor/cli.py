@@ -537,7 +537,7 @@ _VERBS = {"stop-service": "stopped", "start-service": "started",
 def _verb(c, opts: dict, as_json: bool) -> int:
     """stop/start/restart/signal/show-service: on names, pids and patterns; one line (or
     block) a service; with --json the service object where one service was named plainly,
-    else ``{"services": [...]}``."""
+    else ``{"instance": N, "services": [...]}`` (and ``"gone"``: names removed meanwhile)."""
     refs = [_svc(ref) for ref in opts["<svc>"]]
     cmd = next(cmd for cmd in _VERBS if opts.get(cmd))
     if cmd == "signal-service":
@@ -551,7 +551,8 @@ def _verb(c, opts: dict, as_json: bool) -> int:
     gone = answer.get("gone", [])  # removed by another command meanwhile
     if as_json:
         _print(services[0] if plain and len(services) == 1 and not gone else
-               {"services": services, **({"gone": gone} if gone else {})}, True, "")
+               {"instance": answer.get("instance", c.instance), "services": services,
+                **({"gone": gone} if gone else {})}, True, "")
     elif cmd == "show-service":
         print("\n\n".join(_show(s) for s in services))
     else:

@@ -146,6 +146,7 @@ def test_verbs_take_several_services_and_patterns(sup):
     for name in ("web-1", "web-2", "db"):
         make(sup, "-n", name, "/bin/sleep", "60")
     answer = sup.json("stop-service", "web-*")
+    assert answer["instance"] == 0 and set(answer) == {"instance", "services"}
     assert [s["name"] for s in answer["services"]] == ["web-1", "web-2"]
     # sleep dies of the stop signal: a stop that worked (KILLED only when SIGKILL was needed)
     assert {(s["status"], s["signal"]) for s in answer["services"]} == {("EXITED", "SIGTERM")}
