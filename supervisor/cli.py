@@ -627,8 +627,9 @@ def _logs(instance: int, opts: dict, as_json: bool) -> int:
             return EXIT_OK
         render = json.dumps if as_json else _plain
         at: dict = {}
+        events = outfiles.lifecycle(rundir, instance, [name] if name else None)
         for entry in outfiles.read(rundir, instance, files, lines=lines, since=since,
-                                   priority=priority, at=at):
+                                   priority=priority, at=at, events=events):
             print(render(entry), flush=True)
         if follow:
             for entry in outfiles.follow(rundir, instance, [name] if name else None, at,
@@ -646,6 +647,8 @@ def _plain(entry: dict) -> str:
     when = entry["time"]
     stamp = datetime.datetime.fromtimestamp(when).astimezone().strftime(
         "%Y-%m-%dT%H:%M:%S%z") if when is not None else "-"
+    if entry["identifier"] == "supervisor":  # a lifecycle entry of the daemon's log
+        return f"{stamp} supervisor: {entry['message']}"
     pid = entry["pid"] if entry["pid"] is not None else "?"
     return f"{stamp} {entry['service']}[{pid}]: {entry['message']}"
 

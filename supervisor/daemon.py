@@ -87,6 +87,7 @@ class Daemon:
         self.state_path = paths.state_path(instance, rundir)
         # the runtime directory, held open: the state is written relative to it
         self.dir_fd = os.open(rundir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        self.journal.keep_log(self.dir_fd, os.path.basename(paths.log_path(instance)))
         self.boot_id = state.boot_id()
         if self.notifier.watchdog_interval:
             self._watchdog()

@@ -1,7 +1,10 @@
 """Journal entries through systemd-python, with ``SYSLOG_IDENTIFIER=supervisor``.
 
 Where no journald runs (or systemd-python is missing) entries go to stderr instead, one
-line each; the daemon never fails because it cannot log.
+line each (``<UTC time> supervisor[<instance>] <<priority>> <message>  <FIELD=value>...``);
+the daemon never fails because it cannot log. Where that stderr is ``<runtime
+dir>/<N>.log`` (the daemon ``init`` started), it is rotated beyond :data:`LOG_MAX` bytes
+(to ``<N>.log.1``): a daemon logging every query cannot fill the runtime directory.
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import time
 
 try:
     # the C half of systemd.journal (its sendv): the Python half imports logging, uuid and
@@ -19,6 +23,14 @@ except ImportError:  # pragma: no cover - systemd-python is a dependency
 
 IDENTIFIER = "supervisor"
 JOURNAL_SOCKET = "/run/systemd/journal/socket"
+LOG_MAX = 8 * 1024 * 1024  # the daemon's own log file is rotated beyond this
+
+
+def stamp(when: float) -> str:
+    """A time at the head of a log line: ISO-8601 in UTC, to the millisecond."""
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(when, UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
 
 
 class Journal:
@@ -28,6 +40,17 @@ class Journal:
         self.instance = instance
         self.to_journal = _journal is not None and os.path.exists(JOURNAL_SOCKET)
         self._pending: list[str] = []  # stderr fallback lines not written yet
+        self._log: tuple[int, str] | None = None  # (dir fd, name) of a log file we rotate
+
+    def keep_log(self, dir_fd: int, name: str) -> None:
+        """Our stderr is the file ``name`` in the directory ``dir_fd`` (``init`` made it):
+        rotate it when it grows beyond :data:`LOG_MAX`."""
+        try:
+            ours, there = os.fstat(2), os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        except OSError:
+            return
+        if (ours.st_dev, ours.st_ino) == (there.st_dev, there.st_ino):
+            self._log = (dir_fd, name)
 
     def send(self, message: str, priority: int = 6, **fields) -> None:
         clean = {k: v for k, v in fields.items() if v is not None}
@@ -46,7 +69,8 @@ class Journal:
             except OSError:
                 pass  # journald went away: fall back for this entry
         extra = " ".join(f"{k}={v}" for k, v in clean.items())
-        line = f"supervisor[{self.instance}] <{priority}> {message}  {extra}".rstrip()
+        line = f"{stamp(time.time())} supervisor[{self.instance}] <{priority}> {message}  " \
+               f"{extra}".rstrip()
         self._pending.append(line.replace("\n", "\\n"))
         if len(self._pending) >= 256:
             self.flush()
@@ -58,6 +82,20 @@ class Journal:
             with contextlib.suppress(OSError, ValueError):
                 sys.stderr.write(text)
                 sys.stderr.flush()
+            if self._log is not None:
+                with contextlib.suppress(OSError):
+                    if os.fstat(2).st_size > LOG_MAX:
+                        self._rotate(*self._log)
+
+    def _rotate(self, dir_fd: int, name: str) -> None:
+        """<N>.log becomes <N>.log.1 (the older one dropped); a new one is our stderr."""
+        os.rename(name, name + ".1", src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        fd = os.open(name, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW
+                     | os.O_CLOEXEC, 0o600, dir_fd=dir_fd)
+        try:
+            os.dup2(fd, 2)  # inheritable, as a stderr is: a live re-exec keeps it
+        finally:
+            os.close(fd)
 
 
 # ---- reading (supervisor logs) -----------------------------------------------------------

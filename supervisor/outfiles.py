@@ -9,7 +9,8 @@ module owns their format. One line of output is one line of the file::
 is rotated at :data:`MAX_BYTES`: it becomes ``<N>.<service>.out.1`` (the older one is
 dropped), so a service's output takes at most twice that, whatever it prints. The files
 outlive their service (its output is what one reads after it crashed); ``logs`` shows
-them after the service is removed, as journalctl would.
+them after the service is removed, as journalctl would, with the services' lifecycle
+entries from the daemon's own log (``<N>.log``, see ``supervisor/journal.py``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import os
+import re
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
@@ -122,11 +124,13 @@ def newest(rundir: str, instance: int, names: list[str]) -> float:
 
 def read(rundir: str, instance: int, names: list[str], *, lines: int | None = 10,
          since: float | None = None, priority: int | None = None,
-         at: dict | None = None) -> list[dict]:
-    """The last ``lines`` entries (None: all) of the services ``names``, oldest first:
-    those since ``since`` and of ``priority`` or more urgent, where given. ``at`` (a dict)
-    gets where each file was read up to, for :func:`follow`."""
-    entries = []
+         at: dict | None = None, events: list[dict] = ()) -> list[dict]:
+    """The last ``lines`` entries (None: all) of the services ``names``, oldest first,
+    with ``events`` (their lifecycle entries, :func:`lifecycle`) among them: those since
+    ``since`` and of ``priority`` or more urgent, where given. ``at`` (a dict) gets where
+    each file was read up to, for :func:`follow`."""
+    entries = [e for e in events if (since is None or e["time"] >= since)
+               and (priority is None or e["priority"] <= priority)]
     for service in names:
         path = os.path.join(rundir, name_of(instance, service))
         old, _ = _read(path + ".1")
@@ -140,9 +144,51 @@ def read(rundir: str, instance: int, names: list[str], *, lines: int | None = 10
             if priority is not None and entry["priority"] > priority:
                 continue
             entries.append(entry)
-    if len(names) > 1:  # one stream of time, as the journal's
+    if len(names) > 1 or events:  # one stream of time, as the journal's (a stable sort)
         entries.sort(key=lambda e: e["time"] or 0.0)
     return entries[-lines:] if lines else ([] if lines == 0 else entries)
+
+
+_DAEMON_LINE = re.compile(
+    r"(\S+Z) supervisor\[\d+\] <([0-7])> (.*?)((?:  |$)(?:[A-Z_]+=\S*(?: |$))*)$")
+_FIELD = re.compile(r"([A-Z_]+)=(\S*)")
+
+
+def parse_daemon(line: str) -> dict | None:
+    """A lifecycle entry (the shape of ``journal._as_json``) from a line of the daemon's
+    own log (``journal.Journal`` without journald), or None: not about a service, a
+    command's, or not such a line."""
+    match = _DAEMON_LINE.match(line)
+    if match is None:
+        return None
+    fields = dict(_FIELD.findall(match[4]))
+    if "SERVICE_NAME" not in fields or "SUPERVISOR_COMMAND" in fields:
+        return None
+    try:
+        when = datetime.strptime(match[1], "%Y-%m-%dT%H:%M:%S.%fZ").replace(
+            tzinfo=UTC).timestamp()
+    except ValueError:
+        return None
+    pid = fields.get("SERVICE_PID")
+    return {"time": when, "identifier": "supervisor",
+            "pid": int(pid) if pid and pid.isdigit() else None, "message": match[3],
+            "event": fields.get("SUPERVISOR_EVENT"), "priority": int(match[2]),
+            "service": fields["SERVICE_NAME"], "stream": None}
+
+
+def lifecycle(rundir: str, instance: int, names: list[str] | None) -> list[dict]:
+    """The lifecycle entries of the services ``names`` (None: all) in the daemon's own log
+    (``<N>.log.1`` and ``<N>.log``), oldest first."""
+    path = os.path.join(rundir, f"{instance}.log")
+    old, _ = _read(path + ".1")
+    data, _ = _read(path)
+    wanted = None if names is None else set(names)
+    out = []
+    for line in (old + data).decode(errors="replace").splitlines():
+        entry = parse_daemon(line)
+        if entry is not None and (wanted is None or entry["service"] in wanted):
+            out.append(entry)
+    return out
 
 
 def _tail(path: str, ino: int, offset: int) -> bytes:

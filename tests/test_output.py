@@ -29,7 +29,11 @@ def _cpu_seconds(pid: int) -> float:
 
 def _relay_pid(daemon: int) -> int:
     for pid, _state in children_of(daemon):
-        if b"supervisor.logrelay" in Path(f"/proc/{pid}/cmdline").read_bytes():
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:  # a child that ended since it was listed
+            continue
+        if b"supervisor.logrelay" in cmdline:
             return pid
     raise AssertionError("no log relay")
 
@@ -164,6 +168,36 @@ def test_an_output_file_is_rotated_and_stays_bounded(tmp_path, monkeypatch):
     assert outfiles.parse("raw text", "web")["message"] == "raw text"
 
 
+def test_the_daemon_rotates_its_own_log_file(tmp_path):
+    """Without journald the daemon's entries go to its stderr, <N>.log where init started
+    it: rotated beyond journal.LOG_MAX (to .log.1), each line with its time."""
+    script = """if True:
+        import os, sys
+        import supervisor.journal as j
+        j.JOURNAL_SOCKET = "/nonexistent"
+        j.LOG_MAX = 2000
+        d = os.open(sys.argv[1], os.O_RDONLY | os.O_DIRECTORY)
+        journal = j.Journal(5)
+        journal.keep_log(d, "5.log")
+        for i in range(100):
+            journal.send(f"entry {i}", 6, SERVICE_NAME="web")
+            journal.flush()
+        """
+    log = tmp_path / "5.log"
+    with open(log, "ab") as err:
+        done = subprocess.run([sys.executable, "-c", script, str(tmp_path)], stderr=err,
+                              timeout=TIMEOUT, cwd=ROOT)
+    assert done.returncode == 0
+    old = tmp_path / "5.log.1"
+    assert log.stat().st_size <= 2200 and old.stat().st_size <= 2200
+    last = log.read_text().splitlines()[-1]
+    assert last.endswith("supervisor[5] <6> entry 99  SERVICE_NAME=web")
+    assert last.startswith("20") and last.split()[0].endswith("Z")
+    entry = outfiles.parse_daemon(last)
+    assert entry["service"] == "web" and entry["message"] == "entry 99"
+    assert abs(entry["time"] - time.time()) < TIMEOUT
+
+
 def _no_journald(s: Supervisor) -> None:
     """Start instance ``s`` where no journald answers: a private mount namespace with an
     empty /run/systemd/journal (journald runs for the tests, outside)."""
@@ -209,8 +243,15 @@ def test_without_journald_the_relay_writes_files_that_logs_reads(rundir):
             follower.terminate()
             follower.wait(timeout=TIMEOUT)
             follower.stdout.close()
+        every = s.ok("logs", "talk", "-n", "100000").out.splitlines()
+        assert f"supervisor: talk started with pid {svc['pid']}" in every[0]  # lifecycle too
         s.ok("remove-service", "talk")
-        assert "talk[" in s.ok("logs", "talk", "-n", "1").out  # its output outlives it
+        after = s.ok("logs", "talk", "-n", "1000").out.splitlines()  # it outlives the service
+        assert "supervisor: talk removed" in after[-1]
+        assert any(f"talk[{svc['pid']}]: n " in line for line in after)
+        events = [json.loads(x) for x in s.ok("logs", "talk", "-n", "1000", "--json",
+                                              "-p", "info").out.splitlines()]
+        assert next(e["event"] for e in events if e["identifier"] == "supervisor") == "started"
     finally:
         close_instance(s)
 

@@ -141,7 +141,9 @@ def test_restart_back_off_grows(sup, tmp_path):
     gaps = [b - a for a, b in itertools.pairwise(starts)]
     print(f"\nback-off gaps (s): {[round(g, 3) for g in gaps]}")
     for gap, expected in zip(gaps, (0.1, 0.2, 0.4, 0.8), strict=True):
-        assert expected <= gap < expected + 0.1
+        # never early; late by less than the next step of the back-off (a loaded VM
+        # stalled one start by 0.35 s once: a noisy neighbour, not a wrong delay)
+        assert expected <= gap < expected * 2
 
 
 def test_restart_always_restarts_after_success_and_pending_shows_next_start(sup):
