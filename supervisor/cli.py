@@ -627,7 +627,7 @@ def _logs(instance: int, opts: dict, as_json: bool) -> int:
             return EXIT_OK
         render = json.dumps if as_json else _plain
         at: dict = {}
-        events = outfiles.lifecycle(rundir, instance, [name] if name else None)
+        events = outfiles.lifecycle(rundir, instance, [name] if name else None, at)
         for entry in outfiles.read(rundir, instance, files, lines=lines, since=since,
                                    priority=priority, at=at, events=events):
             print(render(entry), flush=True)

@@ -176,12 +176,15 @@ def parse_daemon(line: str) -> dict | None:
             "service": fields["SERVICE_NAME"], "stream": None}
 
 
-def lifecycle(rundir: str, instance: int, names: list[str] | None) -> list[dict]:
+def lifecycle(rundir: str, instance: int, names: list[str] | None,
+              at: dict | None = None) -> list[dict]:
     """The lifecycle entries of the services ``names`` (None: all) in the daemon's own log
-    (``<N>.log.1`` and ``<N>.log``), oldest first."""
+    (``<N>.log.1`` and ``<N>.log``), oldest first; ``at[""]``: where it was read up to."""
     path = os.path.join(rundir, f"{instance}.log")
     old, _ = _read(path + ".1")
-    data, _ = _read(path)
+    data, pos = _read(path)
+    if pos is not None and at is not None:
+        at[""] = pos
     wanted = None if names is None else set(names)
     out = []
     for line in (old + data).decode(errors="replace").splitlines():
@@ -203,20 +206,43 @@ def _tail(path: str, ino: int, offset: int) -> bytes:
         return b""
 
 
+def _more(path: str, key: str, at: dict) -> bytes | None:
+    """What the file at ``path`` got since ``at[key]`` (inode, offset), which is moved on;
+    a rotated file's last lines first (the old one is ``path.1`` now). None: no file."""
+    try:
+        with open(path, "rb") as f:
+            st = os.fstat(f.fileno())
+            ino, offset = at.get(key, (st.st_ino, 0))
+            older = b""
+            if ino != st.st_ino:  # rotated: what the old one got last, then all of this
+                older, offset = _tail(f"{path}.1", ino, offset), 0
+            elif st.st_size < offset:  # cut short (truncated): from its start
+                offset = 0
+            f.seek(offset)
+            data = f.read()
+            at[key] = (st.st_ino, offset + len(data))
+            return older + data
+    except OSError:
+        return None
+
+
 def follow(rundir: str, instance: int, names: list[str] | None, at: dict, *,
            priority: int | None = None) -> Iterator[dict]:
-    """Entries written after :func:`read` read the files (``at``: where it stopped;
-    ``names`` None: of every service, new ones too), as ``tail -F`` does, a rotated file
-    read from its start: woken by inotify on the runtime directory (the CLI waits; the
-    daemon is not involved)."""
+    """Entries written after :func:`read` read the files (``at``: where it stopped, by
+    service, and ``""`` for the daemon's log; ``names`` None: of every service, new ones
+    too), their lifecycle entries among them, as ``tail -F`` does, a rotated file read
+    from its start: woken by inotify on the runtime directory (the CLI waits; the daemon
+    is not involved)."""
     import select
 
     from supervisor.native import Inotify
 
     rest: dict[str, bytes] = collections.defaultdict(bytes)
+    daemon_log = os.path.join(rundir, f"{instance}.log")
 
-    def targets() -> list[str]:
-        return names if names is not None else services(rundir, instance)
+    def wanted(entry: dict | None) -> bool:
+        return entry is not None and (priority is None or entry["priority"] <= priority) \
+            and (names is None or entry["service"] in names)
 
     with Inotify(rundir) as watch:
         first = True
@@ -225,24 +251,15 @@ def follow(rundir: str, instance: int, names: list[str] | None, at: dict, *,
                 select.select([watch], [], [])
                 watch.drain()
             first = False
-            for service in targets():
-                try:
-                    with open(os.path.join(rundir, name_of(instance, service)), "rb") as f:
-                        st = os.fstat(f.fileno())
-                        ino, offset = at.get(service, (st.st_ino, 0))
-                        data = b""
-                        if ino != st.st_ino:  # rotated: what the old one got last, then all
-                            data = _tail(f"{f.name}.1", ino, offset)
-                            offset = 0
-                        elif st.st_size < offset:  # cut short (truncated): from its start
-                            offset = 0
-                        f.seek(offset)
-                        data += f.read()
-                        at[service] = (st.st_ino, offset + len(data))
-                except OSError:
+            sources = [(s, os.path.join(rundir, name_of(instance, s)))
+                       for s in (names if names is not None else services(rundir, instance))]
+            for key, path in [*sources, ("", daemon_log)]:
+                data = _more(path, key, at)
+                if not data:
                     continue
-                *done, rest[service] = (rest[service] + data).split(b"\n")
+                *done, rest[key] = (rest[key] + data).split(b"\n")
                 for raw in done:
-                    entry = parse(raw.decode(errors="replace"), service)
-                    if priority is None or entry["priority"] <= priority:
+                    line = raw.decode(errors="replace")
+                    entry = parse(line, key) if key else parse_daemon(line)
+                    if wanted(entry):
                         yield entry

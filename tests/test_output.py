@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import selectors
 import subprocess
 import sys
@@ -229,16 +230,21 @@ def test_without_journald_the_relay_writes_files_that_logs_reads(rundir):
         assert entry["pid"] == svc["pid"] and abs(entry["time"] - time.time()) < TIMEOUT
         assert s.ok("logs", "-n", "1").out.startswith("20")  # every service's: the same
         follower = subprocess.Popen([sys.executable, "-m", "supervisor", "logs", "talk", "-f",
-                                     "-n", "1"], env=s.env, stdout=subprocess.PIPE, text=True,
-                                    cwd=ROOT)
+                                     "-n", "1"], env=s.env, stdout=subprocess.PIPE, cwd=ROOT)
         try:
-            seen = []
-            with selectors.DefaultSelector() as sel:
-                sel.register(follower.stdout, selectors.EVENT_READ)
-                wait_until(lambda: (sel.select(0.1) and seen.append(follower.stdout.readline()))
-                           or len(seen) >= 20, what="twenty followed lines")
-            numbers = [int(x.split()[-1]) for x in seen]
+            got = bytearray()
+
+            def seen() -> list[str]:  # unbuffered: a line read ahead is never left waiting
+                if select.select([follower.stdout], [], [], 0.1)[0]:
+                    got.extend(os.read(follower.stdout.fileno(), 65536))
+                return got.decode().splitlines()
+
+            wait_until(lambda: len(seen()) >= 20, what="twenty followed lines")
+            numbers = [int(x.split()[-1]) for x in seen()[:20]]
             assert numbers == list(range(numbers[0], numbers[0] + len(numbers)))  # no gap
+            s.ok("suspend-service", "talk")  # a lifecycle entry, from the daemon's log
+            wait_until(lambda: seen()[-1].endswith("supervisor: talk suspended"),
+                       what="the suspension, followed")
         finally:
             follower.terminate()
             follower.wait(timeout=TIMEOUT)
