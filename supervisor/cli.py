@@ -591,12 +591,14 @@ def _logs(instance: int, opts: dict, as_json: bool) -> int:
     priority = _priority(opts["-p"]) if opts["-p"] is not None else None
     ref = opts["<svc>"][0] if opts["<svc>"] else None
     name = ref
-    if ref is not None:
-        try:
-            with client.Client(instance, timeout=5) as c:
+    to_journal = None  # where the running daemon logs, if it runs
+    try:
+        with client.Client(instance, timeout=5) as c:
+            to_journal = c.info().get("journal")
+            if ref is not None:
                 name = c.service_status(_svc(ref))["name"]
-        except client.SupervisorError:
-            pass  # not running, or a service it no longer has: its entries are still there
+    except client.SupervisorError:
+        pass  # not running, or a service it no longer has: its entries are still there
     if opts["--follow"]:
         import gc
 
@@ -607,12 +609,15 @@ def _logs(instance: int, opts: dict, as_json: bool) -> int:
     if name is not None:
         files = [name] if name in files else []
     try:
-        # the journal's entries, or, where no journald ran when the daemon's log relay
-        # started, the output files it wrote in the runtime directory: whichever holds the
-        # newer (a journal may still hold an older daemon's entries of the same instance)
-        found = list(journal.service_log(instance, name, lines=lines, as_json=as_json,
-                                         since=since, priority=priority, timed=True))
-        if not files or (found and found[-1][0] >= outfiles.newest(rundir, instance, files)):
+        # the journal's entries or, where the daemon found no journald, the output files
+        # its log relay wrote in the runtime directory and its own log there; when it does
+        # not run: whichever holds the newer (a journal may still hold an older daemon's
+        # entries of the same instance)
+        found = [] if to_journal is False else list(journal.service_log(
+            instance, name, lines=lines, as_json=as_json, since=since, priority=priority,
+            timed=True))
+        if to_journal or (to_journal is None and (not files or (
+                found and found[-1][0] >= outfiles.newest(rundir, instance, files)))):
             for _when, item in found:
                 print(json.dumps(item) if as_json else item, flush=True)
             if follow:
@@ -627,10 +632,17 @@ def _logs(instance: int, opts: dict, as_json: bool) -> int:
             return EXIT_OK
         render = json.dumps if as_json else _plain
         at: dict = {}
-        events = outfiles.lifecycle(rundir, instance, [name] if name else None, at)
-        for entry in outfiles.read(rundir, instance, files, lines=lines, since=since,
-                                   priority=priority, at=at, events=events):
+        events = outfiles.lifecycle(rundir, instance, [name] if name else None, at,
+                                    lines=lines, since=since, priority=priority)
+        shown = outfiles.read(rundir, instance, files, lines=lines, since=since,
+                              priority=priority, at=at, events=events)
+        for entry in shown:
             print(render(entry), flush=True)
+        if not shown and not follow and lines != 0 and name is not None and since is None \
+                and priority is None:
+            raise client.RemoteError("no-such-service",
+                                     f"no output or lifecycle entries for service {ref!r} "
+                                     f"of instance {instance} in {rundir}")
         if follow:
             for entry in outfiles.follow(rundir, instance, [name] if name else None, at,
                                          priority=priority):

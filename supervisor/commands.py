@@ -268,7 +268,8 @@ class Commands:
         d = self.daemon
         return {"instance": d.instance, "pid": os.getpid(), "socket": d.socket_path,
                 "services": len(self.shell), "started_at": d.started_at,
-                "stopping": d.stopping, "generation": d.generation}
+                "stopping": d.stopping, "generation": d.generation,
+                "journal": d.journal.to_journal}
 
     def create(self, args) -> dict:
         fields = self._definition(args)

@@ -104,8 +104,10 @@ class Relay:
                 try:
                     writer = outfiles.Writer(self.dir_fd, self.instance, name)
                 except OSError as exc:  # the service is not hurt: its pipes are drained
-                    print(f"supervisor-logrelay: cannot open {name}'s output file: {exc}",
-                          file=sys.stderr)
+                    # a line as the daemon's own, where they both write (<N>.log)
+                    print(f"{outfiles.stamp(time.time())} supervisor[{self.instance}] <3> "
+                          f"log relay: cannot open {name}'s output file: {exc}",
+                          file=sys.stderr, flush=True)
                 else:
                     self.writers[name] = writer
         for fd, label in zip(fds, labels, strict=False):

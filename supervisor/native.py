@@ -169,12 +169,20 @@ class Inotify(_Fd):
             self.close()
             raise
 
-    def drain(self) -> None:
+    def drain(self) -> set[str]:
+        """Empty it: the names of the files it reported."""
+        names = set()
         try:
-            while os.read(self.fileno(), 65536):
-                pass
+            while data := os.read(self.fileno(), 65536):
+                pos = 0
+                while pos + 16 <= len(data):  # struct inotify_event: wd, mask, cookie, len
+                    size = struct.unpack_from("=iIII", data, pos)[3]
+                    name = data[pos + 16:pos + 16 + size].rstrip(b"\0")
+                    names.add(os.fsdecode(name))
+                    pos += 16 + size
         except BlockingIOError:
             pass
+        return names
 
 
 # ---- the clone3 spawn (native/spawn.c) ---------------------------------------------------

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import itertools
 import os
 import re
 from collections.abc import Iterator
@@ -29,6 +30,13 @@ _FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
 
 def name_of(instance: int, service: str) -> str:
     return f"{instance}.{service}.out"
+
+
+def _when(text: str) -> float:
+    """The epoch seconds of a stamp (ValueError: not one)."""
+    if not text.endswith("Z"):
+        raise ValueError(text)
+    return datetime.fromisoformat(text[:-1]).replace(tzinfo=UTC).timestamp()
 
 
 def stamp(when: float) -> str:
@@ -58,14 +66,23 @@ class Writer:
         if self.size and self.size + len(data) > MAX_BYTES:
             self.rotate()
         view = memoryview(data)
-        while view:
-            view = view[os.write(self.fd, view):]
+        try:
+            while view:
+                view = view[os.write(self.fd, view):]
+        except OSError:  # a full disk: whole lines only, never a line glued to the next
+            with contextlib.suppress(OSError):
+                os.ftruncate(self.fd, self.size)
+            raise
         self.size += len(data)
 
     def rotate(self) -> None:
-        os.rename(self.name, self.name + ".1", src_dir_fd=self.dir_fd,
-                  dst_dir_fd=self.dir_fd)
+        try:
+            os.rename(self.name, self.name + ".1", src_dir_fd=self.dir_fd,
+                      dst_dir_fd=self.dir_fd)
+        except FileNotFoundError:  # removed by hand: a new one, as if rotated
+            pass
         os.close(self.fd)
+        self.fd = -1
         self._open()
 
     def close(self) -> None:
@@ -83,8 +100,7 @@ def parse(line: str, service: str) -> dict:
     parts = line.split(" ", 3)
     if len(parts) >= 3 and parts[1] in PRIORITY and parts[2].isdigit():
         with contextlib.suppress(ValueError):
-            when = datetime.strptime(parts[0], "%Y-%m-%dT%H:%M:%S.%fZ").replace(
-                tzinfo=UTC).timestamp()
+            when = _when(parts[0])
             stream, pid = parts[1], int(parts[2])
             message = parts[3] if len(parts) == 4 else ""
     return {"time": when, "identifier": service, "pid": pid, "message": message,
@@ -103,14 +119,30 @@ def services(rundir: str, instance: int) -> list[str]:
                    if n.startswith(prefix) and n.endswith(".out") and len(n) > len(prefix) + 4})
 
 
-def _read(path: str) -> tuple[bytes, tuple[int, int] | None]:
-    """A file's bytes and (inode, size read): where a follow goes on from."""
+def _backwards(path: str, at: dict | None = None, key: str = "") -> Iterator[bytes]:
+    """The lines of a file, the last first (read from its end in blocks: ``logs -n 10``
+    of a file of 8 MiB reads its end, not all of it). ``at[key]``: where it ends now, for
+    :func:`follow`. Nothing where there is no file."""
     try:
-        with open(path, "rb") as f:
-            data = f.read()
-            return data, (os.fstat(f.fileno()).st_ino, len(data))
+        f = open(path, "rb")  # noqa: SIM115 (closed below, also when the caller stops)
     except OSError:
-        return b"", None
+        return
+    with f:
+        st = os.fstat(f.fileno())
+        if at is not None:
+            at[key] = (st.st_ino, st.st_size)
+        pos, rest = st.st_size, b""
+        while pos > 0:
+            step = min(1 << 16, pos)
+            pos -= step
+            f.seek(pos)
+            *lines, = (f.read(step) + rest).split(b"\n")
+            rest = lines[0]
+            for line in reversed(lines[1:]):
+                if line:
+                    yield line
+        if rest:
+            yield rest
 
 
 def newest(rundir: str, instance: int, names: list[str]) -> float:
@@ -122,28 +154,43 @@ def newest(rundir: str, instance: int, names: list[str]) -> float:
     return max(times)
 
 
+def _last(lines_back: Iterator[bytes], parse_one, lines: int | None, since: float | None,
+          priority: int | None) -> list[dict]:
+    """The last ``lines`` entries (oldest first) among lines given the last first."""
+    got: list[dict] = []
+    if lines == 0:
+        return got
+    for raw in lines_back:
+        entry = parse_one(raw)
+        if entry is None:
+            continue
+        if since is not None and (entry["time"] is None or entry["time"] < since):
+            if entry["time"] is not None:
+                break  # all before it are older still
+            continue
+        if priority is not None and entry["priority"] > priority:
+            continue
+        got.append(entry)
+        if lines is not None and len(got) >= lines:
+            break
+    got.reverse()
+    return got
+
+
 def read(rundir: str, instance: int, names: list[str], *, lines: int | None = 10,
          since: float | None = None, priority: int | None = None,
          at: dict | None = None, events: list[dict] = ()) -> list[dict]:
     """The last ``lines`` entries (None: all) of the services ``names``, oldest first,
     with ``events`` (their lifecycle entries, :func:`lifecycle`) among them: those since
     ``since`` and of ``priority`` or more urgent, where given. ``at`` (a dict) gets where
-    each file was read up to, for :func:`follow`."""
-    entries = [e for e in events if (since is None or e["time"] >= since)
-               and (priority is None or e["priority"] <= priority)]
+    each file was read up to, for :func:`follow`. One entry a ``\\n``: a line holding a
+    carriage return (a progress bar) stays one entry."""
+    entries = list(events)
     for service in names:
         path = os.path.join(rundir, name_of(instance, service))
-        old, _ = _read(path + ".1")
-        data, pos = _read(path)
-        if pos is not None and at is not None:
-            at[service] = pos
-        for line in (old + data).decode(errors="replace").splitlines():
-            entry = parse(line, service)
-            if since is not None and (entry["time"] is None or entry["time"] < since):
-                continue
-            if priority is not None and entry["priority"] > priority:
-                continue
-            entries.append(entry)
+        back = itertools.chain(_backwards(path, at, service), _backwards(path + ".1"))
+        entries += _last(back, lambda raw, s=service: parse(raw.decode(errors="replace"), s),
+                         lines, since, priority)
     if len(names) > 1 or events:  # one stream of time, as the journal's (a stable sort)
         entries.sort(key=lambda e: e["time"] or 0.0)
     return entries[-lines:] if lines else ([] if lines == 0 else entries)
@@ -165,8 +212,7 @@ def parse_daemon(line: str) -> dict | None:
     if "SERVICE_NAME" not in fields or "SUPERVISOR_COMMAND" in fields:
         return None
     try:
-        when = datetime.strptime(match[1], "%Y-%m-%dT%H:%M:%S.%fZ").replace(
-            tzinfo=UTC).timestamp()
+        when = _when(match[1])
     except ValueError:
         return None
     pid = fields.get("SERVICE_PID")
@@ -176,22 +222,27 @@ def parse_daemon(line: str) -> dict | None:
             "service": fields["SERVICE_NAME"], "stream": None}
 
 
-def lifecycle(rundir: str, instance: int, names: list[str] | None,
-              at: dict | None = None) -> list[dict]:
-    """The lifecycle entries of the services ``names`` (None: all) in the daemon's own log
-    (``<N>.log.1`` and ``<N>.log``), oldest first; ``at[""]``: where it was read up to."""
+def lifecycle(rundir: str, instance: int, names: list[str] | None, at: dict | None = None,
+              *, lines: int | None = None, since: float | None = None,
+              priority: int | None = None) -> list[dict]:
+    """The last ``lines`` lifecycle entries (None: all) of the services ``names`` (None:
+    all) in the daemon's own log (``<N>.log`` and ``<N>.log.1``), oldest first, those
+    since ``since`` and of ``priority`` or more urgent; ``at[""]``: where it was read up
+    to."""
     path = os.path.join(rundir, f"{instance}.log")
-    old, _ = _read(path + ".1")
-    data, pos = _read(path)
-    if pos is not None and at is not None:
-        at[""] = pos
-    wanted = None if names is None else set(names)
-    out = []
-    for line in (old + data).decode(errors="replace").splitlines():
-        entry = parse_daemon(line)
-        if entry is not None and (wanted is None or entry["service"] in wanted):
-            out.append(entry)
-    return out
+    wanted = None if names is None else {f"SERVICE_NAME={n}".encode() for n in names}
+
+    def one(raw: bytes) -> dict | None:
+        if b"SERVICE_NAME=" not in raw or b"SUPERVISOR_COMMAND=" in raw:
+            return None  # most lines, at a glance
+        entry = parse_daemon(raw.decode(errors="replace"))
+        if entry is None or (wanted is not None
+                             and f"SERVICE_NAME={entry['service']}".encode() not in wanted):
+            return None
+        return entry
+
+    back = itertools.chain(_backwards(path, at, ""), _backwards(path + ".1"))
+    return _last(back, one, lines, since, priority)
 
 
 def _tail(path: str, ino: int, offset: int) -> bytes:
@@ -245,15 +296,13 @@ def follow(rundir: str, instance: int, names: list[str] | None, at: dict, *,
             and (names is None or entry["service"] in names)
 
     with Inotify(rundir) as watch:
-        first = True
+        # the first look at every file (what came between the read and the watch); then
+        # at those inotify named (with many services, the others are not opened again)
+        keys = [*(names if names is not None else services(rundir, instance)), ""]
+        prefix = f"{instance}."
         while True:
-            if not first:  # the first look: what came between the read and the watch
-                select.select([watch], [], [])
-                watch.drain()
-            first = False
-            sources = [(s, os.path.join(rundir, name_of(instance, s)))
-                       for s in (names if names is not None else services(rundir, instance))]
-            for key, path in [*sources, ("", daemon_log)]:
+            for key in keys:
+                path = os.path.join(rundir, name_of(instance, key)) if key else daemon_log
                 data = _more(path, key, at)
                 if not data:
                     continue
@@ -263,3 +312,12 @@ def follow(rundir: str, instance: int, names: list[str] | None, at: dict, *,
                     entry = parse(line, key) if key else parse_daemon(line)
                     if wanted(entry):
                         yield entry
+            select.select([watch], [], [])
+            keys = []
+            for changed in watch.drain():
+                if changed == f"{instance}.log":
+                    keys.append("")
+                elif changed.startswith(prefix) and changed.endswith(".out"):
+                    service = changed[len(prefix):-len(".out")]
+                    if service and (names is None or service in names):
+                        keys.append(service)

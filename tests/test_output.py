@@ -169,6 +169,30 @@ def test_an_output_file_is_rotated_and_stays_bounded(tmp_path, monkeypatch):
     assert outfiles.parse("raw text", "web")["message"] == "raw text"
 
 
+def test_an_output_file_on_a_full_disk_keeps_whole_lines(tmp_path):
+    small = tmp_path / "small"
+    small.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16k", "tmpfs", str(small)], check=True)
+    try:
+        dir_fd = os.open(small, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            writer = outfiles.Writer(dir_fd, 1, "big")
+            full = 0
+            for i in range(100):
+                try:
+                    writer.write(1796500000.0, "stdout", 7, [f"{i} ".encode() + b"x" * 1000])
+                except OSError:
+                    full += 1
+            writer.close()
+        finally:
+            os.close(dir_fd)
+        assert full > 0  # the disk did fill up
+        lines = (small / "1.big.out").read_bytes().split(b"\n")
+        assert lines[-1] == b"" and all(line.endswith(b"x" * 1000) for line in lines[:-1])
+    finally:
+        subprocess.run(["umount", str(small)], check=True)
+
+
 def test_the_daemon_rotates_its_own_log_file(tmp_path):
     """Without journald the daemon's entries go to its stderr, <N>.log where init started
     it: rotated beyond journal.LOG_MAX (to .log.1), each line with its time."""
@@ -249,6 +273,36 @@ def test_without_journald_the_relay_writes_files_that_logs_reads(rundir):
             follower.terminate()
             follower.wait(timeout=TIMEOUT)
             follower.stdout.close()
+        # a carriage return (a progress bar) is inside its line, not an end of one
+        s.ok("create-service", "-n", "bar", "/bin/sh", "--", "-c",
+             r"printf '10%%\r100%%\n' >&2; exec sleep 600")
+        wait_until(lambda: (Path(rundir) / "0.bar.out").exists()
+                   and (Path(rundir) / "0.bar.out").read_text(), what="the bar")
+        [bar] = [json.loads(x) for x in s.ok("logs", "bar", "--json", "-p", "err").out.split(
+            "\n") if x]
+        assert bar["message"] == "10%\r100%" and bar["stream"] == "stderr"
+        # a service whose output goes elsewhere still has its lifecycle entries; a follow
+        # of a service still to come shows it when it comes
+        later = subprocess.Popen([sys.executable, "-m", "supervisor", "logs", "later", "-f"],
+                                 env=s.env, stdout=subprocess.PIPE, cwd=ROOT)
+        try:
+            quiet = s.json("create-service", "-n", "quiet", "-o", "null", "/bin/sleep", "600")
+            assert f"supervisor: quiet started with pid {quiet['pid']}" in s.ok(
+                "logs", "quiet").out
+            s.ok("create-service", "-n", "later", "/bin/sh", "--", "-c", "echo here; sleep 600")
+            came = bytearray()
+
+            def later_lines() -> str:
+                if select.select([later.stdout], [], [], 0.1)[0]:
+                    came.extend(os.read(later.stdout.fileno(), 65536))
+                return came.decode()
+
+            wait_until(lambda: "]: here\n" in later_lines() and "later started" in
+                       later_lines(), what="the later service, followed")
+        finally:
+            later.terminate()
+            later.wait(timeout=TIMEOUT)
+            later.stdout.close()
         every = s.ok("logs", "talk", "-n", "100000").out.splitlines()
         assert f"supervisor: talk started with pid {svc['pid']}" in every[0]  # lifecycle too
         s.ok("remove-service", "talk")
