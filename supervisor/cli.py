@@ -397,7 +397,7 @@ def run(opts: dict) -> int:
                _table(rows) if found else "no supervisor instance is running")
         for i in found:  # one line each on stderr too: said, not only shown
             if "error" in i and not as_json:
-                print(f"supervisor: instance {i['instance']}: {i['error']}", file=sys.stderr)
+                print(f"supervisor: {i['error']}", file=sys.stderr)
         return EXIT_OK
     if opts.get("init"):
         info, started = client.init(instance)

@@ -107,18 +107,22 @@ def decode(data: bytes, instance: int | None = None, bad: list[str] | None = Non
     entries = doc.pop("services", None)
     if not isinstance(entries, list):
         raise StateError("'services' is not a list")
-    services, names = [], set()
+    services, names, cgroups = [], set(), set()
     for i, entry in enumerate(entries):
         try:
             svc, ticks, cgroup = _service(entry)
             if svc.name in names:
                 raise StateError(f"name {svc.name!r} given twice")
+            if cgroup is not None and cgroup in cgroups:  # one cgroup is one service's
+                raise StateError(f"cgroup {cgroup!r} claimed by another service too")
         except StateError as exc:
             if bad is None:
                 raise StateError(f"service #{i + 1}: {exc}") from None
             bad.append(f"service #{i + 1}: {exc}")
             continue
         names.add(svc.name)
+        if cgroup is not None:
+            cgroups.add(cgroup)
         services.append((svc, ticks, cgroup))
     return doc, services
 

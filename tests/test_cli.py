@@ -90,7 +90,7 @@ def test_list_supervisors_shows_an_instance_that_does_not_answer(rundir):
         assert result.rc == 0, result
         [row] = [line for line in result.out.splitlines() if line.startswith("42 ")]
         assert "NOT ANSWERING" in row and "42.sock" in row
-        assert result.err == ("supervisor: instance 42: instance 42 did not answer within "
+        assert result.err == ("supervisor: instance 42 did not answer within "
                               f"{client.LIST_TIMEOUT:g} s\n")
         found = {s["instance"]: s for s in a.json("list-supervisors")["supervisors"]}
         assert found[3]["services"] == 0 and "error" not in found[3]

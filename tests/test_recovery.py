@@ -293,10 +293,12 @@ def test_a_damaged_state_file_is_set_aside_and_the_daemon_starts(sup, damage):
     sup.ok("create-service", "-n", "fresh", "-o", "null", "/bin/sleep", "600")  # it works
 
 
-def test_one_bad_service_entry_costs_only_that_service(sup):
+@pytest.mark.parametrize("damage", ["ill-typed", "claims-anothers-cgroup"])
+def test_one_bad_service_entry_costs_only_that_service(sup, damage):
     """One entry of the state file that cannot be trusted is left out (its process, in
     our cgroup, killed as unclaimed); the others are taken back as they were, the file is
-    set aside for a look, and what was taken back is on disk again at once."""
+    set aside for a look, and what was taken back is on disk again at once. An entry that
+    claims another's cgroup must not get that other killed."""
     good = sup.create("/bin/sleep", ["600"], name="good", output="null")
     bad = sup.create("/bin/sleep", ["601"], name="bad", output="null")
     _kill_daemon(sup)
@@ -304,7 +306,12 @@ def test_one_bad_service_entry_costs_only_that_service(sup):
     with open(path) as f:
         doc = json.load(f)
     [entry] = [e for e in doc["services"] if e["name"] == "bad"]
-    entry["pid"] = "not a pid"
+    if damage == "ill-typed":
+        entry["pid"], why = "not a pid", "'pid' is 'not a pid'"
+    else:
+        [theirs] = [e["cgroup"] for e in doc["services"] if e["name"] == "good"]
+        assert theirs is not None  # the daemon made cgroups: the case to test
+        entry["cgroup"], why = theirs, "claimed by another service too"
     data = json.dumps(doc).encode()
     with open(path, "wb") as f:
         f.write(data)
@@ -313,7 +320,7 @@ def test_one_bad_service_entry_costs_only_that_service(sup):
     error = wait_for_entry(since=mark, SYSLOG_IDENTIFIER="supervisor",
                            SUPERVISOR_EVENT="state-error")
     assert "1 of 2 services cannot be trusted" in error["MESSAGE"]
-    assert "'pid' is 'not a pid'" in error["MESSAGE"] and "set aside" in error["MESSAGE"]
+    assert why in error["MESSAGE"] and "set aside" in error["MESSAGE"]
     back = sup.status("good")
     assert back["status"] == "RUNNING" and back["pid"] == good["pid"] and alive(good["pid"])
     assert [s["name"] for s in sup.json("list-supervisor")["services"]] == ["good"]
