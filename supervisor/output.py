@@ -274,6 +274,17 @@ class Outputs:
         if self.relay is None and self.streams:
             self._relay_ready()
 
+    def relay_stopped(self, pid: int) -> bool:
+        """Whether ``pid``, reported stopped, is the relay: a stopped relay reads no pipe,
+        and every service would soon block in its writes; it is killed (and started
+        again, handed every pipe, as after any end)."""
+        if self.relay is None or self.relay.pid != pid:
+            return False
+        self.log(f"log relay (pid {pid}) was stopped: killed, and started again (stopped, "
+                 "it would block every service's output)", 3)
+        process.send(self.relay, signal.SIGKILL)
+        return True
+
     @property
     def relay_pid(self) -> int | None:
         return self.relay.pid if self.relay is not None else None

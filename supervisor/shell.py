@@ -347,6 +347,8 @@ class Shell:
     def stop_continue_seen(self, reports) -> None:
         """Children's stops and continues (``(pid, stopped)`` from the SIGCHLD drain)."""
         for pid, stopped in reports:
+            if stopped and self.outputs.relay_stopped(pid):
+                continue
             proc = self.watcher.child(pid)
             name = self.by_pid.get(pid) if proc is not None else None
             rec = self.records.get(name) if name is not None else None

@@ -7,6 +7,7 @@ import json
 import os
 import select
 import selectors
+import signal
 import subprocess
 import sys
 import time
@@ -438,6 +439,25 @@ def test_a_stopped_relay_never_holds_the_daemon_up(sup):
     name = f"late-{uuid.uuid4().hex[:6]}"
     sup.create("/bin/sh", ["-c", "echo still relayed; sleep 60"], name=name)
     wait_for_entry(None, TIMEOUT, since=mark, SYSLOG_IDENTIFIER=name, MESSAGE="still relayed")
+
+
+def test_a_stopped_relay_is_killed_at_once_and_output_flows_again(sup):
+    """A stopped relay reads no pipe: services printing would block in write(). The
+    daemon sees the stop (SIGCHLD, WSTOPPED), kills it, and the next relay takes over."""
+    daemon = sup.pid
+    name = f"chatty-{uuid.uuid4().hex[:6]}"
+    sup.create("/bin/sh", ["-c", "i=0; while :; do i=$((i+1)); echo chat $i; done"],
+               name=name)
+    stopped = wait_until(lambda: _relay_pid_or_none(daemon), what="the relay")
+    mark = journal_mark()
+    os.kill(stopped, signal.SIGSTOP)
+    entry = wait_for_entry(None, TIMEOUT, since=mark, SYSLOG_IDENTIFIER="supervisor",
+                           SUPERVISOR_EVENT="log-relay", PRIORITY="3")
+    assert f"log relay (pid {stopped}) was stopped: killed" in entry["MESSAGE"]
+    wait_until(lambda: (r := _relay_pid_or_none(daemon)) not in (None, stopped) and r,
+               what="a new relay")
+    later = journal_mark()
+    wait_for_entry(None, TIMEOUT, since=later, SYSLOG_IDENTIFIER=name)  # it flows again
 
 
 def test_a_relay_restart_waiting_out_its_back_off_survives_a_reload(sup):
