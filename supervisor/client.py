@@ -312,12 +312,9 @@ def list_supervisors(runtime_dir: str | None = None) -> list[dict]:
         try:
             with Client(int(stem), runtime_dir=base, timeout=LIST_TIMEOUT) as c:
                 found.append(c.info())
-        except NotAnswering as exc:
-            found.append({"instance": int(stem), "pid": None, "services": None,
-                          "started_at": None, "socket": sock_path, "error": str(exc)})
-        except NotRunning:
-            continue  # a stale socket, or one that is going away
         except SupervisorError as exc:
+            if isinstance(exc, NotRunning) and not isinstance(exc, NotAnswering):
+                continue  # a stale socket, or one that is going away
             found.append({"instance": int(stem), "pid": None, "services": None,
                           "started_at": None, "socket": sock_path, "error": str(exc)})
     return sorted(found, key=lambda i: i["instance"])

@@ -33,9 +33,9 @@ import socket
 import sys
 import time
 
-from systemd._journal import sendv
+from systemd._journal import sendv  # systemd.journal.sendv, without its Python half
 
-from supervisor import outfiles  # systemd.journal.sendv, without its Python half
+from supervisor import outfiles
 
 LINE_MAX = 48 * 1024  # journald's default LineMax
 

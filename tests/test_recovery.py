@@ -258,6 +258,16 @@ def _mutate(sup, token, serial, expected, stop, answers, removing, seed) -> None
         pass  # the daemon died under us
 
 
+def _init_on(sup, path: str, data: bytes) -> dict:
+    """A new daemon started on the state file ``data``: its state-error journal entry."""
+    with open(path, "wb") as f:
+        f.write(data)
+    mark = journal_mark()
+    sup.ok("init", "-i", "0")
+    return wait_for_entry(since=mark, SYSLOG_IDENTIFIER="supervisor",
+                          SUPERVISOR_EVENT="state-error")
+
+
 @pytest.mark.parametrize("damage", ["truncated", "ill-typed", "not-a-state"])
 def test_a_damaged_state_file_is_set_aside_and_the_daemon_starts(sup, damage):
     """A state file the daemon cannot trust is moved aside (kept for a look), journaled at
@@ -276,12 +286,7 @@ def test_a_damaged_state_file_is_set_aside_and_the_daemon_starts(sup, damage):
         data = json.dumps(doc).encode()
     else:
         data = b'{"hello": "world"}'
-    with open(path, "wb") as f:
-        f.write(data)
-    mark = journal_mark()
-    sup.ok("init", "-i", "0")
-    entry = wait_for_entry(since=mark, SYSLOG_IDENTIFIER="supervisor",
-                           SUPERVISOR_EVENT="state-error")
+    entry = _init_on(sup, path, data)
     assert int(entry["PRIORITY"]) == 3
     assert "set aside" in entry["MESSAGE"]
     aside = [e for e in os.listdir(sup.rundir) if e.startswith("0.state.json.bad-")]
@@ -313,12 +318,7 @@ def test_one_bad_service_entry_costs_only_that_service(sup, damage):
         assert theirs is not None  # the daemon made cgroups: the case to test
         entry["cgroup"], why = theirs, "claimed by another service too"
     data = json.dumps(doc).encode()
-    with open(path, "wb") as f:
-        f.write(data)
-    mark = journal_mark()
-    sup.ok("init", "-i", "0")
-    error = wait_for_entry(since=mark, SYSLOG_IDENTIFIER="supervisor",
-                           SUPERVISOR_EVENT="state-error")
+    error = _init_on(sup, path, data)
     assert "1 of 2 services cannot be trusted" in error["MESSAGE"]
     assert why in error["MESSAGE"] and "set aside" in error["MESSAGE"]
     back = sup.status("good")
