@@ -132,6 +132,14 @@ def cpu_ns(pid: int) -> int:
     return total
 
 
+def cpus_busy_s() -> float:
+    """CPU seconds the whole machine has spent busy (not idle, not waiting for I/O), over
+    all its CPUs, from the first line of /proc/stat."""
+    with open("/proc/stat") as f:
+        ticks = [int(v) for v in f.readline().split()[1:]]
+    return (sum(ticks[:8]) - ticks[3] - ticks[4]) / CLK_TCK
+
+
 def ctx_switches(pid: int) -> int:
     """voluntary + nonvoluntary context switches summed over all threads."""
     total = 0

@@ -28,6 +28,7 @@ from common import (
     count_children,
     cpu_ns,
     cpu_ticks,
+    cpus_busy_s,
     ctx_switches,
     log,
     rss_kb,
@@ -92,11 +93,14 @@ def _cold(d: Ours, names: list[str], t0: float) -> dict:
     """One cold start in daemon ``d`` (launched at ``t0``): times, the daemon's CPU during
     the create pipeline, and the CPU its toys burnt starting."""
     t_daemon = time.perf_counter() - t0
-    t1, cpu0 = time.perf_counter(), cpu_ns(d.pid)
+    t1, cpu0, busy0 = time.perf_counter(), cpu_ns(d.pid), cpus_busy_s()
     answers = d.create([(name, SLEEP) for name in names])
     t_pipe = time.perf_counter() - t1
     total = time.perf_counter() - t0
     daemon_cpu = (cpu_ns(d.pid) - cpu0) / 1e9  # the daemon's own, during the pipeline
+    # how busy the machine's CPUs were meanwhile (everything on them: the daemon, the
+    # toys starting, this harness, the kernel's own threads), as a share of what they had
+    busy = (cpus_busy_s() - busy0) / (t_pipe * os.cpu_count())
     bad = [a for a in answers if not isinstance(a, dict) or a.get("status") != "RUNNING"]
     if bad:
         raise RuntimeError(f"ours: {len(bad)} of {len(names)} creates failed, e.g. {bad[0]!r}")
@@ -104,7 +108,7 @@ def _cold(d: Ours, names: list[str], t0: float) -> dict:
         raise RuntimeError("ours: list-supervisor does not show all services RUNNING")
     toys_cpu = sum(cpu_ns(a["pid"]) for a in answers) / 1e9  # the toys' start-ups
     return {"cold_start_s": total, "daemon_start_s": t_daemon, "pipeline_s": t_pipe,
-            "daemon_cpu_s": daemon_cpu, "toys_cpu_s": toys_cpu}
+            "daemon_cpu_s": daemon_cpu, "toys_cpu_s": toys_cpu, "cpus_busy": busy}
 
 
 COLD_REPS = 3  # cold starts of ours up to 1,000 services: the median one is reported
