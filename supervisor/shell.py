@@ -153,7 +153,12 @@ class Shell:
         self.counts[rec.svc.state] += 1
         self.counts_changed = self.dirty = True
         for pid in rec.svc.pids:
-            self.by_pid[pid] = rec.svc.name
+            # a pid in its history names it, unless another service's process has that pid
+            # now (the kernel gave it out again): the one that holds it wins, whatever the
+            # order services are taken back in after a reload or a crash
+            holder = self.records.get(self.by_pid.get(pid))
+            if holder is None or holder.proc is None or holder.proc.pid != pid:
+                self.by_pid[pid] = rec.svc.name
         return rec
 
     def _attach(self, rec: Record, proc: Proc, ticks: int | None = None, *,

@@ -27,16 +27,18 @@ TEST_RESTART = str(TOYS / "test_restart")
 
 
 def wait_until(predicate: Callable[[], object], timeout: float = TIMEOUT,
-               what: str = "condition", every: float = 0.002):
+               what: str | Callable[[], str] = "condition", every: float = 0.002):
     """Poll ``predicate`` every ``every`` s until it returns something truthy, or fail
-    after ``timeout``."""
+    after ``timeout`` saying ``what`` was awaited (a callable: asked then, so that it can
+    tell what was last seen)."""
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+            said = what() if callable(what) else what
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {said}")
         time.sleep(every)
 
 
@@ -90,7 +92,7 @@ class Supervisor:
             last.update(self.status(svc))
             return last["status"] == status
 
-        wait_until(reached, timeout, f"{svc} to be {status} (last: {last})")
+        wait_until(reached, timeout, lambda: f"{svc} to be {status} (last: {last})")
         return last
 
     @property

@@ -116,6 +116,40 @@ def test_clean_close_leaves_nothing_to_recover(rundir):
     s.ok("close", "-i", "2")
 
 
+def _start_on_pid(sup, name: str, pid: int) -> None:
+    """start-service ``name`` until the kernel hands its process ``pid`` (the last pid
+    given out set just below it; another process may take it first: then again)."""
+    with sup.client() as c:
+        for _ in range(50):
+            with open("/proc/sys/kernel/ns_last_pid", "w") as f:
+                f.write(str(pid - 1))
+            if c.start_service(name)["services"][0]["pid"] == pid:
+                return
+            c.stop_service(name)
+    pytest.fail(f"{name} never got pid {pid}")
+
+
+@pytest.mark.parametrize("how", ["reload", "kill -9"])
+def test_a_pid_given_out_again_names_the_service_that_has_it_after_recovery(sup, how):
+    # "later" once had pid X; "first" (taken back before it: made first) has X now
+    sup.create("/bin/sleep", ["600"], name="first")
+    sup.ok("stop-service", "first")
+    x = sup.create("/bin/sleep", ["600"], name="later")["pid"]
+    sup.ok("stop-service", "later")
+    _start_on_pid(sup, "first", x)
+    assert sup.status(x)["name"] == "first"
+    if how == "reload":
+        sup.ok("reload", "-i", "0")
+    else:
+        _kill_daemon(sup)
+        sup.ok("init", "-i", "0")
+    assert sup.status(x)["name"] == "first"
+    assert sup.status("first")["pid"] == x  # re-adopted, not restarted
+    sup.ok("signal-service", str(x), "TERM")  # acts on the one that has it
+    assert sup.wait_status("first", "KILLED")["signal"] == "SIGTERM"
+    assert sup.status("later")["status"] == "EXITED"
+
+
 def test_reload_keeps_pid_services_and_children(sup):
     daemon = sup.pid
     kid = sup.create("/bin/sleep", ["600"], name="kid")
