@@ -549,10 +549,12 @@ def _verb(c, opts: dict, as_json: bool) -> int:
     failed = [s for s in services if s.get("error") and s["status"] == "PENDING"
               and cmd in ("start-service", "restart-service")]
     gone = answer.get("gone", [])  # removed by another command meanwhile
+    overridden = answer.get("overridden", [])  # its stop given another goal meanwhile
     if as_json:
-        _print(services[0] if plain and len(services) == 1 and not gone else
-               {"instance": answer.get("instance", c.instance), "services": services,
-                **({"gone": gone} if gone else {})}, True, "")
+        _print(services[0] if plain and len(services) == 1 and not gone and not overridden
+               else {"instance": answer.get("instance", c.instance), "services": services,
+                     **({"gone": gone} if gone else {}),
+                     **({"overridden": overridden} if overridden else {})}, True, "")
     elif cmd == "show-service":
         print("\n\n".join(_show(s) for s in services))
     else:
@@ -565,6 +567,10 @@ def _verb(c, opts: dict, as_json: bool) -> int:
                         "supervisor-cancel calls off what is to come)")
             elif not s.get("changed"):
                 line = f"{s['name']}: nothing to do ({_status_text(s)})"
+            elif s["name"] in overridden:
+                what = cmd.removesuffix("-service")
+                line = (f"{s['name']}: {what} undone by another command meanwhile (now "
+                        f"{_status_text(s)})")
             elif cmd == "signal-service":
                 line = f"{verb} {s['name']} ({opts['<signal>']})"
             else:
@@ -573,7 +579,7 @@ def _verb(c, opts: dict, as_json: bool) -> int:
             print(line)
         for name in gone:
             print(f"{name}: removed by another command meanwhile")
-    return EXIT_REFUSED if failed or gone else EXIT_OK
+    return EXIT_REFUSED if failed or gone or overridden else EXIT_OK
 
 
 _PRIORITIES = ("emerg", "alert", "crit", "err", "warning", "notice", "info", "debug")

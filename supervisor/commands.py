@@ -114,10 +114,14 @@ class Waiting:
     """The answer to a command on services some of which are stopping: sent once none of
     them is any more (the daemon checks at the end of each turn, :meth:`ready`)."""
 
-    __slots__ = ("changed", "commands", "names")
+    __slots__ = ("changed", "commands", "kind", "names", "started")
 
-    def __init__(self, commands: Commands, names: list[str], changed: set[str]) -> None:
-        self.commands, self.names, self.changed = commands, names, changed
+    def __init__(self, commands: Commands, names: list[str], changed: set[str],
+                 kind: Ev | None = None, started: dict | None = None) -> None:
+        self.commands, self.names, self.changed, self.kind = commands, names, changed, kind
+        # when each had last started before the command: a restart that started none was
+        # undone by another command
+        self.started = started or {}
 
     def ready(self) -> bool:
         records = self.commands.shell.records
@@ -132,7 +136,23 @@ class Waiting:
         gone = [name for name in self.names if name not in shell]
         if gone:  # removed by another command while this one waited
             answer["gone"] = gone
+        overridden = [name for name in self.names
+                      if name in shell and name in self.changed and self._undone(name)]
+        if overridden:  # another command gave the stop another goal meanwhile
+            answer["overridden"] = overridden
         return answer
+
+    def _undone(self, name: str) -> bool:
+        """Whether another command undid what this one did to ``name`` while it waited: a
+        stop that a start turned into a restart (it runs again), a restart that a stop or
+        close-service turned into an end (it started no process)."""
+        svc = self.commands.shell.get(name)
+        if self.kind is Ev.STOP:
+            return svc.state in (State.RUNNING, State.STOPPED)
+        if self.kind in (Ev.START, Ev.RESTART):
+            return svc.state in (State.EXITED, State.KILLED, State.CRASHED) \
+                and svc.started_at == self.started.get(name)
+        return False
 
 
 class Commands:
@@ -389,11 +409,12 @@ class Commands:
             except Refused as exc:
                 raise CommandError(exc.code, str(exc)) from None
         changed = set()
+        started = {name: self.shell.get(name).started_at for name in names}
         for name in names:
             before = self.shell.get(name)
             if self.apply(name, event) is not before or event.kind is Ev.SIGNAL:
                 changed.add(name)
-        return Waiting(self, names, changed)
+        return Waiting(self, names, changed, event.kind, started)
 
     def signal(self, args) -> Waiting:
         """signal-service: a signal to each service's process, through its pidfd."""

@@ -283,7 +283,10 @@ def ignore(svc, ev, now, mono):
 
 
 def refuse(svc, ev, now, mono):
-    raise Refused(f"service {svc.name} is {svc.status}: cannot {ev.kind.value} it")
+    # a stopping service shows RUNNING (it runs until it ends), which allows what is
+    # refused here: say why
+    status = "being stopped" if svc.state is State.STOPPING else svc.status
+    raise Refused(f"service {svc.name} is {status}: cannot {ev.kind.value} it")
 
 
 def no_process(svc, ev, now, mono):

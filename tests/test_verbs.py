@@ -515,6 +515,53 @@ def test_reload_waits_for_a_stop_under_way(sup, tmp_path):
     assert info["generation"] == generation + 1 and info["pid"] == sup.pid
 
 
+@pytest.mark.parametrize("first, then, now, as_json", [
+    ("stop-service", "start-service", "RUNNING", False),  # the stop became a restart
+    ("restart-service", "close-service", "KILLED", True),  # the restart became an end
+])
+def test_a_verb_that_another_command_undid_while_it_waited_fails_saying_so(
+        sup, tmp_path, first, then, now, as_json):
+    import json
+    import subprocess
+    import sys
+
+    log = tmp_path / "log"
+    make(sup, "-n", "slow", "--stop-timeout", "5", TERM_TRAP, str(log), "ignore")
+    ready(log)
+    mark = journal_mark()
+    waiting = subprocess.Popen([sys.executable, "-m", "supervisor", first, "slow",
+                                *(["--json"] if as_json else [])], env=sup.env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for_entry(None, TIMEOUT, since=mark, SERVICE_NAME="slow", SUPERVISOR_EVENT="stopping")
+    sup.ok(then, "slow")
+    out, err = waiting.communicate(timeout=TIMEOUT)
+    assert (waiting.returncode, err) == (1, ""), (out, err)
+    if as_json:
+        answer = json.loads(out)
+        assert answer["overridden"] == ["slow"] and answer["services"][0]["status"] == now
+    else:
+        what = first.removesuffix("-service")
+        assert out.startswith(f"slow: {what} undone by another command meanwhile (now {now}")
+    assert sup.wait_status("slow", now)["name"] == "slow"
+
+
+def test_suspending_a_service_being_stopped_is_refused_saying_so(sup, tmp_path):
+    import subprocess
+    import sys
+
+    log = tmp_path / "log"
+    make(sup, "-n", "slow", "--stop-timeout", "5", TERM_TRAP, str(log), "ignore")
+    ready(log)
+    mark = journal_mark()
+    stopping = subprocess.Popen([sys.executable, "-m", "supervisor", "stop-service", "slow"],
+                                env=sup.env, stdout=subprocess.DEVNULL)
+    wait_for_entry(None, TIMEOUT, since=mark, SERVICE_NAME="slow", SUPERVISOR_EVENT="stopping")
+    assert_one_line_error(sup.run("suspend-service", "slow"), 1,
+                          "service slow is being stopped: cannot suspend it")
+    sup.ok("close-service", "slow")
+    stopping.wait(TIMEOUT)
+
+
 # ---- logs ------------------------------------------------------------------------------
 
 
