@@ -848,8 +848,11 @@ def main(argv: list[str] | None = None) -> int:
         argv = sys.argv[1:]
         # an argument or a service's command line that is not UTF-8 arrives
         # surrogate-escaped: print it back as the bytes it was, never fail on it
-        sys.stdout.reconfigure(errors="surrogateescape")
-        sys.stderr.reconfigure(errors="backslashreplace")
+        # (a stream closed by the caller, `>&-`, is None: what goes there is dropped)
+        if sys.stdout is not None:
+            sys.stdout.reconfigure(errors="surrogateescape")
+        if sys.stderr is not None:
+            sys.stderr.reconfigure(errors="backslashreplace")
     if argv[:1] == ["__complete"]:  # the shells' completion scripts ask (completion/)
         from supervisor import completion
 
@@ -858,6 +861,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         opts = _parse(argv)
+    except BrokenPipeError:  # --help or --version into a reader that closed early
+        return _stdout_gone()
     except DocoptExit:
         print(f"supervisor: usage: {_usage_line(argv)}  (see supervisor --help)",
               file=sys.stderr)
@@ -878,7 +883,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:  # stdout closed early (| head)
-        return EXIT_OK
+        return _stdout_gone()
     except OSError as exc:  # anything else the system refused: one line, never a traceback
         where = f" ({exc.filename})" if exc.filename else ""
         print(f"supervisor: {exc.strerror or exc}{where}", file=sys.stderr)
@@ -887,6 +892,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"supervisor: cannot use {exc.object[exc.start:exc.end]!r}: {exc.reason}",
               file=sys.stderr)
         return EXIT_USAGE
+
+
+def _stdout_gone() -> int:
+    """The reader of our stdout went away (``| head``): done, quietly. What is still
+    buffered goes to /dev/null, so that the flush at exit cannot fail again."""
+    import os
+
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, sys.stdout.fileno())
+    os.close(null)
+    return EXIT_OK
 
 
 if __name__ == "__main__":

@@ -486,3 +486,27 @@ def test_a_runtime_dir_whose_name_is_not_utf8_works(rundir):
         assert s.status("a")["status"] == "RUNNING"
     finally:
         cli("close")
+
+
+@pytest.mark.parametrize("args", [["--help"], ["--version"], ["list-supervisor"]])
+def test_a_reader_that_went_away_ends_the_command_quietly(sup, args):
+    """``supervisor --help | head -1``: the rest of the output has nowhere to go; no
+    traceback (docopt prints --help and --version itself)."""
+    r, w = os.pipe()
+    os.close(r)  # the reader is gone before anything is written
+    try:
+        proc = subprocess.run([sys.executable, "-m", "supervisor", *args], env=sup.env,
+                              stdout=w, stderr=subprocess.PIPE, text=True, timeout=TIMEOUT)
+    finally:
+        os.close(w)
+    assert (proc.returncode, proc.stderr) == (0, "")
+
+
+def test_a_command_with_its_stdout_closed_runs_and_prints_nothing(sup):
+    # `supervisor create-service ... >&-`: the service is made, what it would print dropped
+    proc = subprocess.run(["sh", "-c", 'exec "$@" >&-', "sh", sys.executable, "-m",
+                           "supervisor", "create-service", "-n", "quiet", "/bin/sleep",
+                           "600"], env=sup.env, stderr=subprocess.PIPE, text=True,
+                          timeout=TIMEOUT)
+    assert (proc.returncode, proc.stderr) == (0, "")
+    assert sup.status("quiet")["status"] == "RUNNING"

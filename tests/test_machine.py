@@ -172,7 +172,7 @@ def test_refused_carries_the_status_users_see():
     # a stopping service shows RUNNING, from which a suspend is allowed: the why instead
     # (never the internal state's name)
     svc = dataclasses.replace(running(), state=State.STOPPING)
-    with pytest.raises(Refused, match="is being stopped: cannot suspend it$"):
+    with pytest.raises(Refused, match=r"is being stopped: cannot suspend it$"):
         step(svc, Event(Ev.SUSPEND), NOW, MONO)
 
 
