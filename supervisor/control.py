@@ -28,8 +28,10 @@ _TOTAL_INPUT = 32 * 1024 * 1024
 _FAIR_INPUT = 64 * 1024
 # Backpressure: a client whose answers not yet sent exceed _CONN_BACKLOG is neither read
 # nor served until it reads them; and while all clients' together exceed _TOTAL_BACKLOG,
-# none is. One answer may be larger (a list of 10,000 services is ~3 MB); the daemon's
-# memory stays bounded however many clients pipeline without reading.
+# only a client with no answer waiting to be sent is (one turn's requests at a time): those
+# that do not read hold only themselves up. One answer may be larger (a list of 10,000
+# services is ~3 MB); the daemon's memory stays bounded however many clients pipeline
+# without reading.
 _CONN_BACKLOG = 1024 * 1024
 _TOTAL_BACKLOG = 16 * 1024 * 1024
 _MAX_DISCARD = 64 * 1024 * 1024  # dropped after an oversized request before hanging up
@@ -184,7 +186,8 @@ class Connection:
         return len(self.wbuf) + self.queued
 
     def _may_serve(self) -> bool:
-        return self.backlog() <= _CONN_BACKLOG and self.server.backlog <= _TOTAL_BACKLOG
+        mine = self.backlog()
+        return mine <= _CONN_BACKLOG and (self.server.backlog <= _TOTAL_BACKLOG or mine == 0)
 
     def move_ready(self) -> None:
         """Move the answers that are ready, in order, to the bytes to send."""

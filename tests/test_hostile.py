@@ -577,6 +577,46 @@ def test_a_client_that_never_reads_holds_nobody_up(sup):
         {"big": "RUNNING", "meanwhile": "RUNNING"}
 
 
+def test_many_clients_that_never_read_hold_only_themselves_up(sup):
+    """30 clients each pipeline 1,000 list-supervisor (~20 KB answers) and read none:
+    their unsent answers pass the 16 MiB the daemon holds for all clients, after which a
+    client that reads its answers is still served (it has none waiting)."""
+    daemon = sup.pid
+    path = os.path.join(sup.rundir, "0.sock")
+    with sup.client() as c:
+        c.pipeline([("create-service", {"path": "/bin/sleep", "args": ["3600"],
+                                        "name": f"s{i}", "output": "null"})
+                    for i in range(100)])
+    requests = b'{"v":1,"id":1,"cmd":"list-supervisor"}\n' * 1000
+    hogs = []
+    try:
+        for _ in range(30):
+            hog = _connect(path)
+            hog.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                hog.send(requests)
+            hogs.append(hog)
+
+        last = [-1]
+
+        def done_with_them() -> bool:  # all it may hold for them held: it waits, idle
+            with open(f"/proc/{daemon}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            ticks = int(fields[11]) + int(fields[12])  # utime + stime
+            idle, last[0] = fields[0] == "S" and ticks == last[0], ticks
+            return idle
+        wait_until(done_with_them, what="the daemon to hold what it may for the hogs",
+                   every=0.1)
+        for _ in range(20):  # served, each in its turn, while the hogs stay connected
+            with sup.client() as c:
+                assert c.service_status("s7")["status"] == "RUNNING"
+                assert len(c.list_supervisor()["services"]) == 100
+    finally:
+        for hog in hogs:
+            hog.close()
+    assert alive(daemon)
+
+
 def test_a_late_reader_of_a_long_pipeline_gets_every_answer(sup):
     """The same client, once the daemon has stopped reading it, starts reading and sends
     the rest: every one of the 10,000 requests (each ~270 bytes, far under the 1 MiB
