@@ -39,6 +39,12 @@ def serve(instance: int, grace: float = 5.0, reexec_fd: int | None = None) -> in
     except paths.UnsafeDir as exc:
         print(f"supervisor-daemon: {exc}; refusing to run", file=sys.stderr)
         return 1
+    # relative directories are where the daemon was started, not "/" where it goes next:
+    # made absolute for whatever reads them later (a live re-exec reads them again)
+    os.environ["SUPERVISOR_RUNTIME_DIR"] = base
+    if os.environ.get("SUPERVISOR_CONFIG_DIR"):
+        os.environ["SUPERVISOR_CONFIG_DIR"] = os.path.abspath(
+            os.environ["SUPERVISOR_CONFIG_DIR"])
     carried = None
     if reexec_fd is not None:  # we are a live re-exec: take over from our former self
         try:

@@ -6,6 +6,7 @@ import contextlib
 import itertools
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -148,6 +149,34 @@ def test_a_pid_given_out_again_names_the_service_that_has_it_after_recovery(sup,
     sup.ok("signal-service", str(x), "TERM")  # acts on the one that has it
     assert sup.wait_status("first", "KILLED")["signal"] == "SIGTERM"
     assert sup.status("later")["status"] == "EXITED"
+
+
+def test_a_daemon_started_with_a_relative_runtime_dir_keeps_it_across_a_reload(rundir):
+    """supervisor-daemon run by hand in the directory that holds its relative
+    SUPERVISOR_RUNTIME_DIR: it goes to "/" after binding, and a reload (a re-exec there)
+    must not take the relative path from "/" (it made /<dir> and wrote its state there)."""
+    name = os.path.basename(rundir)  # not a directory of "/": sv-XXXXXXXX
+    assert not os.path.exists(os.path.join("/", name))
+    sup = Supervisor(rundir)
+    daemon = subprocess.Popen([sys.executable, "-m", "supervisor.daemon", "-i", "0"],
+                              cwd=os.path.dirname(rundir),
+                              env={**os.environ, "SUPERVISOR_RUNTIME_DIR": name},
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: os.path.exists(os.path.join(rundir, "0.sock")),
+                   what="the daemon's socket")
+        wait_until(lambda: sup.run("service-status", "x").rc == 1, what="it to answer")
+        sup.create("/bin/sleep", ["600"], name="kept")
+        sup.ok("reload", "-i", "0")
+        sup.ok("reload", "-i", "0")  # the re-exec'd one re-executes again
+        assert not os.path.exists(os.path.join("/", name))
+        assert sup.status("kept")["status"] == "RUNNING"
+        with open(os.path.join(rundir, "0.state.json")) as f:  # saved where it runs
+            assert [s["name"] for s in json.load(f)["services"]] == ["kept"]
+    finally:
+        sup.run("close", "-i", "0")
+        daemon.wait(TIMEOUT)
+        shutil.rmtree(os.path.join("/", name), ignore_errors=True)  # the bug's, if any
 
 
 def test_reload_keeps_pid_services_and_children(sup):
