@@ -485,7 +485,7 @@ def _create_args(opts: dict) -> dict:
         args["env"] = env
     if opts["--env-file"]:
         args["env_file"] = os.path.normpath(os.path.join(cwd, opts["--env-file"]))
-    if opts["--user"]:
+    if opts["--user"] is not None:  # an empty one is an error, never "as the daemon"
         args["user"] = opts["--user"]
     if opts["--stop-signal"] not in (None, "TERM"):
         args["stop_signal"] = opts["--stop-signal"]

@@ -617,7 +617,8 @@ def _context(args: dict) -> dict:
         try:
             context.resolve_user(user)
         except ValueError as exc:
-            raise CommandError("invalid-argument", f"--user {user}: {exc}") from None
+            raise CommandError("invalid-argument", f"--user {user or repr(user)}: {exc}") \
+                from None
     stop_signal = parse_signal(args.get("stop_signal", "TERM"))
     stop_timeout = number_arg(args, "stop_timeout", None)
     return {"env": tuple(pairs), "env_file": env_file, "user": user,

@@ -71,7 +71,11 @@ def resolve_user(spec: str) -> tuple[Ids, dict[str, str]]:
     import grp
     import pwd
 
-    name, _, group = spec.partition(":")
+    name, colon, group = spec.partition(":")
+    if not name:
+        raise ValueError("no user named (USER or USER:GROUP)")
+    if colon and not group:
+        raise ValueError("no group named after the ':' (USER or USER:GROUP)")
     try:
         pw = pwd.getpwuid(int(name)) if name.isascii() and name.isdigit() \
             else pwd.getpwnam(name)

@@ -581,6 +581,10 @@ def stopped_exit(svc, ev, now, mono):
     if goal == "shutdown":
         return _r(svc, state=State.KILLED), [
             *effects, Log("killed", f"{svc.name} (pid {svc.pid}) ended on shutdown ({how})", 5)]
+    # KILLED where SIGKILL was needed: sent, and what ended it (or nothing tells how it
+    # ended); one that died of its stop signal, or exited, though SIGKILL was on its way
+    # (a stop timeout of 0 sends both) was stopped by the stop signal
+    killed = killed and (ev.signal == signal.SIGKILL or (ev.code is None and ev.signal is None))
     final = State.KILLED if killed else State.EXITED
     if svc.schedule is not None and svc.schedule.repeats and svc.due is not None:
         final = State.PENDING  # the schedule goes on: stop-service ended this run only

@@ -725,6 +725,22 @@ def test_stop_timeout_escalates_to_sigkill_and_ends_killed():
     assert not any(isinstance(e, Spawn) for e in effects)
 
 
+@pytest.mark.parametrize("end, final", [
+    (exit_ev(sig=signal.SIGTERM), State.EXITED),  # its stop signal got there first
+    (exit_ev(code=0), State.EXITED),  # it exited on its own meanwhile
+    (exit_ev(sig=signal.SIGKILL), State.KILLED),
+    (Event(Ev.EXITED), State.KILLED),  # how it ended is not knowable: SIGKILL was sent
+])
+def test_a_stop_is_killed_only_where_sigkill_ended_it(end, final):
+    svc = dataclasses.replace(always(), stop_timeout=0.0)
+    svc, _ = step(svc, Event(Ev.STOP), NOW, MONO)
+    svc, effects = step(svc, Event(Ev.STOP_TIMEOUT), NOW, MONO)
+    assert signals(effects)[0] == signal.SIGKILL and svc.killing
+    svc, effects = step(svc, end, NOW, MONO)
+    assert svc.state is final
+    assert logs(effects) == ["killed" if final is State.KILLED else "exited"]
+
+
 def test_stop_calls_off_a_pending_restart():
     svc = dataclasses.replace(always(), restart_delay=5.0)
     svc, effects = step(svc, exit_ev(code=1), NOW, MONO)

@@ -349,6 +349,11 @@ def test_context_errors_are_one_line(sup, tmp_path):
                                   "/bin/true"), 2, "none")
     assert_one_line_error(sup.run("create-service", "-u", "no-such-user-here", "/bin/true"),
                           2, "no such user")
+    # an empty one (a variable that was not set) is no user, never "as the daemon"
+    assert_one_line_error(sup.run("create-service", "-u", "", "/bin/true"), 2,
+                          "--user '': no user named")
+    assert_one_line_error(sup.run("create-service", "-u", "root:", "/bin/true"), 2,
+                          "--user root:: no group named after the ':'")
     assert_one_line_error(sup.run("create-service", "--stop-signal", "BOGUS", "/bin/true"),
                           2, "not a signal")
     assert_one_line_error(sup.run("create-service", "--stop-timeout", "-1", "/bin/true"),
