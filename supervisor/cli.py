@@ -619,18 +619,22 @@ def _logs(instance: int, opts: dict, as_json: bool) -> int:
         # its log relay wrote in the runtime directory and its own log there; when it does
         # not run: whichever holds the newer (a journal may still hold an older daemon's
         # entries of the same instance)
-        found = [] if to_journal is False else list(journal.service_log(
+        found = () if to_journal is False else journal.service_log(
             instance, name, lines=lines, as_json=as_json, since=since, priority=priority,
-            timed=True))
+            timed=True)
+        if to_journal is None:  # which is newer tells: all of them first
+            found = list(found)
         if to_journal or (to_journal is None and (not files or (
                 found and found[-1][0] >= outfiles.newest(rundir, instance, files)))):
-            for _when, item in found:
+            shown = 0
+            for _when, item in found:  # as they come, where the daemon logs to the journal
                 print(json.dumps(item) if as_json else item, flush=True)
+                shown += 1
             if follow:
                 for item in journal.service_log(instance, name, lines=0, follow=True,
                                                 as_json=as_json, priority=priority):
                     print(json.dumps(item) if as_json else item, flush=True)
-            elif not found and lines != 0 and name is not None and since is None \
+            elif not shown and lines != 0 and name is not None and since is None \
                     and priority is None:
                 raise client.RemoteError(
                     "no-such-service",

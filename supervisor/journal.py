@@ -159,21 +159,28 @@ def service_log(instance: int, name: str | None, *, lines: int | None = 10,
         reader.add_match(**match)
         if priority is not None:
             reader.log_level(priority)
+        # entries are kept rendered (~0.2 KB, where the journal's dict of every field is
+        # ~5 KB), and not at all where every one goes out in order: a journal of 250,000
+        # matching entries took 1.2 GB before
         if since is not None:  # forwards from that time; the last ``lines`` of them
             reader.seek_realtime(datetime.fromtimestamp(since))
-            last = collections.deque(maxlen=lines)
-            while entry := reader.get_next():
-                if wanted(entry):
-                    last.append(entry)
-            yield from map(render, last)
+            if lines is None:
+                while entry := reader.get_next():
+                    if wanted(entry):
+                        yield render(entry)
+            else:
+                last = collections.deque(maxlen=lines)
+                while entry := reader.get_next():
+                    if wanted(entry):
+                        last.append(render(entry))
+                yield from last
         else:
             reader.seek_tail()
-            newest: list[dict] = []
+            newest: list = []
             while (lines is None or len(newest) < lines) and (entry := reader.get_previous()):
                 if wanted(entry):
-                    newest.append(entry)
-            for entry in reversed(newest):
-                yield render(entry)
+                    newest.append(render(entry))
+            yield from reversed(newest)
         if not follow:
             return
         reader.seek_tail()

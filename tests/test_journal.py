@@ -621,3 +621,31 @@ def test_with_journald_the_journal_class_writes_structured_entries(capsys):
     assert e["SERVICE_PID"] == "123"
     assert "EXIT_CODE" not in e
     assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("lines", [None, 1_000_000])
+def test_reading_a_large_journal_keeps_no_entry_whole(journald, lines):
+    """8,000 matching entries (as a chatty service leaves), read as `logs --since 1h` (every
+    one, in order: streamed) and `logs -n 1000000` (the last ones: kept rendered, ~0.2 KB
+    each). Kept as the journal's dicts of every field (~3-5 KB each) they took 25 MB here,
+    and 1.2 GB for 250,000 entries. (The reader's RSS is mostly the journal files it maps:
+    Python's own allocations are what is measured.)"""
+    if not journald:
+        pytest.skip("no journald")
+    import time
+    import tracemalloc
+
+    name = unique("chatty")
+    for i in range(8000):
+        systemd.journal.sendv(f"MESSAGE=line {i} " + "x" * 80, f"SYSLOG_IDENTIFIER={name}",
+                              "SUPERVISOR_INSTANCE=0", f"SERVICE_NAME={name}", "PRIORITY=6")
+    assert len(read_entries(count=8000, SERVICE_NAME=name)) == 8000  # all written
+    tracemalloc.start()
+    try:
+        shown = list(enumerate(supervisor.journal.service_log(
+            0, name, lines=lines, since=time.time() - 3600)))[-1]
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert shown[0] == 7999 and shown[1].endswith("line 7999 " + "x" * 80)
+    assert peak < 6_000_000, f"{peak:,} bytes at the peak"
