@@ -299,6 +299,16 @@ class Server:
             self.connections.add(conn)
             self.sel.register(sock, selectors.EVENT_READ, conn.on_event)
 
+    def replace_listener(self, listener: socket.socket) -> None:
+        """Listen on ``listener`` from now on (the old one's path was removed): whoever
+        connected through the old one before is accepted first."""
+        self._on_accept(selectors.EVENT_READ)
+        self.sel.unregister(self.listener)
+        self.listener.close()
+        self.listener = listener
+        listener.setblocking(False)
+        self.sel.register(listener, selectors.EVENT_READ, self._on_accept)
+
     def flush_pending(self) -> None:
         pending, self.pending = self.pending, set()
         for conn in pending:

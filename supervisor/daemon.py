@@ -34,10 +34,10 @@ import traceback
 from supervisor import declare, paths, process, protocol, state
 from supervisor.cgroups import Cgroups
 from supervisor.commands import DAEMON_COMMANDS, READ_ONLY, CommandError, Commands, Waiting
-from supervisor.control import Connection, Reply, Server
+from supervisor.control import Connection, Reply, Server, bind_listener
 from supervisor.journal import Journal
 from supervisor.machine import Ev, State
-from supervisor.native import CLOCK_BOOTTIME, CLOCK_REALTIME, SignalFd
+from supervisor.native import CLOCK_BOOTTIME, CLOCK_REALTIME, Inotify, SignalFd
 from supervisor.output import Outputs
 from supervisor.process import Proc, child_env, stop_continue_reports
 from supervisor.sdnotify import Notifier
@@ -96,6 +96,8 @@ class Daemon:
         self.generation = 0  # how many times this daemon re-executed itself
         self.lock_fd = -1
         self.owns_socket = True
+        self.sock_watch: Inotify | None = None  # told when our socket's path is removed
+        self.sock_id: tuple[int, int] | None = None  # (st_dev, st_ino) of our socket
         self.reexec_requested = False
         # answers of this turn's commands that changed services, with their undo: sent
         # only once the state they report is on disk
@@ -107,7 +109,48 @@ class Daemon:
 
     # ---- the loop ------------------------------------------------------------------------
 
+    def watch_socket(self) -> None:
+        """Where the daemon made its socket itself (not under socket activation): if the
+        socket is removed, moved away or replaced (a clean-up of the runtime directory, an
+        ``rm`` by hand), it listens there again at once, instead of running on unreachable.
+        Told by inotify (no polling); the names that come and go there otherwise are the
+        daemon's own files, at its own turns."""
+        try:
+            st = os.lstat(self.socket_path)
+            self.sock_id = (st.st_dev, st.st_ino)
+            self.sock_watch = Inotify(os.path.dirname(self.socket_path), names=True)
+        except OSError as exc:
+            self.journal.send(f"cannot watch {self.socket_path} ({exc.strerror or exc}): "
+                              "if it is removed, reload the daemon to listen there again",
+                              4, SUPERVISOR_EVENT="socket")
+            return
+        self.sel.register(self.sock_watch, selectors.EVENT_READ, self._on_socket_gone)
+
+    def _on_socket_gone(self, mask: int) -> None:
+        if os.path.basename(self.socket_path) not in self.sock_watch.drain():
+            return
+        try:
+            st = os.lstat(self.socket_path)
+            if (st.st_dev, st.st_ino) == self.sock_id:
+                return  # ours is there (what was removed was another's, or our own unlink)
+        except FileNotFoundError:
+            pass
+        try:
+            listener = bind_listener(self.socket_path)
+            st = os.lstat(self.socket_path)
+        except OSError as exc:
+            self.journal.send(f"{self.socket_path} was removed and cannot be made again "
+                              f"({exc.strerror or exc}): reload the daemon to listen there",
+                              3, SUPERVISOR_EVENT="socket")
+            return
+        self.sock_id = (st.st_dev, st.st_ino)
+        self.server.replace_listener(listener)
+        self.journal.send(f"{self.socket_path} was removed or replaced: listening there "
+                          "again", 4, SUPERVISOR_EVENT="socket")
+
     def run(self) -> None:
+        if self.owns_socket:
+            self.watch_socket()
         spawn = ("clone3 into each service's cgroup" if process.clone3_used()
                  else "posix_spawn (no clone3 with CLONE_INTO_CGROUP here, or "
                       "SUPERVISOR_SPAWN=fallback)")
@@ -371,6 +414,10 @@ class Daemon:
                           "services carried over", 5, SUPERVISOR_EVENT="reexec")
 
     def close(self) -> None:
+        if self.sock_watch is not None:  # first: the socket is removed on purpose next
+            self.sel.unregister(self.sock_watch)
+            self.sock_watch.close()
+            self.sock_watch = None
         self.shell.close()
         self.server.close()
         self.shell.outputs.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -510,3 +511,31 @@ def test_a_command_with_its_stdout_closed_runs_and_prints_nothing(sup):
                           timeout=TIMEOUT)
     assert (proc.returncode, proc.stderr) == (0, "")
     assert sup.status("quiet")["status"] == "RUNNING"
+
+
+def test_a_removed_or_replaced_socket_is_made_again(sup):
+    """A clean-up of the runtime directory (or an rm by hand) took the daemon's socket:
+    it listens there again at once (inotify), once, instead of running on unreachable."""
+    from journald import journal_mark, read_entries
+
+    path = os.path.join(sup.rundir, "0.sock")
+    sup.create("/bin/sleep", ["600"], name="kept")
+    mark = journal_mark()
+    os.unlink(path)
+    wait_until(lambda: os.path.exists(path), what="the socket to be made again")
+    assert sup.status("kept")["status"] == "RUNNING"
+    with open(path + ".plain", "w") as f:
+        f.write("not a socket")
+    os.rename(path + ".plain", path)  # replaced by a plain file, atomically
+    def a_socket_there() -> bool:  # (none for a moment, while the daemon makes it)
+        try:
+            return stat.S_ISSOCK(os.lstat(path).st_mode)
+        except FileNotFoundError:
+            return False
+    wait_until(a_socket_there, what="a socket there again")
+    inode = os.lstat(path).st_ino
+    for _ in range(5):  # it stays: no loop of making it again
+        assert sup.status("kept")["status"] == "RUNNING"
+    assert os.lstat(path).st_ino == inode
+    entries = read_entries(count=2, since=mark, SUPERVISOR_EVENT="socket")
+    assert len(entries) == 2, [e["MESSAGE"] for e in entries]
