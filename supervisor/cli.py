@@ -603,8 +603,12 @@ def _logs(instance: int, opts: dict, as_json: bool) -> int:
             to_journal = c.info().get("journal")
             if ref is not None:
                 name = c.service_status(_svc(ref))["name"]
-    except client.SupervisorError:
-        pass  # not running, or a service it no longer has: its entries are still there
+    except client.NotRunning:
+        pass  # its entries are still there
+    except client.RemoteError as exc:
+        if exc.code != "no-such-service":  # permission denied: say so, never show nothing
+            raise
+        # a service it no longer has: its entries are still there
     if opts["--follow"]:
         import gc
 

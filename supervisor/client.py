@@ -301,14 +301,20 @@ def list_supervisors(runtime_dir: str | None = None) -> list[dict]:
     """Every running instance: its ``info`` answer, by instance number. One that listens
     but does not answer (hung, stopped, overloaded) is listed all the same, with
     ``"error"`` saying so and None for what only it could tell."""
-    import glob
-
     base = runtime_dir or paths.runtime_dir()
+    try:
+        names = os.listdir(base)
+    except FileNotFoundError:
+        names = []  # never made: no instance ever ran here
+    except OSError as exc:  # not ours to read, not a directory: we cannot tell what runs
+        raise SupervisorError(f"cannot list the instances in {base}: "
+                              f"{exc.strerror or exc}") from None
     found = []
-    for sock_path in glob.glob(os.path.join(glob.escape(base), "*.sock")):
-        stem = os.path.basename(sock_path)[:-5]
-        if not stem.isdigit() or int(stem) not in paths.INSTANCES:
+    for name in sorted(names):
+        stem = name.removesuffix(".sock")
+        if stem == name or not stem.isdigit() or int(stem) not in paths.INSTANCES:
             continue
+        sock_path = os.path.join(base, name)
         try:
             with Client(int(stem), runtime_dir=base, timeout=LIST_TIMEOUT) as c:
                 found.append(c.info())

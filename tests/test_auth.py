@@ -67,6 +67,19 @@ def test_another_user_cannot_even_reach_the_socket(sup, other_user):
     assert _snapshot(sup) == before
 
 
+@pytest.mark.parametrize("args, says", [
+    (["list-supervisors"], "cannot list the instances in"),
+    (["logs", "-i", "0"], "permission denied on"),
+    (["logs", "mine", "-i", "0"], "permission denied on"),
+])
+def test_another_user_is_told_it_may_not_look_not_that_nothing_is_there(sup, other_user,
+                                                                        args, says):
+    # before: "no supervisor instance is running", and logs showed nothing, both exit 0
+    sup.create("/bin/sleep", ["3600"], name="mine")
+    result, _ = run_as(other_user, sup.rundir, *args)
+    assert_one_line_error(result, 1, says, sup.rundir, "ermission denied")
+
+
 @pytest.mark.parametrize("args", [
     ["list-supervisor"],
     ["service-status", "mine"],
