@@ -690,8 +690,9 @@ def _since(text: str) -> float:
     now = time.time()
     try:
         return now - schedule.parse_interval(text)
-    except ValueError:
-        pass
+    except ValueError as exc:
+        if "greater than zero" in str(exc):  # 0m: from now on (an interval must be > 0)
+            return now
     try:
         when = schedule.parse_at(text, now)  # HH:MM: the next such time; ISO: in the future
         return when - 86400 if ":" in text and len(text) <= 8 else when

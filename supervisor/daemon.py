@@ -566,9 +566,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         instance = paths.parse_instance(opts["--instance"])
-        grace = float(opts["--grace"])
+        try:
+            grace = float(opts["--grace"])
+        except ValueError:
+            grace = math.nan
         if not math.isfinite(grace) or grace < 0:
-            raise ValueError(f"grace must be >= 0 seconds, not {opts['--grace']}")
+            raise ValueError(f"--grace must be a number of seconds >= 0, not "
+                             f"{opts['--grace']!r}")
     except ValueError as exc:
         print(f"supervisor-daemon: {exc}", file=sys.stderr)
         return 2

@@ -539,3 +539,13 @@ def test_a_removed_or_replaced_socket_is_made_again(sup):
     assert os.lstat(path).st_ino == inode
     entries = read_entries(count=2, since=mark, SUPERVISOR_EVENT="socket")
     assert len(entries) == 2, [e["MESSAGE"] for e in entries]
+
+
+@pytest.mark.parametrize("grace", ["abc", "-1", "inf"])
+def test_a_bad_grace_for_the_daemon_names_the_option(rundir, grace):
+    r = subprocess.run([sys.executable, "-m", "supervisor.daemon", "-i", "0", "--grace",
+                        grace], env={**os.environ, "SUPERVISOR_RUNTIME_DIR": rundir},
+                       capture_output=True, text=True, timeout=TIMEOUT)
+    assert (r.returncode, r.stdout) == (2, "")
+    assert r.stderr == f"supervisor-daemon: --grace must be a number of seconds >= 0, not " \
+                       f"{grace!r}\n"

@@ -601,6 +601,7 @@ def test_logs_of_every_service_since_a_time_and_by_priority(sup):
     # a time to come: nothing; a bad one: a usage error
     later = datetime.fromtimestamp(time.time() + 3600).astimezone().isoformat()
     assert sup.ok("logs", "--since", later).out == ""
+    assert sup.ok("logs", "--since", "0m").out == ""  # from now on: nothing yet
     assert_one_line_error(sup.run("logs", "--since", "soon"), 2, "--since")
     assert_one_line_error(sup.run("logs", "-p", "loud"), 2, "-p")
 
