@@ -880,14 +880,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"supervisor: {exc}", file=sys.stderr)
         return EXIT_USAGE
     from supervisor.client import SupervisorError
+    from supervisor.protocol import clamp  # a message may quote a word of 1 MiB
 
     try:
         return run(opts)
     except UsageError as exc:
-        print(f"supervisor: {exc}", file=sys.stderr)
+        print(f"supervisor: {clamp(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
     except SupervisorError as exc:
-        print(f"supervisor: {exc.message}", file=sys.stderr)
+        print(f"supervisor: {clamp(exc.message)}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         return 130

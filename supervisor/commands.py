@@ -17,7 +17,7 @@ import signal
 import time
 from datetime import datetime
 
-from supervisor import context, declare, output, process, schedule
+from supervisor import context, declare, output, process, protocol, schedule
 from supervisor.machine import (
     MAX_RESTARTS,
     Ev,
@@ -44,6 +44,7 @@ class CommandError(Exception):
     line)."""
 
     def __init__(self, code: str, message: str, key: str | None = None) -> None:
+        message = protocol.clamp(message)  # it may quote a name or path of 1 MiB
         super().__init__(message)
         self.code = code
         self.message = message

@@ -140,6 +140,19 @@ def encode_result(req_id: Any, result: Any) -> bytes:
     return _dumps({"v": VERSION, "id": req_id, "ok": True, "result": result})
 
 
+MAX_MESSAGE = 2000  # characters of an error message: what a user typed may be 1 MiB
+
+
+def clamp(message: str, limit: int = MAX_MESSAGE) -> str:
+    """``message`` as one line of at most about ``limit`` characters: a long one keeps its
+    head and its tail (which says what was wrong) around what was left out."""
+    if len(message) <= limit:
+        return message
+    tail = limit // 4
+    return f"{message[:limit - tail]}... ({len(message) - limit:,} characters left out) ..." \
+           f"{message[-tail:]}"
+
+
 def encode_error(req_id: Any, code: str, message: str) -> bytes:
     return _dumps({"v": VERSION, "id": req_id, "ok": False,
                    "error": {"code": code, "message": message}})

@@ -279,3 +279,12 @@ def test_logs_of_a_name_that_is_not_utf8_is_one_line(populated):
                             env=populated.env, capture_output=True, timeout=TIMEOUT)
     assert result.returncode in (1, 2) and b"Traceback" not in result.stderr
     assert len(result.stderr.splitlines()) == 1 and result.stderr.startswith(b"supervisor: ")
+
+
+def test_an_error_about_a_huge_word_is_a_line_of_bounded_length(sup):
+    """A 100,000-character name: the error says what was wrong in ~2,000 characters (the
+    name's head and tail), on stderr and in the journal, not a 100 KB line each time."""
+    result = sup.run("service-status", "x" * 100_000)
+    assert_one_line_error(result, 1, "no service 'xxx", "characters left out",
+                          "' in instance 0")
+    assert len(result.err) < 2200

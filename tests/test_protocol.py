@@ -274,3 +274,14 @@ def test_a_lone_surrogate_goes_across_and_back():
     assert os.fsencode(decode_request(line).args["args"][0]) == b"caf\xe9"
     _rid, ok, result = protocol.decode_response(protocol.encode_result(1, {"command": [arg]}))
     assert ok and result == {"command": [arg]}
+
+
+def test_a_long_error_message_keeps_its_head_and_tail_in_bounds():
+    from supervisor.protocol import MAX_MESSAGE, clamp
+
+    assert clamp("short") == "short"
+    long = "no service '" + "x" * 100_000 + "' in instance 0"
+    out = clamp(long)
+    assert len(out) < MAX_MESSAGE + 60
+    assert out.startswith("no service 'xxx") and out.endswith("xxx' in instance 0")
+    assert f"({len(long) - MAX_MESSAGE:,} characters left out)" in out
