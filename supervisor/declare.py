@@ -58,10 +58,12 @@ class Plan:
         self.new: dict[str, Service] = {}
         self.definitions: dict[str, str] = {}
         self.errors: list[str] = []
+        self.failed: set[str] = set()  # services it could not make: in errors instead
 
     def summary(self, instance: int, dry_run: bool) -> dict:
         return {"instance": instance, "dry_run": dry_run,
-                "changes": [{"action": a, "service": n} for a, n in self.changes],
+                "changes": [{"action": a, "service": n} for a, n in self.changes
+                            if not (n in self.failed and a in (CREATE, RESTART))],
                 "errors": self.errors}
 
 
@@ -240,11 +242,13 @@ def _finish(commands, out: Plan, records: dict) -> None:
 
 def _create(commands, out: Plan, name: str) -> None:
     if name in commands.shell.records:  # made meanwhile by a create-service
+        out.failed.add(name)
         out.errors.append(f"{name}: a service of that name exists already")
         return
     try:
         commands.shell.apply(name, Event(Ev.CREATE), new=out.new[name])
     except Refused as exc:
+        out.failed.add(name)
         out.errors.append(f"{name}: {exc}")
         commands.daemon.journal.send(f"declared service {name} not made: {exc}", 3,
                                      SUPERVISOR_EVENT="config-error", SERVICE_NAME=name)

@@ -72,6 +72,19 @@ def test_the_file_is_applied_when_the_daemon_starts(inst, conf):
         assert b"GREETING=hello" in f.read().split(b"\0")
 
 
+def test_apply_does_not_say_it_made_what_it_could_not_start(inst, conf, tmp_path):
+    garbage = tmp_path / "garbage"  # executable, but no program: its exec fails
+    garbage.write_bytes(b"\x00\x01 not a program")
+    garbage.chmod(0o755)
+    inst.ok("init")
+    (conf / "0.toml").write_text(WEB + f'\n[services.bad]\ncommand = ["{garbage}"]\n')
+    result = inst.run("apply")
+    assert result.rc == 1, result
+    assert result.out.splitlines() == ["create web", "create db"]
+    assert "bad: cannot start" in result.err and "Exec format error" in result.err
+    assert set(services(inst)) == {"web", "db"}
+
+
 def test_edit_one_service_dry_run_shows_one_change_apply_restarts_only_it(inst, conf):
     (conf / "0.toml").write_text(WEB)
     inst.ok("init")
