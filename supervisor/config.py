@@ -340,10 +340,50 @@ def load(instance: int, environ=None) -> dict[str, tuple[dict, str]]:
     return found
 
 
+def _code_lines(text: str) -> list[str]:
+    """The lines of ``text``, those that begin inside a multi-line string blanked: text in
+    a string that looks like a key or a table header is neither."""
+    out, i, n, mode = [], 0, len(text), None  # mode: None, '"', "'", '"""' or "'''"
+    starts_inside = False
+    line_start = 0
+    while i <= n:
+        if i == n or text[i] == "\n":
+            out.append("" if starts_inside else text[line_start:i])
+            if mode in ('"', "'"):
+                mode = None  # a one-line string does not go on (the file parsed, so rare)
+            line_start, starts_inside = i + 1, mode is not None
+            i += 1
+            continue
+        c = text[i]
+        if mode is None:
+            if c == "#":
+                while i < n and text[i] != "\n":
+                    i += 1
+                continue
+            if text.startswith(('"""', "'''"), i):
+                mode, i = text[i:i + 3], i + 3
+                continue
+            if c in "\"'":
+                mode = c
+        elif mode == '"' and c == "\\" or mode == '"""' and c == "\\":
+            i += 2
+            continue
+        elif len(mode) == 3 and text.startswith(mode, i):
+            i += 3
+            while i < n and text[i] == mode[0]:  # up to two quotes more belong to it
+                i += 1
+            mode = None
+            continue
+        elif len(mode) == 1 and c == mode:
+            mode = None
+        i += 1
+    return out
+
+
 def _line(text: str, service: str | None, key: str | None) -> int | None:
     """The line (1-based) of ``[services.SERVICE]`` or of ``key`` in it (``service`` None:
     a top-level key); None when it cannot be found. Only called for an error."""
-    lines = text.splitlines()
+    lines = _code_lines(text)
     keyed = re.compile(rf"\s*\[*\s*['\"]?{re.escape(key or '')}['\"]?\s*[=.\]]")
     if service is None:
         return next((i + 1 for i, ln in enumerate(lines) if keyed.match(ln)), None)
@@ -387,7 +427,7 @@ def _headers(text: str) -> dict[str, int]:
     """The line of each ``[services.NAME]`` header, in one pass."""
     found: dict[str, int] = {}
     pattern = re.compile(r"\s*\[\s*services\s*\.\s*(\"[^\"]*\"|'[^']*'|[A-Za-z0-9_.@:+-]+?)\s*\]")
-    for i, ln in enumerate(text.splitlines()):
+    for i, ln in enumerate(_code_lines(text)):
         m = pattern.match(ln)
         if m:
             found.setdefault(m.group(1).strip("\"'"), i + 1)

@@ -165,6 +165,9 @@ BROKEN = [
     ('[services.bad]\ncommand = ["/bin/true"]\n\nstart_limit = "5 in 10"\n', 4, "start limit"),
     ('[services.bad]\ncommand = ["/bin/true"]\nrestart_times = 99999999999\n', 3,
      "restart_times"),
+    # text in a multi-line string that looks like the key, or like a table, is neither
+    ('[services.bad]\nuser = """\nrestart = 5\n[services.bad]\n"""\ncommand = ["/bin/true"]\n'
+     'restart = "sometimes"\n', 7, "restart"),
 ]
 
 
