@@ -365,7 +365,7 @@ def _code_lines(text: str) -> list[str]:
                 continue
             if c in "\"'":
                 mode = c
-        elif mode == '"' and c == "\\" or mode == '"""' and c == "\\":
+        elif mode in ('"', '"""') and c == "\\":  # an escape: the next one is text
             i += 2
             continue
         elif len(mode) == 3 and text.startswith(mode, i):
