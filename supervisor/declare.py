@@ -126,8 +126,11 @@ def plan(commands, prune: bool, declared: dict[str, tuple[dict, str]] | None = N
             if "at" in table and "in the past" in exc.message:
                 out.changes.append((EXPIRED, name))  # a one-off start gone by: not an error
                 continue
-            message = f"{config.where_of(where, name, _key_of(exc))}: [services.{name}] " \
-                      f"{exc.message}"
+            key = _key_of(exc)
+            said = exc.message  # create-service's words name its option: here, the key
+            if key is not None:
+                said = re.sub(rf"--{key.replace('_', '-')}(?![\w-])", key, said, count=1)
+            message = f"{config.where_of(where, name, key)}: [services.{name}] {said}"
             if skip_bad:
                 out.errors.append(message)
                 continue

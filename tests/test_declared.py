@@ -165,6 +165,9 @@ BROKEN = [
     ('[services.bad]\ncommand = ["/bin/true"]\n\nstart_limit = "5 in 10"\n', 4, "start limit"),
     ('[services.bad]\ncommand = ["/bin/true"]\nrestart_times = 99999999999\n', 3,
      "restart_times"),
+    ('[services.bad]\ncommand = ["/bin/true"]\ndelay = 1e308\n', 3, "] delay must be"),
+    ('[services.bad]\ncommand = ["/bin/true"]\nuser = "no-such-user-here"\n', 3,
+     "] user no-such-user-here: no such user"),
     # text in a multi-line string that looks like the key, or like a table, is neither
     ('[services.bad]\nuser = """\nrestart = 5\n[services.bad]\n"""\ncommand = ["/bin/true"]\n'
      'restart = "sometimes"\n', 7, "restart"),
@@ -183,6 +186,7 @@ def test_a_broken_file_changes_nothing_and_names_file_line_and_key(inst, conf, t
     result = inst.run("apply")
     where = f"{conf}/0.toml:{offset + line}:" if line else f"{conf}/0.toml:"
     assert_one_line_error(result, 2, where, needle)
+    assert " --" not in result.err  # the file's keys, not create-service's options
     assert running(inst) == before
     inst.ok("close")  # a daemon that starts with it starts all the same: without the file
     inst.ok("init")  # (one it cannot read), or without the one service it cannot make
