@@ -287,7 +287,10 @@ class Daemon:
             data = state.load(name, self.dir_fd)
             if data is not None:
                 head, services = state.decode(data, self.instance, bad)
-                if head.get("boot_id") not in (None, self.boot_id):
+                if head.get("boot_id") is None:  # every file we write has one
+                    raise state.StateError("it names no boot (boot_id): its pids may be "
+                                           "another boot's")
+                if head["boot_id"] != self.boot_id:
                     state.remove(name, self.dir_fd)
                     self.journal.send(f"state file {path} is from before the machine last "
                                       "booted: dropped", 5, SUPERVISOR_EVENT="state-error")

@@ -14,7 +14,8 @@ carries). Its shape::
 ``start_ticks`` is the process's start time (clock ticks since boot, from
 ``/proc/<pid>/stat``) and ``cgroup`` the cgroup it was born in: after a crash of the
 daemon, a process is taken for the service's only when both still hold. A document of
-another boot (``boot_id``) is never used: its pids mean nothing now.
+another boot (``boot_id``), or one that names none, is never used: its pids mean nothing
+now.
 
 Nothing read back is trusted: :func:`decode` checks the document field by field and
 raises :class:`StateError` naming the first thing wrong.

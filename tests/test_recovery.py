@@ -331,7 +331,7 @@ def _init_on(sup, path: str, data: bytes) -> dict:
                           SUPERVISOR_EVENT="state-error")
 
 
-@pytest.mark.parametrize("damage", ["truncated", "ill-typed", "not-a-state"])
+@pytest.mark.parametrize("damage", ["truncated", "ill-typed", "not-a-state", "no-boot"])
 def test_a_damaged_state_file_is_set_aside_and_the_daemon_starts(sup, damage):
     """A state file the daemon cannot trust is moved aside (kept for a look), journaled at
     err with the reason, and the daemon starts all the same. The services it described
@@ -346,6 +346,10 @@ def test_a_damaged_state_file_is_set_aside_and_the_daemon_starts(sup, damage):
     elif damage == "ill-typed":
         doc = json.loads(data)
         doc["services"][0]["restarts"] = "many"
+        data = json.dumps(doc).encode()
+    elif damage == "no-boot":  # which boot its pids are of, unknown
+        doc = json.loads(data)
+        del doc["boot_id"]
         data = json.dumps(doc).encode()
     else:
         data = b'{"hello": "world"}'
