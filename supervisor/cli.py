@@ -465,12 +465,17 @@ def _create_args(opts: dict) -> dict:
     the caller's directory, numbers checked)."""
     import os
 
+    for key, what in (("<path>", "the program's path"), ("--cwd", "--cwd"),
+                      ("--output", "--output"), ("--env-file", "--env-file")):
+        if opts[key] == "":  # a variable that was not set: never the caller's directory
+            raise UsageError(f"{what} is empty")
     cwd = _cwd()
     args: dict = {
         "path": _resolve_path(opts["<path>"], cwd), "args": opts["<args>"],
         "name": opts["--name"], "create_stopped": opts["--create-stopped"],
         "delay": _number(opts["--delay"], "delay", integer=False),
-        "cwd": os.path.normpath(os.path.join(cwd, opts["--cwd"])) if opts["--cwd"] else cwd,
+        "cwd": os.path.normpath(os.path.join(cwd, opts["--cwd"])) if opts["--cwd"] is not None
+        else cwd,
         "output": _output(opts["--output"], cwd), **_schedule_opts(opts)}
     if opts["--restart-times"] is not None:
         args["restart_times"] = int(_number(opts["--restart-times"], "restart times",
@@ -483,7 +488,7 @@ def _create_args(opts: dict) -> dict:
         env[key] = value
     if env:
         args["env"] = env
-    if opts["--env-file"]:
+    if opts["--env-file"] is not None:
         args["env_file"] = os.path.normpath(os.path.join(cwd, opts["--env-file"]))
     if opts["--user"] is not None:  # an empty one is an error, never "as the daemon"
         args["user"] = opts["--user"]

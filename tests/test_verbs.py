@@ -349,6 +349,12 @@ def test_context_errors_are_one_line(sup, tmp_path):
                                   "/bin/true"), 2, "none")
     assert_one_line_error(sup.run("create-service", "-u", "no-such-user-here", "/bin/true"),
                           2, "no such user")
+    # empty paths (a variable that was not set) are errors, never the caller's directory
+    for args, what in ((["--cwd", ""], "--cwd"), (["-o", ""], "--output"),
+                       (["--env-file", ""], "--env-file")):
+        assert_one_line_error(sup.run("create-service", *args, "/bin/true"), 2,
+                              f"{what} is empty")
+    assert_one_line_error(sup.run("create-service", ""), 2, "the program's path is empty")
     # an empty one (a variable that was not set) is no user, never "as the daemon"
     assert_one_line_error(sup.run("create-service", "-u", "", "/bin/true"), 2,
                           "--user '': no user named")
