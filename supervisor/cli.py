@@ -601,6 +601,8 @@ def _logs(instance: int, opts: dict, as_json: bool) -> int:
         else (None if since is not None else 10)
     priority = _priority(opts["-p"]) if opts["-p"] is not None else None
     ref = opts["<svc>"][0] if opts["<svc>"] else None
+    if ref == "":
+        raise UsageError("the service's name is empty: name one, or none for every service")
     name = ref
     to_journal = None  # where the running daemon logs, if it runs
     try:
