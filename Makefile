@@ -9,7 +9,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: develop install run test test-slow test-fallback lint clean install-units uninstall
+.PHONY: develop install run test test-slow test-fallback lint clean install-units uninstall \
+	uninstall-units
 
 $(STAMP): pyproject.toml setup.py native/build_native.py native/native.h native/spawn.c \
 		scripts/bootstrap
@@ -67,7 +68,8 @@ install:
 	    $(DESTDIR)$(PREFIX)/share/bash-completion/completions/supervisor
 	install -m 644 completion/_supervisor $(DESTDIR)$(PREFIX)/share/zsh/site-functions/_supervisor
 
-uninstall:
+# the units go too (install-units'), never left behind naming commands that are gone
+uninstall: uninstall-units
 	rm -rf $(DESTDIR)$(LIBDIR)
 	rm -f $(DESTDIR)$(PREFIX)/bin/supervisor $(DESTDIR)$(PREFIX)/bin/supervisor-daemon \
 	    $(DESTDIR)$(PREFIX)/share/man/man1/supervisor.1 \
@@ -93,6 +95,13 @@ install-units:
 	sed 's|@UNITDIR@|$(UNITDIR)|' systemd/supervisor-generator \
 	    > $(DESTDIR)$(GENERATORDIR)/supervisor-generator
 	chmod 755 $(DESTDIR)$(GENERATORDIR)/supervisor-generator
+	if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then systemctl daemon-reload; fi
+
+uninstall-units:
+	rm -f $(DESTDIR)$(UNITDIR)/supervisor@.service $(DESTDIR)$(UNITDIR)/supervisor@.socket \
+	    $(DESTDIR)$(USERUNITDIR)/supervisor@.service \
+	    $(DESTDIR)$(USERUNITDIR)/supervisor@.socket \
+	    $(DESTDIR)$(GENERATORDIR)/supervisor-generator
 	if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then systemctl daemon-reload; fi
 
 # Coverage-guided fuzzing of the protocol and the daemon's request path (fuzz/README.md):

@@ -36,7 +36,7 @@ from supervisor.cgroups import Cgroups
 from supervisor.commands import DAEMON_COMMANDS, READ_ONLY, CommandError, Commands, Waiting
 from supervisor.control import Connection, Reply, Server, bind_listener
 from supervisor.journal import Journal
-from supervisor.machine import Ev, State
+from supervisor.machine import Ev, State, stop_wait
 from supervisor.native import CLOCK_BOOTTIME, CLOCK_REALTIME, Inotify, SignalFd
 from supervisor.output import Outputs
 from supervisor.process import Proc, child_env, stop_continue_reports
@@ -51,6 +51,9 @@ IGNORED_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2, signal.SIGALRM, signal.SIGQUI
                    signal.SIGVTALRM, signal.SIGPROF, signal.SIGXCPU, signal.SIGIO)
 HANDLED_SIGNALS = (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP,
                    *IGNORED_SIGNALS)
+
+
+CLOSE_MARGIN = 5.0  # seconds after the last SIGKILL of a close, told the service manager
 
 
 class Daemon:
@@ -460,6 +463,10 @@ class Daemon:
             self.stopping = True
             self.notifier.stopping()
             self.shell.apply_all(Ev.TERMINATE, timeout=self.grace)
+            waits = [stop_wait(svc, self.grace) for svc in self.shell.services()
+                     if svc.state is State.STOPPING]
+            if waits:  # each service's own stop timeout, then a moment to reap
+                self.notifier.extend_stop(max(waits) + CLOSE_MARGIN)
         self._maybe_finish()
         return self.shell.counts[State.STOPPING]
 

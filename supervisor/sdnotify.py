@@ -102,5 +102,10 @@ class Notifier:
     def stopping(self) -> None:
         self.send("STOPPING=1\nSTATUS=closing")
 
+    def extend_stop(self, seconds: float) -> None:
+        """The close takes up to ``seconds`` more (the services' own stop timeouts): the
+        manager's stop timeout (TimeoutStopSec) is extended to that, not cut short."""
+        self.send(f"EXTEND_TIMEOUT_USEC={max(1, round(seconds * 1e6))}")
+
     def watchdog(self) -> None:
         self.send("WATCHDOG=1")

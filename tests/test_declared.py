@@ -380,14 +380,17 @@ def test_the_generator_wants_an_instance_for_each_config_file(tmp_path):
 
     conf = tmp_path / "conf"
     (conf / "7.d").mkdir(parents=True)
-    for name in ("3.toml", "x.toml", "100.toml", "4.toml.bak"):
+    # 03 is instance 3 to the daemon, but supervisor@03 would listen on 03.sock, which
+    # the CLI (-i 3) never reaches: not an instance's name
+    for name in ("3.toml", "x.toml", "100.toml", "4.toml.bak", "05.toml", "00.toml", "0.toml"):
         (conf / name).write_text("")
     out = tmp_path / "out"
     subprocess.run([str(ROOT / "systemd" / "supervisor-generator"), str(out), str(out),
                     str(out)], env={"SUPERVISOR_CONFIG_DIR": str(conf), "PATH": "/usr/bin:/bin"},
                    check=True)
     wants = out / "multi-user.target.wants"
-    assert sorted(os.listdir(wants)) == ["supervisor@3.service", "supervisor@7.service"]
+    assert sorted(os.listdir(wants)) == ["supervisor@0.service", "supervisor@3.service",
+                                         "supervisor@7.service"]
     assert os.readlink(wants / "supervisor@3.service") == "@UNITDIR@/supervisor@.service"
 
 

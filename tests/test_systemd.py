@@ -59,8 +59,9 @@ def test_units_pass_systemd_analyze_verify(tmp_path):
         ours = [line for line in result.stderr.splitlines() if "supervisor@" in line]
         assert ours == [], ours
         service = units[f"{kind} service"].read_text()
-        for line in ("Type=notify", "KillMode=mixed", "Delegate=yes",
-                     f"ExecStart={BIN}/supervisor-daemon --instance %i", "WatchdogSec="):
+        for line in ("Type=notify", "KillMode=process", "Delegate=yes",
+                     f"ExecStart={BIN}/supervisor-daemon --instance %i", "WatchdogSec=",
+                     f"ExecReload={BIN}/supervisor reload --instance %i"):
             assert line in service
     assert "ListenStream=/run/supervisor/%i.sock" in units["system socket"].read_text()
     assert "ListenStream=%t/supervisor/%i.sock" in units["user socket"].read_text()
@@ -70,6 +71,17 @@ def test_units_pass_systemd_analyze_verify(tmp_path):
     generator = units["generator"].read_text()
     assert f"{tmp_path}/system/supervisor@.service" in generator
     assert os.access(units["generator"], os.X_OK)
+
+
+def test_uninstall_takes_away_the_units_too(tmp_path):
+    """`make uninstall` (and uninstall-units alone) leaves no unit or generator naming
+    commands that are gone."""
+    dirs = [f"UNITDIR={tmp_path}/s", f"USERUNITDIR={tmp_path}/u", f"GENERATORDIR={tmp_path}/g"]
+    for target in ("install-units", "uninstall-units", "install-units", "uninstall"):
+        subprocess.run(["make", "-s", "-C", str(ROOT), target, f"DESTDIR={tmp_path}/stage",
+                        "PREFIX=/usr", *dirs], check=True, capture_output=True, timeout=60)
+        left = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file())
+        assert (left != []) == (target == "install-units"), (target, left)
 
 
 def test_a_broken_unit_fails_verification(tmp_path):
@@ -182,6 +194,21 @@ def test_ready_status_watchdog_stopping(notified):
     listener.wait_for("WATCHDOG=1")  # WATCHDOG_USEC=100000: a ping every 50 ms, still
     s.ok("close", "-i", "8")
     listener.wait_for("STOPPING=1")
+    assert daemon.wait(timeout=TIMEOUT) == 0
+
+
+def test_a_close_extends_the_managers_stop_timeout_to_the_services_own(notified):
+    """TimeoutStopSec=30 would cut short a service's own --stop-timeout 45: the close tells
+    the manager how long it takes (EXTEND_TIMEOUT_USEC: the longest stop timeout + 5 s)."""
+    listener, daemon, s = notified
+    listener.wait_for("READY=1")
+    s.ok("create-service", "-i", "8", "--stop-timeout", "45", "/bin/sleep", "600")
+    s.ok("create-service", "-i", "8", "/bin/sleep", "600")  # the default 10 s (grace: 5)
+    closing = subprocess.Popen([sys.executable, "-m", "supervisor", "close", "-i", "8"],
+                               env=s.env, stdout=subprocess.DEVNULL)
+    listener.wait_for("STOPPING=1")
+    listener.wait_for("EXTEND_TIMEOUT_USEC=50000000")
+    assert closing.wait(TIMEOUT) == 0  # sleep ends on SIGTERM: no wait for the 45 s
     assert daemon.wait(timeout=TIMEOUT) == 0
 
 
