@@ -158,7 +158,8 @@ def _last(lines_back: Iterator[bytes], parse_one, lines: int | None, since: floa
           priority: int | None) -> list[dict]:
     """The last ``lines`` entries (oldest first) among lines given the last first."""
     got: list[dict] = []
-    if lines == 0:
+    if lines == 0:  # none: but started, so that where each file ends is noted (follow)
+        next(lines_back, None)
         return got
     for raw in lines_back:
         entry = parse_one(raw)

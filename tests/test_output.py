@@ -234,6 +234,39 @@ def _no_journald(s: Supervisor) -> None:
     assert started.returncode == 0, started
 
 
+def test_without_journald_follow_with_no_lines_shows_only_what_comes(rundir):
+    """`logs -f -n 0`, as `journalctl -f -n 0`: nothing of what was there, then every new
+    line (it showed every file from its start)."""
+    s = Supervisor(rundir)
+    _no_journald(s)
+    try:
+        s.json("create-service", "-n", "talk", "/bin/sh", "--", "-c",
+               "i=0; while :; do i=$((i+1)); echo n $i; sleep 0.02; done")
+        out = Path(rundir) / "0.talk.out"
+        wait_until(lambda: out.exists() and " n 30\n" in out.read_text(), what="30 lines")
+        before = int(out.read_text().splitlines()[-1].split()[-1])
+        follower = subprocess.Popen([sys.executable, "-m", "supervisor", "logs", "-f", "-n",
+                                     "0"], env=s.env, stdout=subprocess.PIPE, cwd=ROOT)
+        try:
+            got = bytearray()
+
+            def seen() -> list[str]:
+                if select.select([follower.stdout], [], [], 0.1)[0]:
+                    got.extend(os.read(follower.stdout.fileno(), 65536))
+                return got.decode().splitlines()
+
+            wait_until(lambda: len(seen()) >= 5, what="five followed lines")
+            numbers = [int(x.split()[-1]) for x in seen()[:5]]
+            assert numbers[0] > before, seen()[:5]
+            assert numbers == list(range(numbers[0], numbers[0] + 5))
+        finally:
+            follower.terminate()
+            follower.wait(timeout=TIMEOUT)
+            follower.stdout.close()
+    finally:
+        close_instance(s)
+
+
 def test_without_journald_the_relay_writes_files_that_logs_reads(rundir):
     s = Supervisor(rundir)
     _no_journald(s)
