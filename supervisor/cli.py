@@ -680,10 +680,12 @@ def _plain(entry: dict) -> str:
     when = entry["time"]
     stamp = datetime.datetime.fromtimestamp(when).astimezone().strftime(
         "%Y-%m-%dT%H:%M:%S%z") if when is not None else "-"
+    from supervisor.journal import printable
+
     if entry["identifier"] == "supervisor":  # a lifecycle entry of the daemon's log
-        return f"{stamp} supervisor: {entry['message']}"
+        return printable(f"{stamp} supervisor: {entry['message']}")
     pid = entry["pid"] if entry["pid"] is not None else "?"
-    return f"{stamp} {entry['service']}[{pid}]: {entry['message']}"
+    return printable(f"{stamp} {entry['service']}[{pid}]: {entry['message']}")
 
 
 def _since(text: str) -> float:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import sys
 import time
 
@@ -101,12 +102,25 @@ class Journal:
 # ---- reading (supervisor logs) -----------------------------------------------------------
 
 
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    """``text`` as a terminal may show it: control characters but the tab as ``\\xNN``. A
+    service's output must not move the cursor, clear the screen or write a line of its own
+    (``--json`` escapes them as JSON does)."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
 def _format(entry: dict) -> str:
     when = entry.get("__REALTIME_TIMESTAMP")
     stamp = when.astimezone().strftime("%Y-%m-%dT%H:%M:%S%z") if when else "-"
     ident = entry.get("SYSLOG_IDENTIFIER", "?")
     pid = entry.get("SERVICE_PID") if ident != IDENTIFIER else entry.get("_PID")
-    return f"{stamp} {ident}[{pid}]: {entry.get('MESSAGE', '')}"
+    message = entry.get("MESSAGE", "")
+    if isinstance(message, bytes):  # not UTF-8: what it can be read as
+        message = message.decode(errors="backslashreplace")
+    return printable(f"{stamp} {ident}[{pid}]: {message}")
 
 
 def _as_json(entry: dict) -> dict:

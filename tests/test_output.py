@@ -505,3 +505,27 @@ def test_a_relay_restart_waiting_out_its_back_off_survives_a_reload(sup):
     wait_until(lambda: _relay_pid_or_none(daemon) not in (None, relay, second),
                what="a relay after the reload")
     assert sup.status("chatty")["status"] == "RUNNING"
+
+
+def test_logs_shows_control_characters_escaped_never_raw(sup, rundir):
+    """A service's escape sequences (clear the screen, move the cursor) or bare carriage
+    returns reach no terminal through `logs`: shown as \\xNN, as journalctl hides them;
+    --json carries them as they were. With journald and without."""
+    script = r"printf '\033[2Jcleared\rover\n'; exec sleep 600"
+    sup.ok("create-service", "-n", "esc", "/bin/sh", "--", "-c", script)
+    wait_until(lambda: "cleared" in sup.run("logs", "esc").out, what="the line, logged")
+    shown = [x for x in sup.ok("logs", "esc").out.splitlines() if "cleared" in x]
+    assert shown[0].endswith(r": \x1b[2Jcleared\x0dover") and "\x1b" not in shown[0]
+    entry = next(json.loads(x) for x in sup.ok("logs", "esc", "--json").out.splitlines()
+                 if "cleared" in x)
+    assert entry["message"] == "\x1b[2Jcleared\rover"
+    s = Supervisor(rundir, 1)  # the same without journald: from its output file
+    _no_journald(s)
+    try:
+        s.ok("create-service", "-i", "1", "-n", "esc", "/bin/sh", "--", "-c", script)
+        wait_until(lambda: "cleared" in s.run("logs", "-i", "1", "esc").out,
+                   what="the line, in the file")
+        shown = [x for x in s.ok("logs", "-i", "1", "esc").out.splitlines() if "cleared" in x]
+        assert shown[0].endswith(r": \x1b[2Jcleared\x0dover") and "\x1b" not in shown[0]
+    finally:
+        close_instance(s)
