@@ -97,7 +97,8 @@ Options:
                            5/10s when restarts are unlimited).
   -o OUT, --output OUT     Where the service's stdout and stderr go: journal (one entry
                            a line, SYSLOG_IDENTIFIER=<name>), null, inherit (the
-                           daemon's), or a file, appended to [default: journal].
+                           daemon's own, as journal when init started it), or a
+                           file, appended to [default: journal].
   -e K=V, --env K=V        Set an environment variable (repeat for more); over the
                            daemon's environment and --env-file.
   --env-file FILE          KEY=VALUE lines (# comments), read at each start.

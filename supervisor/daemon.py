@@ -91,6 +91,7 @@ class Daemon:
         # the runtime directory, held open: the state is written relative to it
         self.dir_fd = os.open(rundir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         self.journal.keep_log(self.dir_fd, os.path.basename(paths.log_path(instance)))
+        self.shell.outputs.inherit_as_journal = self.journal.keeps_log
         self.boot_id = state.boot_id()
         if self.notifier.watchdog_interval:
             self._watchdog()

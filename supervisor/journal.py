@@ -43,6 +43,11 @@ class Journal:
         self._pending: list[str] = []  # stderr fallback lines not written yet
         self._log: tuple[int, str] | None = None  # (dir fd, name) of a log file we rotate
 
+    @property
+    def keeps_log(self) -> bool:
+        """Whether our stderr is the log file ``init`` made (which we rotate)."""
+        return self._log is not None
+
     def keep_log(self, dir_fd: int, name: str) -> None:
         """Our stderr is the file ``name`` in the directory ``dir_fd`` (``init`` made it):
         rotate it when it grows beyond :data:`LOG_MAX`."""

@@ -118,13 +118,17 @@ class Outputs:
         self._started = 0.0  # when the relay last started (time.monotonic())
         self._backoff = 0.0  # seconds before the next restart, while it keeps dying
         self._restart = None  # the timer of a restart that waits
+        # our stdout and stderr are init's log file, <N>.log: a service given them would
+        # write into it past its rotation, lines looking like ours among them; its output
+        # goes where journal's does instead
+        self.inherit_as_journal = False
 
     def prepare(self, name: str, spec: str) -> Handoff:
-        if spec == "inherit":
+        if spec == "inherit" and not self.inherit_as_journal:
             return Handoff(1, 2)
         if spec == "null":
             return Handoff(self.null)
-        if spec != "journal":
+        if spec not in ("journal", "inherit"):
             fd = open_output(spec)
             return Handoff(fd, close=(fd,))
         if self._restart is not None or self._relay_ready():

@@ -105,15 +105,43 @@ def test_null_inherit_and_file(sup, tmp_path):
            "echo to the file")
     sup.wait_status("tofile", "EXITED")
     assert out.read_text() == "before\nto the file\n"  # appended
+    # under init the daemon's stdout and stderr are its log file, 0.log: a service never
+    # writes there (past its rotation, lines posing as the daemon's); it goes as journal
+    mark = journal_mark()
     sup.ok("create-service", "-n", "inherit", "-o", "inherit", "/bin/sh", "--", "-c",
            "echo inherited-line")
     sup.wait_status("inherit", "EXITED")
-    log = Path(sup.rundir, "0.log")  # the daemon's own output when `init` started it
-    wait_until(lambda: "inherited-line" in log.read_text(), what="the line in the log")
+    wait_for_entry(None, TIMEOUT, since=mark, SERVICE_NAME="inherit",
+                   MESSAGE="inherited-line")
+    assert "inherited-line" not in Path(sup.rundir, "0.log").read_text()
     svc = sup.json("create-service", "-n", "quiet", "-o", "null", "/bin/sleep", "60")
     assert os.readlink(f"/proc/{svc['pid']}/fd/1") == "/dev/null"
     bad = sup.run("create-service", "-o", "/nonexistent/dir/file", "/bin/true")
     assert bad.rc == 1 and "cannot write output file" in bad.err
+
+
+def test_inherit_is_the_daemons_own_stdout_where_it_runs_in_the_foreground(rundir):
+    daemon = subprocess.Popen([sys.executable, "-m", "supervisor.daemon", "-i", "0"],
+                              env={**os.environ, "SUPERVISOR_RUNTIME_DIR": rundir},
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=ROOT)
+    try:
+        s = Supervisor(rundir)
+        wait_until(lambda: os.path.exists(os.path.join(rundir, "0.sock")), what="its socket")
+        s.ok("create-service", "-n", "talk", "-o", "inherit", "/bin/sh", "--", "-c",
+             "echo to-the-terminal")
+        got = bytearray()
+
+        def seen() -> bool:
+            if select.select([daemon.stdout], [], [], 0.1)[0]:
+                got.extend(os.read(daemon.stdout.fileno(), 65536))
+            return b"to-the-terminal\n" in got
+        wait_until(seen, what="the line on the daemon's stdout")
+        s.ok("close")
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+        daemon.wait(TIMEOUT)
+        daemon.stdout.close()
 
 
 def test_without_any_relay_output_falls_back_to_a_file(tmp_path, monkeypatch):
