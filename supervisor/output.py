@@ -111,6 +111,7 @@ class Outputs:
         self.control: socket.socket | None = None
         # pid -> (service, read end of its stdout pipe, of its stderr pipe)
         self.streams: dict[int, tuple[str, int, int]] = {}
+        self.ended: dict[int, None] = {}  # of those, the pids gone (in order) no relay has
         self._queue: collections.deque[int] = collections.deque()  # pids to hand over
         self._sent = 0  # pipes handed so far (progress, for the stuck check)
         self._stuck = None  # the timer of the stuck check, while pipes wait
@@ -157,13 +158,30 @@ class Outputs:
         self.streams[pid] = (name, *handoff.streams)
         self._hand(pid)
 
+    MAX_ENDED = 256  # ended services' pipes kept for a relay to come (two fds each)
+
     def release(self, pid: int) -> None:
-        """The process ``pid`` is gone: its pipes need no reader of ours any more (the
-        relay drains what is left in them)."""
-        stream = self.streams.pop(pid, None)
-        if stream is not None:
-            os.close(stream[1])
-            os.close(stream[2])
+        """The process ``pid`` is gone: once a relay has its pipes, they need no reader of
+        ours any more (the relay drains what is left in them). Until one has (it is being
+        started again, or has not taken them yet), they are kept, with what the service
+        wrote in them last, for the next one."""
+        if pid not in self.streams:
+            return
+        if self.control is not None and pid not in self._queue:
+            self._close_stream(pid)
+            return
+        self.ended[pid] = None
+        if len(self.ended) > self.MAX_ENDED:  # the oldest's output is given up, and said
+            oldest = next(iter(self.ended))
+            self.log(f"{self.streams[oldest][0]}'s last output (pid {oldest}) is lost: no log "
+                     f"relay took it, and {self.MAX_ENDED} more wait", 4)
+            self._close_stream(oldest)
+
+    def _close_stream(self, pid: int) -> None:
+        self.ended.pop(pid, None)
+        _name, out, err = self.streams.pop(pid)
+        os.close(out)
+        os.close(err)
 
     def _hand(self, pid: int) -> None:
         if self.control is None:
@@ -189,8 +207,10 @@ class Outputs:
                 break
             except OSError as exc:
                 self.log(f"cannot hand {name}'s output to the log relay: {exc}", 3)
-            queue.popleft()
+            pid = queue.popleft()
             self._sent += 1
+            if pid in self.ended:  # the relay has them now: ours are done with
+                self._close_stream(pid)
         self._want_writable(bool(queue) and self.control is not None)
 
     def _want_writable(self, want: bool) -> None:
@@ -303,7 +323,7 @@ class Outputs:
         return {"relay": relay,
                 "streams": [{"pid": pid, "name": name, "fd": out, "err": err}
                             for pid, (name, out, err) in self.streams.items()],
-                "waiting": list(self._queue)}
+                "waiting": list(self._queue), "ended": list(self.ended)}
 
     def carried_fds(self, carried: dict) -> list[int]:
         relay = carried["relay"]
@@ -324,6 +344,7 @@ class Outputs:
                 err = os.dup(entry["fd"])
                 os.set_inheritable(err, False)
             self.streams[entry["pid"]] = (entry["name"], entry["fd"], err)
+        self.ended = dict.fromkeys(p for p in carried.get("ended", ()) if p in self.streams)
         relay = carried["relay"]
         if relay:
             self.relay = process.Proc(relay["pid"], relay["pidfd"], child=True)
@@ -353,4 +374,5 @@ class Outputs:
             os.close(out)
             os.close(err)
         self.streams.clear()
+        self.ended.clear()
         os.close(self.null)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from conftest import ROOT, Supervisor, children_of, close_instance, wait_until
-from journald import journal_mark, wait_for_entry
+from journald import journal_mark, read_entries, wait_for_entry
 from timeouts import TIMEOUT
 
 from supervisor import outfiles, output
@@ -533,6 +533,26 @@ def test_a_relay_restart_waiting_out_its_back_off_survives_a_reload(sup):
     wait_until(lambda: _relay_pid_or_none(daemon) not in (None, relay, second),
                what="a relay after the reload")
     assert sup.status("chatty")["status"] == "RUNNING"
+
+
+def test_output_of_a_service_that_ends_while_no_relay_runs_waits_for_the_next(sup):
+    """The relay dies twice in a row: the next starts only after its back-off (2 s). A
+    service that prints and ends meanwhile loses nothing: its pipes wait for that relay
+    (they were closed at its end, and what it printed with them)."""
+    daemon = sup.pid
+    sup.create("/bin/sh", ["-c", "while :; do echo x; sleep 0.01; done"], name="chatty")
+    relay = wait_until(lambda: _relay_pid_or_none(daemon), what="the relay")
+    os.kill(relay, 9)
+    second = wait_until(lambda: (r := _relay_pid_or_none(daemon)) not in (None, relay) and r,
+                        what="a new relay")
+    mark = journal_mark()
+    os.kill(second, 9)  # within a second of its start: the next waits (back-off)
+    name = f"brief-{uuid.uuid4().hex[:6]}"
+    sup.create("/usr/bin/seq", ["1", "100"], name=name)
+    assert _relay_pid_or_none(daemon) in (None, second)  # (it ended while none ran)
+    sup.wait_status(name, "EXITED")
+    entries = read_entries(count=100, since=mark, SYSLOG_IDENTIFIER=name)
+    assert [e["MESSAGE"] for e in entries] == [str(i) for i in range(1, 101)]
 
 
 def test_logs_shows_control_characters_escaped_never_raw(sup, rundir):
