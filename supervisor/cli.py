@@ -596,7 +596,7 @@ def _logs(instance: int, opts: dict, as_json: bool) -> int:
 
     from supervisor import client, journal, outfiles, paths
 
-    since = _since(opts["--since"]) if opts["--since"] else None
+    since = _since(opts["--since"]) if opts["--since"] is not None else None
     given = opts["--name"]
     lines = int(_number(given, "lines", integer=True)) if given is not None \
         else (None if since is not None else 10)

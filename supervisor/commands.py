@@ -335,7 +335,7 @@ class Commands:
         if why is not None:
             raise CommandError("not-executable", why)
         # last: checking an output file makes it, and a create refused leaves nothing
-        why = output.check(out)
+        why = output.check(out, self.shell.outputs.rundir)
         if why is not None:
             code = "not-writable" if why.startswith("cannot write") else "invalid-argument"
             raise CommandError(code, why, "output")

@@ -225,6 +225,8 @@ def name_problem(name: str) -> str | None:
         return f"service name {name!r} starts with '-': it would read as an option"
     if name.isascii() and name.isdigit():
         return f"service name {name!r} is all digits: it would read as a pid"
+    if name in (".", ".."):
+        return f"service name {name!r} names a directory in a path"
     return None
 
 

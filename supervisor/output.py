@@ -44,12 +44,18 @@ def open_output(path: str, flags: int = _FILE_FLAGS) -> int:
     return fd
 
 
-def check(spec: str) -> str | None:
-    """Why ``spec`` is no valid output, or None."""
+def check(spec: str, rundir: str | None = None) -> str | None:
+    """Why ``spec`` is no valid output, or None. ``rundir``: the daemon's runtime
+    directory, whose files (its state, its log, other services' output) are the daemon's
+    own: never a service's output."""
     if spec in KEYWORDS:
         return None
     if not os.path.isabs(spec) or "\0" in spec:
         return f"output must be journal, null, inherit or an absolute path, not {spec!r}"
+    if rundir is not None and os.path.dirname(os.path.realpath(spec)) == \
+            os.path.realpath(rundir):
+        return f"output {spec}: a file of the daemon's runtime directory, {rundir} (its " \
+               "state, its log), cannot be a service's output"
     try:
         os.close(open_output(spec))
     except (OSError, ValueError) as exc:

@@ -399,7 +399,7 @@ def test_nul_byte_in_output_path_is_refused(sup):
     assert _names(sup) == []
 
 
-@pytest.mark.parametrize("name", ["evil\n", "a\nb", "tab\t", "x" * 129])
+@pytest.mark.parametrize("name", ["evil\n", "a\nb", "tab\t", "x" * 129, ".", ".."])
 def test_service_names_outside_the_readme_rule_are_refused(sup, name):
     answer = _one_request(sup, "create-service", {"path": "/bin/true", "delay": 60,
                                                   "name": name})

@@ -118,6 +118,13 @@ def test_null_inherit_and_file(sup, tmp_path):
     assert os.readlink(f"/proc/{svc['pid']}/fd/1") == "/dev/null"
     bad = sup.run("create-service", "-o", "/nonexistent/dir/file", "/bin/true")
     assert bad.rc == 1 and "cannot write output file" in bad.err
+    # the daemon's own files: its state (appended to, it would be set aside at recovery)
+    state_file = Path(sup.rundir, "0.state.json")
+    before = state_file.read_bytes()
+    for target in (state_file, Path(sup.rundir, "new.txt")):
+        bad = sup.run("create-service", "-o", str(target), "/bin/true")
+        assert bad.rc == 2 and "a file of the daemon's runtime directory" in bad.err, bad
+    assert state_file.read_bytes() == before and not Path(sup.rundir, "new.txt").exists()
 
 
 def test_inherit_is_the_daemons_own_stdout_where_it_runs_in_the_foreground(rundir):

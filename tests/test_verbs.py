@@ -610,6 +610,7 @@ def test_logs_of_every_service_since_a_time_and_by_priority(sup):
     assert sup.ok("logs", "--since", "0m").out == ""  # from now on: nothing yet
     assert_one_line_error(sup.run("logs", "--since", "soon"), 2, "--since")
     assert_one_line_error(sup.run("logs", ""), 2, "the service's name is empty")
+    assert_one_line_error(sup.run("logs", "--since", ""), 2, "--since ''")
     assert_one_line_error(sup.run("logs", "-p", "loud"), 2, "-p")
 
 
