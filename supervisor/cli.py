@@ -654,13 +654,20 @@ def _logs(instance: int, opts: dict, as_json: bool) -> int:
             return EXIT_OK
         render = json.dumps if as_json else _plain
         at: dict = {}
-        events = outfiles.lifecycle(rundir, instance, [name] if name else None, at,
-                                    lines=lines, since=since, priority=priority)
-        shown = outfiles.read(rundir, instance, files, lines=lines, since=since,
-                              priority=priority, at=at, events=events)
+        of = [name] if name else None
+        if lines is None:  # every one since a time: printed as the files are read
+            shown = outfiles.stream(rundir, instance, files, of, since=since,
+                                    priority=priority, at=at)
+        else:
+            events = outfiles.lifecycle(rundir, instance, of, at, lines=lines, since=since,
+                                        priority=priority)
+            shown = outfiles.read(rundir, instance, files, lines=lines, since=since,
+                                  priority=priority, at=at, events=events)
+        count = 0
         for entry in shown:
             print(render(entry), flush=True)
-        if not shown and not follow and lines != 0 and name is not None and since is None \
+            count += 1
+        if not count and not follow and lines != 0 and name is not None and since is None \
                 and priority is None:
             raise client.RemoteError("no-such-service",
                                      f"no output or lifecycle entries for service {ref!r} "

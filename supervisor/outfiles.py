@@ -145,6 +145,62 @@ def _backwards(path: str, at: dict | None = None, key: str = "") -> Iterator[byt
             yield rest
 
 
+def _forwards(path: str, at: dict | None = None, key: str = "") -> Iterator[bytes]:
+    """The lines of a file, the first first, up to where it ends now (``at[key]``, for
+    :func:`follow`), read in blocks: nothing of it is held but a block."""
+    try:
+        f = open(path, "rb")  # noqa: SIM115 (closed below, also when the caller stops)
+    except OSError:
+        return
+    with f:
+        st = os.fstat(f.fileno())
+        if at is not None:
+            at[key] = (st.st_ino, st.st_size)
+        left, rest = st.st_size, b""
+        while left > 0:
+            block = f.read(min(1 << 16, left))
+            if not block:
+                break
+            left -= len(block)
+            *lines, rest = (rest + block).split(b"\n")
+            yield from (line for line in lines if line)
+        if rest:
+            yield rest
+
+
+def _kept(entries: Iterator[dict | None], since: float | None,
+          priority: int | None) -> Iterator[dict]:
+    for entry in entries:
+        if entry is None or (since is not None and (entry["time"] is None
+                                                     or entry["time"] < since)):
+            continue
+        if priority is None or entry["priority"] <= priority:
+            yield entry
+
+
+def stream(rundir: str, instance: int, names: list[str], lifecycle_of: list[str] | None,
+           *, since: float | None = None, priority: int | None = None,
+           at: dict | None = None) -> Iterator[dict]:
+    """Every entry since ``since`` (of ``priority`` or more urgent) of the services
+    ``names``' output files and of ``lifecycle_of``'s lifecycle entries (None: every
+    service's), oldest first, merged by time as they are read: what :func:`read` and
+    :func:`lifecycle` give with ``lines=None``, without holding them (files of 8 MiB a
+    service, for many services, are many entries). ``at``: as there."""
+    import heapq
+
+    sources = []
+    for service in names:
+        path = os.path.join(rundir, name_of(instance, service))
+        raw = itertools.chain(_forwards(path + ".1"), _forwards(path, at, service))
+        sources.append(_kept((parse(r.decode(errors="replace"), service) for r in raw),
+                             since, priority))
+    path = os.path.join(rundir, f"{instance}.log")
+    one = _lifecycle_line(lifecycle_of)
+    raw = itertools.chain(_forwards(path + ".1"), _forwards(path, at, ""))
+    sources.append(_kept((one(r) for r in raw), since, priority))
+    return heapq.merge(*sources, key=lambda e: e["time"] or 0.0)
+
+
 def newest(rundir: str, instance: int, names: list[str]) -> float:
     """When the newest of the services' files was last written to (0: none is there)."""
     times = [0.0]
@@ -231,6 +287,13 @@ def lifecycle(rundir: str, instance: int, names: list[str] | None, at: dict | No
     since ``since`` and of ``priority`` or more urgent; ``at[""]``: where it was read up
     to."""
     path = os.path.join(rundir, f"{instance}.log")
+    back = itertools.chain(_backwards(path, at, ""), _backwards(path + ".1"))
+    return _last(back, _lifecycle_line(names), lines, since, priority)
+
+
+def _lifecycle_line(names: list[str] | None):
+    """A line of the daemon's log as a lifecycle entry of one of ``names`` (None: any
+    service's), or None."""
     wanted = None if names is None else {f"SERVICE_NAME={n}".encode() for n in names}
 
     def one(raw: bytes) -> dict | None:
@@ -241,9 +304,7 @@ def lifecycle(rundir: str, instance: int, names: list[str] | None, at: dict | No
                              and f"SERVICE_NAME={entry['service']}".encode() not in wanted):
             return None
         return entry
-
-    back = itertools.chain(_backwards(path, at, ""), _backwards(path + ".1"))
-    return _last(back, one, lines, since, priority)
+    return one
 
 
 def _tail(path: str, ino: int, offset: int) -> bytes:
