@@ -71,6 +71,7 @@ class Relay:
         self.sel.register(control, selectors.EVENT_READ, self._on_control)
         self.streams = 0  # pipes still open
         self.hung_up = False
+        self.lost = 0  # lines journald did not take while it did not answer
 
     def run(self) -> None:
         while not (self.hung_up and self.streams == 0):
@@ -104,10 +105,7 @@ class Relay:
                 try:
                     writer = outfiles.Writer(self.dir_fd, self.instance, name)
                 except OSError as exc:  # the service is not hurt: its pipes are drained
-                    # a line as the daemon's own, where they both write (<N>.log)
-                    print(f"{outfiles.stamp(time.time())} supervisor[{self.instance}] <3> "
-                          f"log relay: cannot open {name}'s output file: {exc}",
-                          file=sys.stderr, flush=True)
+                    self._say(f"cannot open {name}'s output file: {exc}")
                 else:
                     self.writers[name] = writer
         for fd, label in zip(fds, labels, strict=False):
@@ -168,11 +166,24 @@ class Relay:
 
     def _line(self, stream: Stream, line: bytes) -> None:
         try:
+            if self.lost:  # journald answers again: what it missed is said first
+                sendv(f"MESSAGE=supervisor: {self.lost} lines of output lost while journald "
+                      "did not answer", "PRIORITY=3", *stream.fields[1:])
+                self._say(f"journald answers again; {self.lost} lines of output were lost")
+                self.lost = 0
             # sendv with the fields given: journal.send() would walk the stack for CODE_*
             # on every line, which costs more than the line itself
             sendv("MESSAGE=" + line.decode(errors="replace"), *stream.fields)
-        except OSError:
-            pass  # journald is gone: the line is lost, the service is not hurt
+        except OSError as exc:  # journald is gone: the line is lost, the service not hurt
+            if not self.lost:
+                self._say(f"journald does not answer ({exc.strerror or exc}): services' "
+                          "output is lost until it does")
+            self.lost += 1
+
+    def _say(self, message: str) -> None:
+        """A line as the daemon's own, where they both write (its stderr, <N>.log)."""
+        print(f"{outfiles.stamp(time.time())} supervisor[{self.instance}] <3> log relay: "
+              f"{message}", file=sys.stderr, flush=True)
 
 
 def main() -> int:

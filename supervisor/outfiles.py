@@ -46,7 +46,7 @@ def stamp(when: float) -> str:
 class Writer:
     """One service's file, appended to by the relay (``dir_fd``: the runtime directory)."""
 
-    __slots__ = ("dir_fd", "fd", "name", "refs", "size")
+    __slots__ = ("dir_fd", "fd", "lost", "name", "refs", "size", "why")
 
     def __init__(self, dir_fd: int, instance: int, service: str) -> None:
         self.dir_fd = dir_fd
@@ -54,6 +54,8 @@ class Writer:
         self.refs = 0  # pipes that write here
         self.fd = -1
         self.size = 0
+        self.lost = 0  # lines that could not be written (a full disk), said once it can
+        self.why = ""
         self._open()
 
     def _open(self) -> None:
@@ -61,19 +63,28 @@ class Writer:
         self.size = os.fstat(self.fd).st_size
 
     def write(self, when: float, stream: str, pid: int, lines: list[bytes]) -> None:
+        """Append ``lines``; OSError when they could not be (a full disk): they are
+        counted, and the first write that can says how many were lost, as journald says
+        what it suppressed."""
         head = f"{stamp(when)} {stream} {pid} ".encode()
         data = b"".join(head + line + b"\n" for line in lines)
+        if self.lost:
+            data = (f"{stamp(when)} stderr {pid} supervisor: {self.lost} lines of output "
+                    f"lost before this one ({self.why})\n").encode() + data
         if self.size and self.size + len(data) > MAX_BYTES:
             self.rotate()
         view = memoryview(data)
         try:
             while view:
                 view = view[os.write(self.fd, view):]
-        except OSError:  # a full disk: whole lines only, never a line glued to the next
+        except OSError as exc:  # a full disk: whole lines only, never one glued to the next
             with contextlib.suppress(OSError):
                 os.ftruncate(self.fd, self.size)
+            self.lost += len(lines)
+            self.why = exc.strerror or str(exc)
             raise
         self.size += len(data)
+        self.lost = 0
 
     def rotate(self) -> None:
         try:

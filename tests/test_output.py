@@ -8,6 +8,7 @@ import os
 import select
 import selectors
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -219,12 +220,20 @@ def test_an_output_file_on_a_full_disk_keeps_whole_lines(tmp_path):
                     writer.write(1796500000.0, "stdout", 7, [f"{i} ".encode() + b"x" * 1000])
                 except OSError:
                     full += 1
+            kept = (small / "1.big.out").read_bytes().split(b"\n")
+            assert kept[-1] == b"" and all(line.endswith(b"x" * 1000) for line in kept[:-1])
+            # room again (say a rotation made some): the loss is said before the next line
+            os.ftruncate(writer.fd, 0)
+            writer.size = 0
+            writer.write(1796500001.0, "stdout", 7, [b"after"])
             writer.close()
         finally:
             os.close(dir_fd)
         assert full > 0  # the disk did fill up
-        lines = (small / "1.big.out").read_bytes().split(b"\n")
-        assert lines[-1] == b"" and all(line.endswith(b"x" * 1000) for line in lines[:-1])
+        lines = (small / "1.big.out").read_text().splitlines()
+        assert lines[0].endswith(f"stderr 7 supervisor: {full} lines of output lost before "
+                                 "this one (No space left on device)")
+        assert lines[1].endswith("stdout 7 after") and len(lines) == 2
     finally:
         subprocess.run(["umount", str(small)], check=True)
 
@@ -620,3 +629,38 @@ def test_every_entry_since_a_time_is_read_as_it_goes_merged_by_time(tmp_path):
     assert count == 2 * 10_000 + 1  # the second half of each: since t0 + 100 s
     assert lifecycle == ["a suspended"]
     assert peak < 2_000_000, f"{peak:,} bytes at the peak"
+
+
+def test_lines_journald_did_not_take_are_counted_and_said(monkeypatch, capsys):
+    """journald went away under the relay (and came back): the lines meanwhile are lost,
+    which the relay says at once on the daemon's log, and in the journal when it answers
+    again, as journald says what it suppressed."""
+    from supervisor import logrelay
+
+    sent, refusing = [], [3]
+
+    def sendv(*fields):
+        if refusing[0]:
+            refusing[0] -= 1
+            raise ConnectionRefusedError(111, "Connection refused")
+        sent.append(fields)
+
+    monkeypatch.setattr(logrelay, "sendv", sendv)
+    ours, theirs = socket.socketpair()
+    try:
+        relay = logrelay.Relay(ours, 4)
+        stream = logrelay.Stream(-1, "web", 77, 4, "stdout")
+        for i in range(5):
+            relay._line(stream, f"line {i}".encode())
+        relay.sel.close()
+    finally:
+        ours.close()
+        theirs.close()
+    assert [f[0] for f in sent] == [
+        "MESSAGE=supervisor: 3 lines of output lost while journald did not answer",
+        "MESSAGE=line 3", "MESSAGE=line 4"]
+    assert "PRIORITY=3" in sent[0] and "SERVICE_NAME=web" in sent[0]
+    said = capsys.readouterr().err.splitlines()
+    assert len(said) == 2 and all(" supervisor[4] <3> log relay: " in x for x in said)
+    assert "journald does not answer (Connection refused)" in said[0]
+    assert said[1].endswith("journald answers again; 3 lines of output were lost")
