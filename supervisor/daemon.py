@@ -117,12 +117,13 @@ class Daemon:
         """Where the daemon made its socket itself (not under socket activation): if the
         socket is removed, moved away or replaced (a clean-up of the runtime directory, an
         ``rm`` by hand), it listens there again at once, instead of running on unreachable.
-        Told by inotify (no polling); the names that come and go there otherwise are the
-        daemon's own files, at its own turns."""
+        Told by inotify on the socket file itself (its link count, a move): nothing else
+        in the directory, which other instances share, wakes the daemon."""
+        self._unwatch_socket()
         try:
             st = os.lstat(self.socket_path)
             self.sock_id = (st.st_dev, st.st_ino)
-            self.sock_watch = Inotify(os.path.dirname(self.socket_path), names=True)
+            self.sock_watch = Inotify(self.socket_path, itself=True)
         except OSError as exc:
             self.journal.send(f"cannot watch {self.socket_path} ({exc.strerror or exc}): "
                               "if it is removed, reload the daemon to listen there again",
@@ -130,27 +131,31 @@ class Daemon:
             return
         self.sel.register(self.sock_watch, selectors.EVENT_READ, self._on_socket_gone)
 
+    def _unwatch_socket(self) -> None:
+        if self.sock_watch is not None:
+            self.sel.unregister(self.sock_watch)
+            self.sock_watch.close()
+            self.sock_watch = None
+
     def _on_socket_gone(self, mask: int) -> None:
-        if os.path.basename(self.socket_path) not in self.sock_watch.drain():
-            return
+        self.sock_watch.drain()
         try:
             st = os.lstat(self.socket_path)
             if (st.st_dev, st.st_ino) == self.sock_id:
-                return  # ours is there (what was removed was another's, or our own unlink)
+                return  # ours is still there (a chmod, a touch, a link made elsewhere)
         except FileNotFoundError:
             pass
         try:
             listener = bind_listener(self.socket_path)
-            st = os.lstat(self.socket_path)
         except OSError as exc:
             self.journal.send(f"{self.socket_path} was removed and cannot be made again "
                               f"({exc.strerror or exc}): reload the daemon to listen there",
                               3, SUPERVISOR_EVENT="socket")
             return
-        self.sock_id = (st.st_dev, st.st_ino)
         self.server.replace_listener(listener)
         self.journal.send(f"{self.socket_path} was removed or replaced: listening there "
                           "again", 4, SUPERVISOR_EVENT="socket")
+        self.watch_socket()  # the new one
 
     def run(self) -> None:
         if self.owns_socket:
@@ -421,10 +426,7 @@ class Daemon:
                           "services carried over", 5, SUPERVISOR_EVENT="reexec")
 
     def close(self) -> None:
-        if self.sock_watch is not None:  # first: the socket is removed on purpose next
-            self.sel.unregister(self.sock_watch)
-            self.sock_watch.close()
-            self.sock_watch = None
+        self._unwatch_socket()  # first: the socket is removed on purpose next
         self.shell.close()
         self.server.close()
         self.shell.outputs.close()

@@ -155,18 +155,19 @@ class TimerFd(_Fd):
 
 class Inotify(_Fd):
     """An inotify fd (non-blocking) watching one directory for files written to, made or
-    moved in (``names``: for names that come or go instead: made, removed, moved in or
-    out): readable when one was; :meth:`drain` empties it."""
+    moved in (``itself``: watching the file ``path`` itself for its links going, removed,
+    moved away or replaced, and its attributes changing): readable when that happened;
+    :meth:`drain` empties it."""
 
     __slots__ = ()
 
-    def __init__(self, directory: str, *, names: bool = False) -> None:
+    def __init__(self, path: str, *, itself: bool = False) -> None:
         fd = _check(lib.inotify_init1(lib.IN_CLOEXEC | lib.IN_NONBLOCK))
         super().__init__(fd)
-        events = lib.IN_CREATE | lib.IN_MOVED_TO
-        events |= (lib.IN_DELETE | lib.IN_MOVED_FROM) if names else lib.IN_MODIFY
+        events = (lib.IN_ATTRIB | lib.IN_MOVE_SELF | lib.IN_DELETE_SELF) if itself \
+            else (lib.IN_CREATE | lib.IN_MOVED_TO | lib.IN_MODIFY)
         try:
-            _check(lib.inotify_add_watch(fd, os.fsencode(directory), events))
+            _check(lib.inotify_add_watch(fd, os.fsencode(path), events))
         except OSError:
             self.close()
             raise

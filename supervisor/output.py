@@ -16,13 +16,16 @@
 from __future__ import annotations
 
 import collections
+import fcntl
 import functools
 import json
 import os
 import selectors
 import signal
 import socket
+import struct
 import sys
+import termios
 import time
 from collections.abc import Callable
 
@@ -72,6 +75,12 @@ def journald_answers(path: str = JOURNAL_SOCKET) -> bool:
     return True
 
 
+def _unread(stream: tuple[str, int, int]) -> bool:
+    """Whether a service's pipes (our read ends) still hold bytes no relay has read."""
+    return any(struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0" * 4))[0]
+               for fd in stream[1:])
+
+
 class Handoff:
     """The fds made for one spawn: ``out`` and ``err`` go to the child as stdout and
     stderr; after the spawn, :meth:`Outputs.done` keeps the pipes' read ends
@@ -117,7 +126,9 @@ class Outputs:
         self.control: socket.socket | None = None
         # pid -> (service, read end of its stdout pipe, of its stderr pipe)
         self.streams: dict[int, tuple[str, int, int]] = {}
-        self.ended: dict[int, None] = {}  # of those, the pids gone (in order) no relay has
+        # of those, the pids gone (in order) whose pipes still hold what they wrote
+        self.ended: dict[int, None] = {}
+        self._drained = None  # the timer of the next look at them
         self._queue: collections.deque[int] = collections.deque()  # pids to hand over
         self._sent = 0  # pipes handed so far (progress, for the stuck check)
         self._stuck = None  # the timer of the stuck check, while pipes wait
@@ -165,15 +176,16 @@ class Outputs:
         self._hand(pid)
 
     MAX_ENDED = 256  # ended services' pipes kept for a relay to come (two fds each)
+    DRAINED = 1.0  # seconds between looks at whether a relay drained ended pipes
 
     def release(self, pid: int) -> None:
-        """The process ``pid`` is gone: once a relay has its pipes, they need no reader of
-        ours any more (the relay drains what is left in them). Until one has (it is being
-        started again, or has not taken them yet), they are kept, with what the service
-        wrote in them last, for the next one."""
+        """The process ``pid`` is gone: once its pipes are empty, they need no reader of
+        ours any more. While they hold what it wrote last (no relay runs, one is being
+        started again, or the one that has them has not read them yet: it may die
+        first), they are kept for a relay to drain, looked at again every DRAINED s."""
         if pid not in self.streams:
             return
-        if self.control is not None and pid not in self._queue:
+        if not _unread(self.streams[pid]):
             self._close_stream(pid)
             return
         self.ended[pid] = None
@@ -182,6 +194,19 @@ class Outputs:
             self.log(f"{self.streams[oldest][0]}'s last output (pid {oldest}) is lost: no log "
                      f"relay took it, and {self.MAX_ENDED} more wait", 4)
             self._close_stream(oldest)
+        self._look_later()
+
+    def _look_later(self) -> None:
+        if self._drained is None and self.ended and self.timers is not None:
+            self._drained = self.timers.call_at(self.timers.now() + self.DRAINED,
+                                                self._close_drained)
+
+    def _close_drained(self) -> None:
+        self._drained = None
+        for pid in list(self.ended):
+            if not _unread(self.streams[pid]):
+                self._close_stream(pid)
+        self._look_later()
 
     def _close_stream(self, pid: int) -> None:
         self.ended.pop(pid, None)
@@ -213,10 +238,8 @@ class Outputs:
                 break
             except OSError as exc:
                 self.log(f"cannot hand {name}'s output to the log relay: {exc}", 3)
-            pid = queue.popleft()
+            queue.popleft()
             self._sent += 1
-            if pid in self.ended:  # the relay has them now: ours are done with
-                self._close_stream(pid)
         self._want_writable(bool(queue) and self.control is not None)
 
     def _want_writable(self, want: bool) -> None:
@@ -362,6 +385,7 @@ class Outputs:
                     self._hand(pid)
         elif self.streams:  # it was dead, its restart waiting: now
             self._relay_ready()
+        self._look_later()
 
     def close(self) -> None:
         """Hang up on the relay: it drains the pipes it has and exits by itself."""
@@ -381,4 +405,7 @@ class Outputs:
             os.close(err)
         self.streams.clear()
         self.ended.clear()
+        if self._drained is not None and self.timers is not None:
+            self.timers.cancel(self._drained)
+            self._drained = None
         os.close(self.null)
