@@ -38,6 +38,35 @@ def test_idle_with_100_quiet_services(sup):
     assert grew <= 2
 
 
+def test_another_instance_at_work_in_the_same_directory_wakes_no_idle_one(sup):
+    """Instances share their runtime directory (/run/supervisor): the busy one's state
+    saves, log and files come and go there; the idle one sleeps through them all (its
+    socket watch is on its socket file, not the directory)."""
+    from conftest import Supervisor
+
+    idle = Supervisor(sup.rundir, 1)
+    idle.ok("init", "-i", "1")
+    try:
+        idle.ok("create-service", "-i", "1", "/bin/sleep", "600")
+        daemon = idle.pid
+
+        def asleep() -> bool:  # no switch over a 0.2 s look: its own last turns are done
+            before = _ctx_switches(daemon)
+            time.sleep(0.2)
+            return _ctx_switches(daemon) == before
+        wait_until(asleep, what="the idle instance to sleep")
+        before = _ctx_switches(daemon)
+        with sup.client() as c:  # 100 state saves, each a file made and renamed there
+            for i in range(50):
+                c.create_service("/bin/true", [], name=f"t{i}")
+                c.remove_service(f"t{i}")
+        grew = _ctx_switches(daemon) - before
+        print(f"\ncontext switches of an idle instance beside 100 saves of another: {grew}")
+        assert grew <= 2
+    finally:
+        idle.ok("close", "-i", "1")
+
+
 def test_200_crash_restart_cycles_leak_nothing(sup):
     daemon = sup.pid
     with sup.client() as c:
