@@ -539,11 +539,14 @@ class Shell:
         now, mono = time.time(), self.timers.now()
         start = svc.next_start if svc.next_start is not None else now
         wall = svc.schedule is not None and svc.schedule.wall
-        if svc.schedule is not None and svc.schedule.kind == "cron" and start < now:
-            start = svc.schedule.next_after(now) if svc.alive else now
+        if svc.schedule is not None and svc.schedule.repeats and start < now:
+            # starts missed while no daemon ran are skipped, not caught up (as cron, as
+            # the schedule does when the daemon was busy): the next on its grid
+            start = svc.schedule.next_after(now)
         due = start if wall else mono + max(0.0, start - now)
         self._arm(rec, due, wall, "start")
-        rec.svc = dataclasses.replace(svc, due=due)
+        rec.svc = dataclasses.replace(
+            svc, due=due, next_start=start if svc.next_start is not None else None)
 
     def sweep_cgroups(self) -> int:
         """Kill whatever is in a cgroup of ours that no service claims (left by a daemon

@@ -207,6 +207,38 @@ def test_schedules_survive_a_daemon_crash(sup, tmp_path):
     assert sup.status("tick")["next_start"] is not None
 
 
+@pytest.mark.parametrize("schedule", [
+    ["--every", "2s"],
+    pytest.param(["--cron", "* * * * *"], marks=pytest.mark.slow),  # minutes: the slow ones
+])
+def test_a_start_missed_while_no_daemon_ran_is_skipped_not_caught_up(sup, tmp_path,
+                                                                       schedule):
+    """The daemon is down (kill -9) across a start of a repeating job: the daemon taken
+    back runs it at its next start on the grid, not at once as well (two runs 0.8 s apart
+    on a 2 s interval, as cron would not)."""
+    log = tmp_path / "starts"
+    sup.ok("create-service", *schedule, "-o", "null", "-n", "job", "/bin/sh", "--", "-c",
+           STAMP.format(file=log))
+    wait_until(lambda: len(_starts(log)) >= 1 and sup.status("job")["status"] == "PENDING",
+               timeout=TIMEOUT + 60, what="a first run, ended")
+    missed = sup.status("job")["next_start"]
+    daemon = sup.pid
+    os.kill(daemon, signal.SIGKILL)
+    wait_until(lambda: not alive(daemon), what="the daemon to die")
+    count = len(_starts(log))
+    wait_until(lambda: time.time() > missed + 0.3, timeout=TIMEOUT + 60,
+               what="the start to be missed")
+    sup.ok("init", "-i", "0")
+    after = sup.status("job")
+    assert after["next_start"] > time.time()  # the next on the grid, to come
+    interval = 2.0 if schedule[0] == "--every" else 60.0
+    assert missed < after["next_start"] <= missed + interval + 0.05
+    assert len(_starts(log)) == count  # and none now
+    wait_until(lambda: len(_starts(log)) == count + 1, timeout=TIMEOUT + interval,
+               what="the next start")
+    assert _starts(log)[-1] == pytest.approx(after["next_start"], abs=0.5)
+
+
 def test_a_start_service_of_a_scheduled_job_leaves_its_schedule_where_it_was(sup, tmp_path):
     """start-service runs an --every job once more, now; its next start stays where the
     schedule put it -- also for the daemon that takes the service back after a crash
