@@ -96,8 +96,9 @@ def service_object(svc: Service, usage: tuple = _NO_USAGE) -> dict:
 def restart_shown(svc: Service) -> str:
     """The restart mode as users know it: never, on-failure, always, or on-crash (the
     seed's ``-r K`` alone)."""
-    if svc.opened or svc.restart_limit == 0:
-        return "never"
+    if svc.opened or svc.restart_limit == 0 or (svc.schedule is not None
+                                                  and svc.schedule.repeats):
+        return "never"  # a repeating job's starts are its schedule's
     return svc.restart_mode
 
 

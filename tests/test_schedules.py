@@ -239,6 +239,20 @@ def test_a_start_missed_while_no_daemon_ran_is_skipped_not_caught_up(sup, tmp_pa
     assert _starts(log)[-1] == pytest.approx(after["next_start"], abs=0.5)
 
 
+def test_a_repeating_job_shows_the_restart_its_schedule_makes(sup, tmp_path):
+    """--restart on-failure with --every: a failed run waits for the next start (the
+    schedule's), and the service says it is not restarted, not on-failure."""
+    log = tmp_path / "starts"
+    svc = sup.json("create-service", "--every", "1h", "--restart", "on-failure", "-o",
+                   "null", "-n", "job", "/bin/sh", "--", "-c",
+                   STAMP.format(file=log) + "; exit 1")
+    assert svc["restart"] == "never"
+    after = wait_until(lambda: (s := sup.status("job"))["status"] == "PENDING"
+                       and s["exit_code"] == 1 and s, what="the failed run to end")
+    assert after["restarts"] == 0 and len(_starts(log)) == 1
+    assert after["next_start"] == pytest.approx(_starts(log)[0] + 3600, abs=1)
+
+
 def test_a_start_service_of_a_scheduled_job_leaves_its_schedule_where_it_was(sup, tmp_path):
     """start-service runs an --every job once more, now; its next start stays where the
     schedule put it -- also for the daemon that takes the service back after a crash
