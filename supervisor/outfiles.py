@@ -130,19 +130,29 @@ def services(rundir: str, instance: int) -> list[str]:
                    if n.startswith(prefix) and n.endswith(".out") and len(n) > len(prefix) + 4})
 
 
+def _opened(path: str, at: dict | None, key: str):
+    """(the file ``path`` open, its size now) -- where it ends is ``at[key]``, for
+    :func:`follow` -- or None where there is no file."""
+    try:
+        f = open(path, "rb")  # noqa: SIM115 (the callers close it, also when stopped early)
+    except OSError:
+        return None
+    st = os.fstat(f.fileno())
+    if at is not None:
+        at[key] = (st.st_ino, st.st_size)
+    return f, st.st_size
+
+
 def _backwards(path: str, at: dict | None = None, key: str = "") -> Iterator[bytes]:
     """The lines of a file, the last first (read from its end in blocks: ``logs -n 10``
     of a file of 8 MiB reads its end, not all of it). ``at[key]``: where it ends now, for
     :func:`follow`. Nothing where there is no file."""
-    try:
-        f = open(path, "rb")  # noqa: SIM115 (closed below, also when the caller stops)
-    except OSError:
+    opened = _opened(path, at, key)
+    if opened is None:
         return
+    f, size = opened
     with f:
-        st = os.fstat(f.fileno())
-        if at is not None:
-            at[key] = (st.st_ino, st.st_size)
-        pos, rest = st.st_size, b""
+        pos, rest = size, b""
         while pos > 0:
             step = min(1 << 16, pos)
             pos -= step
@@ -159,15 +169,12 @@ def _backwards(path: str, at: dict | None = None, key: str = "") -> Iterator[byt
 def _forwards(path: str, at: dict | None = None, key: str = "") -> Iterator[bytes]:
     """The lines of a file, the first first, up to where it ends now (``at[key]``, for
     :func:`follow`), read in blocks: nothing of it is held but a block."""
-    try:
-        f = open(path, "rb")  # noqa: SIM115 (closed below, also when the caller stops)
-    except OSError:
+    opened = _opened(path, at, key)
+    if opened is None:
         return
+    f, left = opened
     with f:
-        st = os.fstat(f.fileno())
-        if at is not None:
-            at[key] = (st.st_ino, st.st_size)
-        left, rest = st.st_size, b""
+        rest = b""
         while left > 0:
             block = f.read(min(1 << 16, left))
             if not block:

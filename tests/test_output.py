@@ -540,14 +540,21 @@ def test_a_stopped_relay_is_killed_at_once_and_output_flows_again(sup):
     wait_for_entry(None, TIMEOUT, since=later, SYSLOG_IDENTIFIER=name)  # it flows again
 
 
-def test_a_relay_restart_waiting_out_its_back_off_survives_a_reload(sup):
-    daemon = sup.pid
+def _kill_the_relay_twice(sup, daemon: int) -> tuple[int, int]:
+    """A chatty service, and its relay killed twice in a row: the next relay waits out
+    its back-off (the second died within a second of its start). Their pids."""
     sup.create("/bin/sh", ["-c", "while :; do echo x; sleep 0.01; done"], name="chatty")
     relay = wait_until(lambda: _relay_pid_or_none(daemon), what="the relay")
     os.kill(relay, 9)
     second = wait_until(lambda: (r := _relay_pid_or_none(daemon)) not in (None, relay) and r,
                         what="a new relay")
-    os.kill(second, 9)  # within a second of its start: the next waits (back-off)
+    os.kill(second, 9)
+    return relay, second
+
+
+def test_a_relay_restart_waiting_out_its_back_off_survives_a_reload(sup):
+    daemon = sup.pid
+    relay, second = _kill_the_relay_twice(sup, daemon)
     sup.ok("reload", "-i", "0")
     wait_until(lambda: _relay_pid_or_none(daemon) not in (None, relay, second),
                what="a relay after the reload")
@@ -559,13 +566,8 @@ def test_output_of_a_service_that_ends_while_no_relay_runs_waits_for_the_next(su
     service that prints and ends meanwhile loses nothing: its pipes wait for that relay
     (they were closed at its end, and what it printed with them)."""
     daemon = sup.pid
-    sup.create("/bin/sh", ["-c", "while :; do echo x; sleep 0.01; done"], name="chatty")
-    relay = wait_until(lambda: _relay_pid_or_none(daemon), what="the relay")
-    os.kill(relay, 9)
-    second = wait_until(lambda: (r := _relay_pid_or_none(daemon)) not in (None, relay) and r,
-                        what="a new relay")
     mark = journal_mark()
-    os.kill(second, 9)  # within a second of its start: the next waits (back-off)
+    _relay, second = _kill_the_relay_twice(sup, daemon)
     name = f"brief-{uuid.uuid4().hex[:6]}"
     sup.create("/usr/bin/seq", ["1", "100"], name=name)
     assert _relay_pid_or_none(daemon) in (None, second)  # (it ended while none ran)
