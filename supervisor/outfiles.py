@@ -337,22 +337,49 @@ def _tail(path: str, ino: int, offset: int) -> bytes:
         return b""
 
 
-def _more(path: str, key: str, at: dict) -> bytes | None:
-    """What the file at ``path`` got since ``at[key]`` (inode, offset), which is moved on;
-    a rotated file's last lines first (the old one is ``path.1`` now). None: no file."""
+def _more(path: str, key: str, at: dict, held: dict) -> bytes | None:
+    """What the file at ``path`` got since the last look, its lines of all files it was
+    rotated through meanwhile in order. The file being followed is held open (``held``):
+    it can be read to its end after it is rotated away, and its inode is never given to
+    a new file meanwhile (rotated twice, the first one gone, the new one could have its
+    number). The first look starts where :func:`read` stopped (``at[key]``: inode,
+    offset). None: no file."""
+    f = held.get(key)
+    if f is None:
+        try:
+            f = open(path, "rb")  # noqa: SIM115 (held: closed by follow or at rotation)
+        except OSError:
+            return None
+        st = os.fstat(f.fileno())
+        ino, offset = at.get(key, (st.st_ino, 0))
+        older = b""
+        if ino != st.st_ino:  # rotated since read(): what the old one got last, then this
+            older, offset = _tail(f"{path}.1", ino, offset), 0
+        elif st.st_size < offset:  # cut short (truncated): from its start
+            offset = 0
+        f.seek(offset)
+        held[key] = f
+        return older + f.read()
+    data = f.read()
+    mine = os.fstat(f.fileno())
+    if _ino(path) == mine.st_ino:
+        if mine.st_size < f.tell():  # cut short (truncated): from its start again
+            f.seek(0)
+            data += f.read()
+        return data
+    # rotated away: ours read to its end; the one between, if it was rotated twice; the new
+    between = b""
+    if _ino(f"{path}.1") not in (None, mine.st_ino):
+        between = _tail(f"{path}.1", _ino(f"{path}.1"), 0)
+    f.close()
+    del held[key]
+    new = _more(path, key, {}, held)
+    return data + between + (new or b"")
+
+
+def _ino(path: str) -> int | None:
     try:
-        with open(path, "rb") as f:
-            st = os.fstat(f.fileno())
-            ino, offset = at.get(key, (st.st_ino, 0))
-            older = b""
-            if ino != st.st_ino:  # rotated: what the old one got last, then all of this
-                older, offset = _tail(f"{path}.1", ino, offset), 0
-            elif st.st_size < offset:  # cut short (truncated): from its start
-                offset = 0
-            f.seek(offset)
-            data = f.read()
-            at[key] = (st.st_ino, offset + len(data))
-            return older + data
+        return os.stat(path).st_ino
     except OSError:
         return None
 
@@ -369,13 +396,15 @@ def follow(rundir: str, instance: int, names: list[str] | None, at: dict, *,
     from supervisor.native import Inotify
 
     rest: dict[str, bytes] = collections.defaultdict(bytes)
+    held: dict = {}  # the files followed, open
     daemon_log = os.path.join(rundir, f"{instance}.log")
 
     def wanted(entry: dict | None) -> bool:
         return entry is not None and (priority is None or entry["priority"] <= priority) \
             and (names is None or entry["service"] in names)
 
-    with Inotify(rundir) as watch:
+    with Inotify(rundir) as watch, contextlib.ExitStack() as closing:
+        closing.callback(lambda: [f.close() for f in held.values()])
         # the first look at every file (what came between the read and the watch); then
         # at those inotify named (with many services, the others are not opened again)
         keys = [*(names if names is not None else services(rundir, instance)), ""]
@@ -383,7 +412,7 @@ def follow(rundir: str, instance: int, names: list[str] | None, at: dict, *,
         while True:
             for key in keys:
                 path = os.path.join(rundir, name_of(instance, key)) if key else daemon_log
-                data = _more(path, key, at)
+                data = _more(path, key, at, held)
                 if not data:
                     continue
                 *done, rest[key] = (rest[key] + data).split(b"\n")

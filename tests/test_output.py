@@ -666,3 +666,27 @@ def test_lines_journald_did_not_take_are_counted_and_said(monkeypatch, capsys):
     assert len(said) == 2 and all(" supervisor[4] <3> log relay: " in x for x in said)
     assert "journald does not answer (Connection refused)" in said[0]
     assert said[1].endswith("journald answers again; 3 lines of output were lost")
+
+
+def test_follow_behind_two_rotations_still_shows_the_file_between(tmp_path):
+    """`logs -f` woken after its file was rotated twice: the file it follows (held open,
+    read to its end), the one between (now .out.1) and the new one are shown, whole, in
+    order (the new one could have the number of the first, which is gone: it was taken
+    for the same file, its start skipped)."""
+    path = tmp_path / "0.web.out"
+    at: dict = {}
+    held: dict = {}
+    path.write_bytes(b"a1\n")
+    assert outfiles._more(str(path), "web", at, held) == b"a1\n"
+    with open(path, "ab") as f:
+        f.write(b"a2\n")  # not read yet: its file is removed, but still held
+    path.rename(str(path) + ".1")
+    path.write_bytes(b"b1\nb2\n")
+    path.rename(str(path) + ".1")  # the first one dropped, as the relay's rotation does
+    path.write_bytes(b"c1\n")
+    assert outfiles._more(str(path), "web", at, held) == b"a2\nb1\nb2\nc1\n"
+    with open(path, "ab") as f:
+        f.write(b"c2\n")
+    assert outfiles._more(str(path), "web", at, held) == b"c2\n"
+    for f in held.values():
+        f.close()
