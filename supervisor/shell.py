@@ -541,8 +541,10 @@ class Shell:
         wall = svc.schedule is not None and svc.schedule.wall
         if svc.schedule is not None and svc.schedule.repeats and start < now:
             # starts missed while no daemon ran are skipped, not caught up (as cron, as
-            # the schedule does when the daemon was busy): the next on its grid
-            start = svc.schedule.next_after(now)
+            # the schedule does when the daemon was busy): the next on its grid, which is
+            # on the wall clock or on CLOCK_BOOTTIME (an --every: its anchor is)
+            start = svc.schedule.next_after(now) if wall \
+                else now + (svc.schedule.next_after(mono) - mono)
         due = start if wall else mono + max(0.0, start - now)
         self._arm(rec, due, wall, "start")
         rec.svc = dataclasses.replace(
