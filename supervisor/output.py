@@ -172,6 +172,10 @@ class Outputs:
             for fd in handoff.streams:
                 os.close(fd)
             return
+        if pid in self.streams:  # an ended process's, kept unread: its pid is given out again
+            self.log(f"{self.streams[pid][0]}'s last output (pid {pid}) is lost: no log relay "
+                     "read it before its pid was given to another process", 4)
+            self._close_stream(pid)
         self.streams[pid] = (name, *handoff.streams)
         self._hand(pid)
 
@@ -210,6 +214,8 @@ class Outputs:
 
     def _close_stream(self, pid: int) -> None:
         self.ended.pop(pid, None)
+        if pid in self._queue:  # not handed yet, and never to be
+            self._queue.remove(pid)
         _name, out, err = self.streams.pop(pid)
         os.close(out)
         os.close(err)

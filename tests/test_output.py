@@ -576,6 +576,37 @@ def test_output_of_a_service_that_ends_while_no_relay_runs_waits_for_the_next(su
     assert [e["MESSAGE"] for e in entries] == [str(i) for i in range(1, 101)]
 
 
+def test_a_pid_given_out_again_never_takes_an_ended_services_kept_pipes(sup):
+    """An ended service's unread pipes are kept under its pid; a new service that gets
+    that pid must not take them over (its own pipes were then taken for ended ones,
+    closed once drained, and it died of SIGPIPE at the next relay's death)."""
+    daemon = sup.pid
+    _kill_the_relay_twice(sup, daemon)  # no relay for 2 s: what ends now stays unread
+    first = sup.create("/bin/sh", ["-c", "echo from-the-first"], name="first")
+    sup.wait_status("first", "EXITED")
+    for _ in range(50):  # a new service on that pid
+        with open("/proc/sys/kernel/ns_last_pid", "w") as f:
+            f.write(str(first["pid"] - 1))
+        with sup.client() as c:
+            loop = c.create_service("/bin/sh", ["-c", "while :; do echo tick; sleep 0.01; "
+                                    "done"], name="loop")
+        if loop["pid"] == first["pid"]:
+            break
+        sup.ok("remove-service", "loop")
+    else:
+        pytest.fail(f"no new service got pid {first['pid']}")
+    relay = wait_until(lambda: _relay_pid_or_none(daemon), timeout=TIMEOUT + 60,
+                       what="the relay back")
+    back = time.monotonic()  # the daemon's look at kept pipes: past it
+    wait_until(lambda: time.monotonic() > back + 1.5 * output.Outputs.DRAINED,
+               what="a look at the kept pipes")
+    mark = journal_mark()
+    os.kill(relay, 9)  # the next one must be handed the loop's pipes: the daemon kept them
+    wait_for_entry(None, TIMEOUT + 60, since=mark, SYSLOG_IDENTIFIER="loop",
+                   MESSAGE="tick")
+    assert sup.status("loop")["status"] == "RUNNING", sup.status("loop")
+
+
 def test_logs_shows_control_characters_escaped_never_raw(sup, rundir):
     """A service's escape sequences (clear the screen, move the cursor) or bare carriage
     returns reach no terminal through `logs`: shown as \\xNN, as journalctl hides them;
