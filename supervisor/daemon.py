@@ -27,6 +27,7 @@ import os
 import selectors
 import signal
 import socket
+import stat
 import sys
 import time
 import traceback
@@ -54,6 +55,7 @@ HANDLED_SIGNALS = (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP,
 
 
 CLOSE_MARGIN = 5.0  # seconds after the last SIGKILL of a close, told the service manager
+SOCKET_TRIES = 10  # makings of the socket in a row, while it keeps being removed
 
 
 class Daemon:
@@ -102,6 +104,7 @@ class Daemon:
         self.owns_socket = True
         self.sock_watch: Inotify | None = None  # told when our socket's path is removed
         self.sock_id: tuple[int, int] | None = None  # (st_dev, st_ino) of our socket
+        self._sock_trouble: str | None = None  # why it cannot listen at its path, while so
         self.reexec_requested = False
         # answers of this turn's commands that changed services, with their undo: sent
         # only once the state they report is on disk
@@ -117,19 +120,61 @@ class Daemon:
         """Where the daemon made its socket itself (not under socket activation): if the
         socket is removed, moved away or replaced (a clean-up of the runtime directory, an
         ``rm`` by hand), it listens there again at once, instead of running on unreachable.
-        Told by inotify on the socket file itself (its link count, a move): nothing else
-        in the directory, which other instances share, wakes the daemon."""
+        Told by inotify on the socket file itself (its links, a move): nothing else in the
+        directory, which other instances share, wakes the daemon. Where the socket cannot
+        be made there (something else took its name), the directory is watched for the
+        name to be free again."""
         self._unwatch_socket()
-        try:
-            st = os.lstat(self.socket_path)
-            self.sock_id = (st.st_dev, st.st_ino)
-            self.sock_watch = Inotify(self.socket_path, itself=True)
+        for _ in range(SOCKET_TRIES):  # it may be removed again while we make it
+            watch = st = None
+            try:
+                watch = Inotify(self.socket_path, "itself")  # the file at the path now
+                st = os.lstat(self.socket_path)
+            except OSError:
+                pass
+            if st is not None and stat.S_ISSOCK(st.st_mode) and (
+                    self.sock_id is None or (st.st_dev, st.st_ino) == self.sock_id):
+                self.sock_id = (st.st_dev, st.st_ino)
+                self._watch(watch, self._on_socket_gone)
+                return
+            if watch is not None:
+                watch.close()
+            if not self._listen_again():
+                break
+        else:
+            self._socket_trouble(f"{self.socket_path} keeps being removed")
+        try:  # for its name to be free
+            self._watch(Inotify(os.path.dirname(self.socket_path), "removed"),
+                        self._on_socket_name_free)
         except OSError as exc:
-            self.journal.send(f"cannot watch {self.socket_path} ({exc.strerror or exc}): "
-                              "if it is removed, reload the daemon to listen there again",
-                              4, SUPERVISOR_EVENT="socket")
-            return
-        self.sel.register(self.sock_watch, selectors.EVENT_READ, self._on_socket_gone)
+            self._socket_trouble(f"cannot watch {os.path.dirname(self.socket_path)} "
+                                 f"({exc.strerror or exc})")
+
+    def _listen_again(self) -> bool:
+        """A new listener at the socket's path (whatever is there removed, as at start)."""
+        try:
+            listener = bind_listener(self.socket_path)
+            st = os.lstat(self.socket_path)
+        except OSError as exc:
+            self._socket_trouble(f"{self.socket_path} cannot be made again "
+                                 f"({exc.strerror or exc})")
+            return False
+        self.sock_id = (st.st_dev, st.st_ino)
+        self.server.replace_listener(listener)
+        self._sock_trouble = None
+        self.journal.send(f"{self.socket_path} was removed or replaced: listening there "
+                          "again", 4, SUPERVISOR_EVENT="socket")
+        return True
+
+    def _socket_trouble(self, why: str) -> None:
+        if why != self._sock_trouble:  # once, while it lasts
+            self._sock_trouble = why
+            self.journal.send(f"{why}: clients cannot reach the daemon until it can listen "
+                              "there again", 3, SUPERVISOR_EVENT="socket")
+
+    def _watch(self, watch: Inotify, handler) -> None:
+        self.sock_watch = watch
+        self.sel.register(watch, selectors.EVENT_READ, handler)
 
     def _unwatch_socket(self) -> None:
         if self.sock_watch is not None:
@@ -139,23 +184,11 @@ class Daemon:
 
     def _on_socket_gone(self, mask: int) -> None:
         self.sock_watch.drain()
-        try:
-            st = os.lstat(self.socket_path)
-            if (st.st_dev, st.st_ino) == self.sock_id:
-                return  # ours is still there (a chmod, a touch, a link made elsewhere)
-        except FileNotFoundError:
-            pass
-        try:
-            listener = bind_listener(self.socket_path)
-        except OSError as exc:
-            self.journal.send(f"{self.socket_path} was removed and cannot be made again "
-                              f"({exc.strerror or exc}): reload the daemon to listen there",
-                              3, SUPERVISOR_EVENT="socket")
-            return
-        self.server.replace_listener(listener)
-        self.journal.send(f"{self.socket_path} was removed or replaced: listening there "
-                          "again", 4, SUPERVISOR_EVENT="socket")
-        self.watch_socket()  # the new one
+        self.watch_socket()  # still ours (a chmod, a link made elsewhere), or made again
+
+    def _on_socket_name_free(self, mask: int) -> None:
+        if os.path.basename(self.socket_path) in self.sock_watch.drain():
+            self.watch_socket()
 
     def run(self) -> None:
         if self.owns_socket:

@@ -154,18 +154,20 @@ class TimerFd(_Fd):
 
 
 class Inotify(_Fd):
-    """An inotify fd (non-blocking) watching one directory for files written to, made or
-    moved in (``itself``: watching the file ``path`` itself for its links going, removed,
-    moved away or replaced, and its attributes changing): readable when that happened;
-    :meth:`drain` empties it."""
+    """An inotify fd (non-blocking) watching ``path``: readable when what ``watch`` names
+    happened; :meth:`drain` empties it. ``watch``: ``"written"``, files of the directory
+    written to, made or moved in; ``"removed"``, files of the directory removed or moved
+    away; ``"itself"``, the file itself: a link of it going (removed, replaced), moved,
+    its attributes changing."""
 
     __slots__ = ()
 
-    def __init__(self, path: str, *, itself: bool = False) -> None:
+    def __init__(self, path: str, watch: str = "written") -> None:
         fd = _check(lib.inotify_init1(lib.IN_CLOEXEC | lib.IN_NONBLOCK))
         super().__init__(fd)
-        events = (lib.IN_ATTRIB | lib.IN_MOVE_SELF | lib.IN_DELETE_SELF) if itself \
-            else (lib.IN_CREATE | lib.IN_MOVED_TO | lib.IN_MODIFY)
+        events = {"written": lib.IN_CREATE | lib.IN_MOVED_TO | lib.IN_MODIFY,
+                  "removed": lib.IN_DELETE | lib.IN_MOVED_FROM,
+                  "itself": lib.IN_ATTRIB | lib.IN_MOVE_SELF | lib.IN_DELETE_SELF}[watch]
         try:
             _check(lib.inotify_add_watch(fd, os.fsencode(path), events))
         except OSError:

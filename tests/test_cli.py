@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import stat
@@ -539,6 +540,20 @@ def test_a_removed_or_replaced_socket_is_made_again(sup):
     assert os.lstat(path).st_ino == inode
     entries = read_entries(count=2, since=mark, SUPERVISOR_EVENT="socket")
     assert len(entries) == 2, [e["MESSAGE"] for e in entries]
+    for _ in range(200):  # removed again and again, faster than it is made
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+    wait_until(a_socket_there, what="a socket after 200 removals")
+    assert sup.status("kept")["status"] == "RUNNING"
+    # its name taken by a directory: it cannot listen there until the name is free again
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+    os.mkdir(path)
+    wait_until(lambda: read_entries(count=1, since=mark, SUPERVISOR_EVENT="socket",
+                                    PRIORITY="3"), what="the daemon to say it cannot listen")
+    os.rmdir(path)
+    wait_until(a_socket_there, what="a socket once the name is free")
+    assert sup.status("kept")["status"] == "RUNNING"
 
 
 @pytest.mark.parametrize("grace", ["abc", "-1", "inf"])
