@@ -55,8 +55,8 @@ def check(spec: str, rundir: str | None = None) -> str | None:
         return None
     if not os.path.isabs(spec) or "\0" in spec:
         return f"output must be journal, null, inherit or an absolute path, not {spec!r}"
-    if rundir is not None and os.path.dirname(os.path.realpath(spec)) == \
-            os.path.realpath(rundir):
+    if rundir is not None and (os.path.dirname(os.path.realpath(spec)) ==
+                               os.path.realpath(rundir) or _linked_into(spec, rundir)):
         return f"output {spec}: a file of the daemon's runtime directory, {rundir} (its " \
                "state, its log), cannot be a service's output"
     try:
@@ -64,6 +64,23 @@ def check(spec: str, rundir: str | None = None) -> str | None:
     except (OSError, ValueError) as exc:
         return f"cannot write output file {spec}: {getattr(exc, 'strerror', None) or exc}"
     return None
+
+
+def _linked_into(path: str, directory: str) -> bool:
+    """Whether the file at ``path`` is one of ``directory``'s (a hard link to it)."""
+    try:
+        st = os.stat(path)
+        names = os.listdir(directory)
+    except OSError:
+        return False
+    for name in names:
+        try:
+            other = os.stat(os.path.join(directory, name), follow_symlinks=False)
+        except OSError:
+            continue
+        if (other.st_dev, other.st_ino) == (st.st_dev, st.st_ino):
+            return True
+    return False
 
 
 def journald_answers(path: str = JOURNAL_SOCKET) -> bool:

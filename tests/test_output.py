@@ -122,7 +122,9 @@ def test_null_inherit_and_file(sup, tmp_path):
     # the daemon's own files: its state (appended to, it would be set aside at recovery)
     state_file = Path(sup.rundir, "0.state.json")
     before = state_file.read_bytes()
-    for target in (state_file, Path(sup.rundir, "new.txt")):
+    linked = tmp_path / "log-link"
+    os.link(Path(sup.rundir, "0.log"), linked)  # a hard link elsewhere to its log
+    for target in (state_file, Path(sup.rundir, "new.txt"), linked):
         bad = sup.run("create-service", "-o", str(target), "/bin/true")
         assert bad.rc == 2 and "a file of the daemon's runtime directory" in bad.err, bad
     assert state_file.read_bytes() == before and not Path(sup.rundir, "new.txt").exists()
