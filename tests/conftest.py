@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -225,7 +226,33 @@ def rundir():
     for sock in Path(path).glob("*.sock"):  # whatever a test started and left running
         if sock.stem.isdigit():
             close_instance(Supervisor(path, int(sock.stem)))
+    _kill_unreachable_daemons(path)
     shutil.rmtree(path, ignore_errors=True)
+
+
+def _kill_unreachable_daemons(rundir: str) -> None:
+    """A daemon of this directory that no socket leads to any more (a test that failed
+    left it unreachable): killed with its processes, never left behind for the next tests
+    (or a benchmark) to share the machine with."""
+    marker = f"SUPERVISOR_RUNTIME_DIR={rundir}".encode()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                if b"supervisor.daemon" not in f.read():
+                    continue
+            with open(f"/proc/{entry}/environ", "rb") as f:
+                if marker not in f.read().split(b"\0"):
+                    continue
+        except OSError:
+            continue
+        pid = int(entry)
+        for child, _state in children_of(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
 
 
 @pytest.fixture
