@@ -343,6 +343,8 @@ def load(instance: int, environ=None) -> dict[str, tuple[dict, str]]:
 def _code_lines(text: str) -> list[str]:
     """The lines of ``text``, those that begin inside a multi-line string blanked: text in
     a string that looks like a key or a table header is neither."""
+    if '"""' not in text and "'''" not in text:  # no such string: every line as it is
+        return text.splitlines()  # (the scan below costs ~13 ms for 1,000 services)
     out, i, n, mode = [], 0, len(text), None  # mode: None, '"', "'", '"""' or "'''"
     starts_inside = False
     line_start = 0

@@ -1,4 +1,5 @@
-"""The control socket: accepting clients, per-connection buffers, peer credentials.
+"""The control socket: accepting clients, per-connection buffers, peer credentials, and
+its path kept (:class:`SocketKeeper`: made again when it is removed).
 
 Everything is non-blocking and served from the daemon's selector: a slow or stuck client
 (half a request, or not reading its answers) holds nobody else up.
@@ -16,9 +17,11 @@ import errno
 import os
 import selectors
 import socket
+import stat
 import struct
 from collections.abc import Callable
 
+from supervisor.native import Inotify
 from supervisor.protocol import MAX_REQUEST
 
 _RECV = 64 * 1024
@@ -342,3 +345,85 @@ class Server:
             conn.close()
         self.sel.unregister(self.listener)
         self.listener.close()
+
+
+class SocketKeeper:
+    """The control socket's path, kept where the daemon made the socket itself (not under
+    socket activation): if the socket is removed, moved away or replaced (a clean-up of
+    the runtime directory, an ``rm`` by hand), the server listens there again at once,
+    instead of running on unreachable. Told by inotify on the socket file itself (its
+    links, a move): nothing else in the directory, which other instances share, wakes
+    the daemon. Where the socket cannot be made there (something else took its name), the
+    directory is watched for the name to be free again. ``log(message, priority)``."""
+
+    TRIES = 10  # makings of the socket in a row, while it keeps being removed
+
+    def __init__(self, server: Server, path: str, log: Callable[[str, int], None]) -> None:
+        self.server, self.path, self.log = server, path, log
+        self.watch: Inotify | None = None
+        self.ident: tuple[int, int] | None = None  # (st_dev, st_ino) of our socket
+        self.trouble: str | None = None  # why it cannot listen at its path, while so
+
+    def keep(self) -> None:
+        """Watch the socket at the path, made again first where it is not ours."""
+        self.close()
+        for _ in range(self.TRIES):  # it may be removed again while we make it
+            watch = st = None
+            try:
+                watch = Inotify(self.path, "itself")  # the file at the path now
+                st = os.lstat(self.path)
+            except OSError:
+                pass
+            if st is not None and stat.S_ISSOCK(st.st_mode) and (
+                    self.ident is None or (st.st_dev, st.st_ino) == self.ident):
+                self.ident = (st.st_dev, st.st_ino)
+                self._watch(watch, self._on_gone)
+                return
+            if watch is not None:
+                watch.close()
+            if not self._listen_again():
+                break
+        else:
+            self._trouble(f"{self.path} keeps being removed")
+        try:  # for its name to be free
+            self._watch(Inotify(os.path.dirname(self.path), "removed"), self._on_name_free)
+        except OSError as exc:
+            self._trouble(f"cannot watch {os.path.dirname(self.path)} ({exc.strerror or exc})")
+
+    def close(self) -> None:
+        if self.watch is not None:
+            self.server.sel.unregister(self.watch)
+            self.watch.close()
+            self.watch = None
+
+    def _listen_again(self) -> bool:
+        """A new listener at the path (whatever is there removed, as at start)."""
+        try:
+            listener = bind_listener(self.path)
+            st = os.lstat(self.path)
+        except OSError as exc:
+            self._trouble(f"{self.path} cannot be made again ({exc.strerror or exc})")
+            return False
+        self.ident = (st.st_dev, st.st_ino)
+        self.server.replace_listener(listener)
+        self.trouble = None
+        self.log(f"{self.path} was removed or replaced: listening there again", 4)
+        return True
+
+    def _trouble(self, why: str) -> None:
+        if why != self.trouble:  # once, while it lasts
+            self.trouble = why
+            self.log(f"{why}: clients cannot reach the daemon until it can listen there "
+                     "again", 3)
+
+    def _watch(self, watch: Inotify, handler: Callable[[int], None]) -> None:
+        self.watch = watch
+        self.server.sel.register(watch, selectors.EVENT_READ, handler)
+
+    def _on_gone(self, mask: int) -> None:
+        self.watch.drain()
+        self.keep()  # still ours (a chmod, a link made elsewhere), or made again
+
+    def _on_name_free(self, mask: int) -> None:
+        if os.path.basename(self.path) in self.watch.drain():
+            self.keep()

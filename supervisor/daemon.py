@@ -27,7 +27,6 @@ import os
 import selectors
 import signal
 import socket
-import stat
 import sys
 import time
 import traceback
@@ -35,10 +34,10 @@ import traceback
 from supervisor import declare, paths, process, protocol, state
 from supervisor.cgroups import Cgroups
 from supervisor.commands import DAEMON_COMMANDS, READ_ONLY, CommandError, Commands, Waiting
-from supervisor.control import Connection, Reply, Server, bind_listener
+from supervisor.control import Connection, Reply, Server, SocketKeeper
 from supervisor.journal import Journal
 from supervisor.machine import Ev, State, stop_wait
-from supervisor.native import CLOCK_BOOTTIME, CLOCK_REALTIME, Inotify, SignalFd
+from supervisor.native import CLOCK_BOOTTIME, CLOCK_REALTIME, SignalFd
 from supervisor.output import Outputs
 from supervisor.process import Proc, child_env, stop_continue_reports
 from supervisor.sdnotify import Notifier
@@ -55,7 +54,6 @@ HANDLED_SIGNALS = (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP,
 
 
 CLOSE_MARGIN = 5.0  # seconds after the last SIGKILL of a close, told the service manager
-SOCKET_TRIES = 10  # makings of the socket in a row, while it keeps being removed
 
 
 class Daemon:
@@ -88,6 +86,10 @@ class Daemon:
         self.shell.on_reaped = self._maybe_finish
         self.wall_timers.on_clock_change = self.shell.clock_changed
         self.server = Server(self.sel, listener, self._handle_line, self._refuse)
+        self.keeper = SocketKeeper(  # its path, where the daemon made it (not activated)
+            self.server, socket_path,
+            lambda message, priority: self.journal.send(message, priority,
+                                                        SUPERVISOR_EVENT="socket"))
         self.commands = Commands(self)
         self.state_path = paths.state_path(instance, rundir)
         # the runtime directory, held open: the state is written relative to it
@@ -102,9 +104,6 @@ class Daemon:
         self.generation = 0  # how many times this daemon re-executed itself
         self.lock_fd = -1
         self.owns_socket = True
-        self.sock_watch: Inotify | None = None  # told when our socket's path is removed
-        self.sock_id: tuple[int, int] | None = None  # (st_dev, st_ino) of our socket
-        self._sock_trouble: str | None = None  # why it cannot listen at its path, while so
         self.reexec_requested = False
         # answers of this turn's commands that changed services, with their undo: sent
         # only once the state they report is on disk
@@ -116,83 +115,9 @@ class Daemon:
 
     # ---- the loop ------------------------------------------------------------------------
 
-    def watch_socket(self) -> None:
-        """Where the daemon made its socket itself (not under socket activation): if the
-        socket is removed, moved away or replaced (a clean-up of the runtime directory, an
-        ``rm`` by hand), it listens there again at once, instead of running on unreachable.
-        Told by inotify on the socket file itself (its links, a move): nothing else in the
-        directory, which other instances share, wakes the daemon. Where the socket cannot
-        be made there (something else took its name), the directory is watched for the
-        name to be free again."""
-        self._unwatch_socket()
-        for _ in range(SOCKET_TRIES):  # it may be removed again while we make it
-            watch = st = None
-            try:
-                watch = Inotify(self.socket_path, "itself")  # the file at the path now
-                st = os.lstat(self.socket_path)
-            except OSError:
-                pass
-            if st is not None and stat.S_ISSOCK(st.st_mode) and (
-                    self.sock_id is None or (st.st_dev, st.st_ino) == self.sock_id):
-                self.sock_id = (st.st_dev, st.st_ino)
-                self._watch(watch, self._on_socket_gone)
-                return
-            if watch is not None:
-                watch.close()
-            if not self._listen_again():
-                break
-        else:
-            self._socket_trouble(f"{self.socket_path} keeps being removed")
-        try:  # for its name to be free
-            self._watch(Inotify(os.path.dirname(self.socket_path), "removed"),
-                        self._on_socket_name_free)
-        except OSError as exc:
-            self._socket_trouble(f"cannot watch {os.path.dirname(self.socket_path)} "
-                                 f"({exc.strerror or exc})")
-
-    def _listen_again(self) -> bool:
-        """A new listener at the socket's path (whatever is there removed, as at start)."""
-        try:
-            listener = bind_listener(self.socket_path)
-            st = os.lstat(self.socket_path)
-        except OSError as exc:
-            self._socket_trouble(f"{self.socket_path} cannot be made again "
-                                 f"({exc.strerror or exc})")
-            return False
-        self.sock_id = (st.st_dev, st.st_ino)
-        self.server.replace_listener(listener)
-        self._sock_trouble = None
-        self.journal.send(f"{self.socket_path} was removed or replaced: listening there "
-                          "again", 4, SUPERVISOR_EVENT="socket")
-        return True
-
-    def _socket_trouble(self, why: str) -> None:
-        if why != self._sock_trouble:  # once, while it lasts
-            self._sock_trouble = why
-            self.journal.send(f"{why}: clients cannot reach the daemon until it can listen "
-                              "there again", 3, SUPERVISOR_EVENT="socket")
-
-    def _watch(self, watch: Inotify, handler) -> None:
-        self.sock_watch = watch
-        self.sel.register(watch, selectors.EVENT_READ, handler)
-
-    def _unwatch_socket(self) -> None:
-        if self.sock_watch is not None:
-            self.sel.unregister(self.sock_watch)
-            self.sock_watch.close()
-            self.sock_watch = None
-
-    def _on_socket_gone(self, mask: int) -> None:
-        self.sock_watch.drain()
-        self.watch_socket()  # still ours (a chmod, a link made elsewhere), or made again
-
-    def _on_socket_name_free(self, mask: int) -> None:
-        if os.path.basename(self.socket_path) in self.sock_watch.drain():
-            self.watch_socket()
-
     def run(self) -> None:
         if self.owns_socket:
-            self.watch_socket()
+            self.keeper.keep()
         spawn = ("clone3 into each service's cgroup" if process.clone3_used()
                  else "posix_spawn (no clone3 with CLONE_INTO_CGROUP here, or "
                       "SUPERVISOR_SPAWN=fallback)")
@@ -459,7 +384,7 @@ class Daemon:
                           "services carried over", 5, SUPERVISOR_EVENT="reexec")
 
     def close(self) -> None:
-        self._unwatch_socket()  # first: the socket is removed on purpose next
+        self.keeper.close()  # first: the socket is removed on purpose next
         self.shell.close()
         self.server.close()
         self.shell.outputs.close()

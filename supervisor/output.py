@@ -70,6 +70,8 @@ def _linked_into(path: str, directory: str) -> bool:
     """Whether the file at ``path`` is one of ``directory``'s (a hard link to it)."""
     try:
         st = os.stat(path)
+        if st.st_nlink < 2:  # a file of one name: that name is not in the directory
+            return False
         names = os.listdir(directory)
     except OSError:
         return False

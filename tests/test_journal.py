@@ -624,14 +624,12 @@ def test_with_journald_the_journal_class_writes_structured_entries(capsys):
 
 
 @pytest.mark.parametrize("lines", [None, 1_000_000])
-def test_reading_a_large_journal_keeps_no_entry_whole(journald, lines):
+def test_reading_a_large_journal_keeps_no_entry_whole(lines):
     """8,000 matching entries (as a chatty service leaves), read as `logs --since 1h` (every
     one, in order: streamed) and `logs -n 1000000` (the last ones: kept rendered, ~0.2 KB
     each). Kept as the journal's dicts of every field (~3-5 KB each) they took 25 MB here,
     and 1.2 GB for 250,000 entries. (The reader's RSS is mostly the journal files it maps:
     Python's own allocations are what is measured.)"""
-    if not journald:
-        pytest.skip("no journald")
     import time
     import tracemalloc
 
