@@ -469,7 +469,7 @@ def render(r: dict, images: dict[str, str]) -> str:
           "a stack used again only once CLONE_CHILD_CLEARTID's futex says its child has "
           "exec'd. That took the daemon's `clone3` from ~0.31 ms to 0.07 ms a spawn "
           "(`perf trace -s -p <daemon>`), but a cold start of 1,000 took 0.886 s against "
-          "0.914 s before (the median of 7 runs each, within this VM's noise). The CPUs "
+          "0.914 s before (medians of 7 and of 5 runs, within this VM's noise). The CPUs "
           "were already busy for most of the pipeline (the column above: ~80 % then): the "
           "toys' start-ups only moved onto the daemon's CPU. We kept the vfork spawn, "
           "which lets a create report an exec error in its own answer.\n")
