@@ -354,19 +354,34 @@ class SocketKeeper:
     instead of running on unreachable. Told by inotify on the socket file itself (its
     links, a move): nothing else in the directory, which other instances share, wakes
     the daemon. Where the socket cannot be made there (something else took its name), the
-    directory is watched for the name to be free again. ``log(message, priority)``."""
+    directory is watched for the name to be free again.
+
+    ``restore(names)``, where given: the daemon's other files in the directory are kept
+    too. The directory is watched for files removed (not moved or saved: other
+    instances' saves never wake it) and for its own removal; ``restore`` is called with
+    the names removed (``""``: the directory itself), before the socket is made again
+    where that is gone as well, and makes again what is gone (the directory first); False
+    where it cannot. ``log(message, priority)``."""
 
     TRIES = 10  # makings of the socket in a row, while it keeps being removed
 
-    def __init__(self, server: Server, path: str, log: Callable[[str, int], None]) -> None:
+    def __init__(self, server: Server, path: str, log: Callable[[str, int], None],
+                 restore: Callable[[set[str]], bool] | None = None) -> None:
         self.server, self.path, self.log = server, path, log
+        self.restore = restore
+        self.dir = os.path.dirname(path)
         self.watch: Inotify | None = None
+        self.dir_watch: Inotify | None = None
         self.ident: tuple[int, int] | None = None  # (st_dev, st_ino) of our socket
         self.trouble: str | None = None  # why it cannot listen at its path, while so
 
     def keep(self) -> None:
         """Watch the socket at the path, made again first where it is not ours."""
         self.close()
+        if self.restore is not None and not os.path.lexists(self.dir) \
+                and not self.restore({""}):
+            return
+        self._watch_dir()
         for _ in range(self.TRIES):  # it may be removed again while we make it
             watch = st = None
             try:
@@ -386,15 +401,27 @@ class SocketKeeper:
         else:
             self._trouble(f"{self.path} keeps being removed")
         try:  # for its name to be free
-            self._watch(Inotify(os.path.dirname(self.path), "removed"), self._on_name_free)
+            self._watch(Inotify(self.dir, "removed"), self._on_name_free)
         except OSError as exc:
-            self._trouble(f"cannot watch {os.path.dirname(self.path)} ({exc.strerror or exc})")
+            self._trouble(f"cannot watch {self.dir} ({exc.strerror or exc})")
 
     def close(self) -> None:
-        if self.watch is not None:
-            self.server.sel.unregister(self.watch)
-            self.watch.close()
-            self.watch = None
+        for watch in (self.watch, self.dir_watch):
+            if watch is not None:
+                self.server.sel.unregister(watch)
+                watch.close()
+        self.watch = self.dir_watch = None
+
+    def _watch_dir(self) -> None:
+        if self.restore is None:
+            return
+        try:
+            self.dir_watch = Inotify(self.dir, "unlinked")
+        except OSError as exc:
+            self.log(f"cannot watch {self.dir} ({exc.strerror or exc}): files of the daemon "
+                     "removed from it are not made again", 4)
+            return
+        self.server.sel.register(self.dir_watch, selectors.EVENT_READ, self._on_unlinked)
 
     def _listen_again(self) -> bool:
         """A new listener at the path (whatever is there removed, as at start)."""
@@ -425,5 +452,17 @@ class SocketKeeper:
         self.keep()  # still ours (a chmod, a link made elsewhere), or made again
 
     def _on_name_free(self, mask: int) -> None:
-        if os.path.basename(self.path) in self.watch.drain():
+        if os.path.basename(self.path) in self.watch.drain() \
+                or not os.path.lexists(self.dir):  # the directory too
+            self.keep()
+
+    def _on_unlinked(self, mask: int) -> None:
+        names = self.dir_watch.drain()
+        if "" in names or not os.path.lexists(self.dir):  # the directory itself
+            self.keep()  # made again first, then its watch
+            return
+        if not self.restore(names):
+            return
+        if self.watch is None or self.trouble is not None \
+                or os.path.basename(self.path) in names:
             self.keep()

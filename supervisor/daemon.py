@@ -36,6 +36,7 @@ from supervisor.cgroups import Cgroups
 from supervisor.commands import DAEMON_COMMANDS, READ_ONLY, CommandError, Commands, Waiting
 from supervisor.control import Connection, Reply, Server, SocketKeeper
 from supervisor.journal import Journal
+from supervisor.lock import Held, InstanceLock
 from supervisor.machine import Ev, State, stop_wait
 from supervisor.native import CLOCK_BOOTTIME, CLOCK_REALTIME, SignalFd
 from supervisor.output import Outputs
@@ -89,7 +90,8 @@ class Daemon:
         self.keeper = SocketKeeper(  # its path, where the daemon made it (not activated)
             self.server, socket_path,
             lambda message, priority: self.journal.send(message, priority,
-                                                        SUPERVISOR_EVENT="socket"))
+                                                        SUPERVISOR_EVENT="socket"),
+            self._keep_rundir)
         self.commands = Commands(self)
         self.state_path = paths.state_path(instance, rundir)
         # the runtime directory, held open: the state is written relative to it
@@ -102,7 +104,7 @@ class Daemon:
         self.stopping = False
         self.done = False
         self.generation = 0  # how many times this daemon re-executed itself
-        self.lock_fd = -1
+        self.lock: InstanceLock | None = None  # startup's
         self.owns_socket = True
         self.reexec_requested = False
         # answers of this turn's commands that changed services, with their undo: sent
@@ -228,6 +230,58 @@ class Daemon:
         self.shell.dirty = False
         return True
 
+    def _keep_rundir(self, names: set[str]) -> bool:
+        """Files were removed from the runtime directory (``names``; ``""``: the directory
+        itself, by ``rm -rf`` or moved away) while the daemon runs: what is ours there is
+        made again where it is gone -- the directory (as at start: mode 0700, ours alone),
+        a new lock file, taken (the lock's abstract name held the instance meanwhile: no
+        second daemon could start), the state, the log file where our stderr was one, the
+        log relay's files -- so that the socket made again next leads to a daemon that
+        can recover. False when the directory cannot be made (journaled)."""
+        ours = f"{self.instance}."
+        if not any(name.startswith(ours) for name in names) and "" not in names:
+            return True  # another instance's
+        try:
+            base = paths.ensure_runtime_dir()
+            fd = os.open(base, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except (paths.UnsafeDir, OSError) as exc:
+            self.journal.send(f"the runtime directory is gone and cannot be made again: "
+                              f"{getattr(exc, 'strerror', None) or exc}", 3,
+                              SUPERVISOR_EVENT="socket")
+            return False
+        made = []
+        if _ident(os.fstat(fd)) != _ident(os.fstat(self.dir_fd)):
+            os.close(self.dir_fd)
+            self.dir_fd = fd
+            made.append("the directory")
+        else:
+            os.close(fd)
+        try:
+            there = _ident(os.stat(self.lock.path, follow_symlinks=False))
+        except OSError:
+            there = None
+        if there != _ident(os.fstat(self.lock.file_fd)):
+            try:
+                self.lock.take_file()
+                made.append("the lock")
+            except (Held, OSError) as exc:  # Held: a daemon in another network namespace
+                self.journal.send(f"cannot lock {self.lock.path} again: "
+                                  f"{'another daemon holds it' if isinstance(exc, Held) else exc}",
+                                  3, SUPERVISOR_EVENT="socket")
+        name = os.path.basename(self.state_path)
+        if not os.path.lexists(os.path.join(base, name)):
+            self.shell.dirty = True
+            if self.save_state():
+                made.append("the state")
+        if self.journal.move_log(self.dir_fd):
+            made.append("the log")
+        if made[:1] == ["the directory"] or any(n.endswith(".out") for n in names):
+            self.shell.outputs.moved(self.dir_fd)  # the log relay's files, gone too
+        if made:
+            self.journal.send(f"{', '.join(made)} removed from {base}: made again", 4,
+                              SUPERVISOR_EVENT="socket")
+        return True
+
     def _not_saved(self) -> None:
         """The state of this turn is not on disk: what its commands made is undone, and
         every command that changed something is answered with an error instead."""
@@ -327,7 +381,8 @@ class Daemon:
         for c in self.server.connections:
             c.move_ready()
         head.update(
-            generation=self.generation + 1, lock_fd=self.lock_fd,
+            generation=self.generation + 1, lock_fd=self.lock.file_fd,
+            name_lock_fd=self.lock.name_sock.fileno() if self.lock.name_sock else None,
             listener_fd=self.server.listener.fileno(), socket_path=self.socket_path,
             owns_socket=self.owns_socket, child_nofile=process.CHILD_NOFILE,
             procs=[{"fd": p.pidfd, "pid": p.pid, "child": p.child, "cgroup": p.cgroup,
@@ -336,7 +391,7 @@ class Daemon:
                           "wbuf": bytes(c.wbuf).hex(), "closing": c.closing}
                          for c in self.server.connections if c.discard < 0],
             relay=self.shell.outputs.carry())
-        fds = [self.lock_fd, head["listener_fd"], *(p["fd"] for p in head["procs"]),
+        fds = [*self.lock.fds(), head["listener_fd"], *(p["fd"] for p in head["procs"]),
                *(c["fd"] for c in head["connections"]),
                *self.shell.outputs.carried_fds(head["relay"])]
         memfd = os.memfd_create("supervisor-state", 0)
@@ -555,3 +610,7 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def _ident(st: os.stat_result) -> tuple[int, int]:
+    return st.st_dev, st.st_ino

@@ -58,6 +58,26 @@ class Journal:
         if (ours.st_dev, ours.st_ino) == (there.st_dev, there.st_ino):
             self._log = (dir_fd, name)
 
+    def move_log(self, dir_fd: int) -> bool:
+        """Files of the runtime directory were removed (``dir_fd``: it, made again or not):
+        where our stderr was its log file and that is gone, a new one there becomes it.
+        True when made again."""
+        if self._log is None:
+            return False
+        self._log = (dir_fd, self._log[1])
+        try:
+            there = os.stat(self._log[1], dir_fd=dir_fd, follow_symlinks=False)
+            ours = os.fstat(2)
+            if (there.st_dev, there.st_ino) == (ours.st_dev, ours.st_ino):
+                return False
+        except OSError:
+            pass
+        try:
+            self._reopen(*self._log)
+        except OSError:
+            return False
+        return True
+
     def send(self, message: str, priority: int = 6, **fields) -> None:
         clean = {k: v for k, v in fields.items() if v is not None}
         if self.to_journal:
@@ -96,6 +116,9 @@ class Journal:
     def _rotate(self, dir_fd: int, name: str) -> None:
         """<N>.log becomes <N>.log.1 (the older one dropped); a new one is our stderr."""
         os.rename(name, name + ".1", src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        self._reopen(dir_fd, name)
+
+    def _reopen(self, dir_fd: int, name: str) -> None:
         fd = os.open(name, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW
                      | os.O_CLOEXEC, 0o600, dir_fd=dir_fd)
         try:

@@ -91,6 +91,9 @@ class Relay:
             return
         try:
             meta = json.loads(msg)
+            if isinstance(meta, dict) and meta.get("dir") is True and len(fds) == 2:
+                self._moved(*fds)
+                return
             name, pid = str(meta["name"]), int(meta["pid"])
             labels = [str(x) for x in meta.get("streams", ())]
             labels += ["stdout"] * (len(fds) - len(labels))
@@ -117,6 +120,24 @@ class Relay:
             self.sel.register(fd, selectors.EVENT_READ,
                               functools.partial(self._on_output, stream))
             self.streams += 1
+
+    def _moved(self, dir_fd: int, stderr: int) -> None:
+        """The daemon made the runtime directory again: its files there from now on (each
+        one open is opened anew), and our own lines to its new stderr."""
+        os.dup2(stderr, 2)
+        os.close(stderr)
+        if self.dir_fd is None:
+            os.close(dir_fd)
+            return
+        os.close(self.dir_fd)
+        self.dir_fd = dir_fd
+        for name, writer in self.writers.items():
+            writer.close()
+            writer.dir_fd = dir_fd
+            try:
+                writer.open()
+            except OSError as exc:  # its lines are dropped until the next rotation
+                self._say(f"cannot open {name}'s output file again: {exc}")
 
     def _on_output(self, stream: Stream) -> None:
         try:

@@ -157,8 +157,10 @@ class Inotify(_Fd):
     """An inotify fd (non-blocking) watching ``path``: readable when what ``watch`` names
     happened; :meth:`drain` empties it. ``watch``: ``"written"``, files of the directory
     written to, made or moved in; ``"removed"``, files of the directory removed or moved
-    away; ``"itself"``, the file itself: a link of it going (removed, replaced), moved,
-    its attributes changing."""
+    away; ``"unlinked"``, files of the directory removed (not moved: a file saved by
+    rename does not wake it), or the directory itself removed or moved away (its name
+    then ``""``); ``"itself"``, the file itself: a link of it going (removed, replaced),
+    moved, its attributes changing."""
 
     __slots__ = ()
 
@@ -167,6 +169,7 @@ class Inotify(_Fd):
         super().__init__(fd)
         events = {"written": lib.IN_CREATE | lib.IN_MOVED_TO | lib.IN_MODIFY,
                   "removed": lib.IN_DELETE | lib.IN_MOVED_FROM,
+                  "unlinked": lib.IN_DELETE | lib.IN_DELETE_SELF | lib.IN_MOVE_SELF,
                   "itself": lib.IN_ATTRIB | lib.IN_MOVE_SELF | lib.IN_DELETE_SELF}[watch]
         try:
             _check(lib.inotify_add_watch(fd, os.fsencode(path), events))

@@ -56,9 +56,9 @@ class Writer:
         self.size = 0
         self.lost = 0  # lines that could not be written (a full disk), said once it can
         self.why = ""
-        self._open()
+        self.open()
 
-    def _open(self) -> None:
+    def open(self) -> None:
         self.fd = os.open(self.name, _FLAGS, 0o640, dir_fd=self.dir_fd)
         self.size = os.fstat(self.fd).st_size
 
@@ -94,7 +94,7 @@ class Writer:
             pass
         os.close(self.fd)
         self.fd = -1
-        self._open()
+        self.open()
 
     def close(self) -> None:
         if self.fd >= 0:

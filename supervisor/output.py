@@ -352,6 +352,19 @@ class Outputs:
         if self.relay is None and self.streams:
             self._relay_ready()
 
+    def moved(self, dir_fd: int) -> None:
+        """The runtime directory was made again (``dir_fd``), and our stderr is a new file
+        there: the relay is handed both, so its files go to the new directory (and its
+        own lines where ours go); one that cannot take them at once is killed, and the
+        next one starts there."""
+        if self.relay is None or self.control is None:
+            return
+        try:
+            socket.send_fds(self.control, [b'{"dir": true}'], [dir_fd, 2])
+        except OSError:
+            self.watcher.sel.unregister(self.control)
+            process.send(self.relay, signal.SIGKILL)
+
     def relay_stopped(self, pid: int) -> bool:
         """Whether ``pid``, reported stopped, is the relay: a stopped relay reads no pipe,
         and every service would soon block in its writes; it is killed (and started

@@ -5,7 +5,6 @@ socket-activated or carried over a re-exec), the fd limit, then a `Daemon` that 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import resource
 import socket
@@ -14,6 +13,7 @@ import sys
 from supervisor import paths, process, state
 from supervisor.control import bind_listener
 from supervisor.daemon import HANDLED_SIGNALS, Daemon
+from supervisor.lock import Held, InstanceLock
 from supervisor.native import SignalFd
 from supervisor.process import seal_inherited_fds
 from supervisor.sdnotify import activated_fds
@@ -54,30 +54,27 @@ def serve(instance: int, grace: float = 5.0, reexec_fd: int | None = None) -> in
             print(f"supervisor-daemon: cannot take over after re-exec: {exc}", file=sys.stderr)
             return 1
         head = carried[0]
-        lock_fd, sock_path, owned = head["lock_fd"], head["socket_path"], head["owns_socket"]
+        sock_path, owned = head["socket_path"], head["owns_socket"]
+        lock = InstanceLock.carried(base, instance, paths.lock_path(instance, base),
+                                    head["lock_fd"], head.get("name_lock_fd"))
         process.CHILD_NOFILE = head.get("child_nofile")
-        for fd in (lock_fd, head["listener_fd"]):
-            os.set_inheritable(fd, False)
+        os.set_inheritable(head["listener_fd"], False)
         listener = socket.socket(fileno=head["listener_fd"])
     else:
         try:
-            lock_fd = os.open(paths.lock_path(instance, base),
-                              os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
-        except OSError as exc:
-            print(f"supervisor-daemon: cannot open {paths.lock_path(instance, base)}: "
-                  f"{exc.strerror}", file=sys.stderr)
-            return 1
-        try:
-            fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(lock_fd)
+            lock = InstanceLock.take(base, instance, paths.lock_path(instance, base))
+        except Held:
             print(f"supervisor-daemon: instance {instance} is already running",
                   file=sys.stderr)
+            return 1
+        except OSError as exc:
+            print(f"supervisor-daemon: cannot lock instance {instance} "
+                  f"({exc.filename or 'its lock'}): {exc.strerror}", file=sys.stderr)
             return 1
         try:
             listener, stored = activated_fds()  # socket activation, and the fd store
         except OSError as exc:
-            os.close(lock_fd)
+            lock.close()
             print(f"supervisor-daemon: {exc}", file=sys.stderr)
             return 1
         owned = listener is None
@@ -86,7 +83,7 @@ def serve(instance: int, grace: float = 5.0, reexec_fd: int | None = None) -> in
             try:
                 listener = bind_listener(sock_path)
             except OSError as exc:
-                os.close(lock_fd)
+                lock.close()
                 print(f"supervisor-daemon: cannot listen on {sock_path}: {exc.strerror}",
                       file=sys.stderr)
                 return 1
@@ -95,7 +92,7 @@ def serve(instance: int, grace: float = 5.0, reexec_fd: int | None = None) -> in
         os.chdir("/")
         _raise_nofile()
     daemon = Daemon(instance, listener, socket_path=sock_path, rundir=base, grace=grace)
-    daemon.lock_fd, daemon.owns_socket = lock_fd, owned
+    daemon.lock, daemon.owns_socket = lock, owned
     try:
         if carried is not None:
             daemon.restore(*carried)
@@ -112,5 +109,5 @@ def serve(instance: int, grace: float = 5.0, reexec_fd: int | None = None) -> in
                 os.unlink(sock_path)
         daemon.journal.send(f"instance {instance} closed", 5, SUPERVISOR_EVENT="daemon-closed")
         daemon.journal.flush()
-        os.close(lock_fd)
+        lock.close()
     return 0

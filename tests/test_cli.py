@@ -343,9 +343,32 @@ def test_daemon_closes_on_sigterm(rundir):
 def test_second_daemon_for_the_same_instance_is_refused(sup):
     r = subprocess.run([sys.executable, "-m", "supervisor.daemon", "-i", "0"], env=sup.env,
                        capture_output=True, text=True, timeout=30)
-    assert r.rc if hasattr(r, "rc") else r.returncode == 1
+    assert r.returncode == 1
     assert r.stderr.strip() == "supervisor-daemon: instance 0 is already running"
     sup.ok("list-supervisor")  # the first one still serves
+
+
+def test_the_instance_lock_outlives_its_file_and_a_reload(sup, tmp_path):
+    """The lock file can be removed with the runtime directory; the lock's abstract name
+    cannot: a second daemon is refused even in the moment before the first has made the
+    directory again, and the name is carried over a re-exec."""
+    from supervisor.lock import Held, InstanceLock
+
+    elsewhere = str(tmp_path / "other.lock")  # the file free: the name alone refuses
+    with pytest.raises(Held):
+        InstanceLock.take(sup.rundir, 0, elsewhere)
+    sup.ok("reload", "-i", "0")
+    with pytest.raises(Held):
+        InstanceLock.take(sup.rundir, 0, elsewhere)
+    InstanceLock.take(sup.rundir, 1, elsewhere).close()  # another instance's is free
+    daemon = sup.pid
+    subprocess.run(["rm", "-rf", sup.rundir], check=False, timeout=TIMEOUT)
+    r = subprocess.run([sys.executable, "-m", "supervisor.daemon", "-i", "0"], env=sup.env,
+                       capture_output=True, text=True, timeout=TIMEOUT)
+    assert (r.returncode, r.stderr) == (1, "supervisor-daemon: instance 0 is already running\n")
+    wait_until(lambda: os.path.exists(os.path.join(sup.rundir, "0.sock")),
+               what="the socket made again")
+    assert sup.pid == daemon
 
 
 def test_python_dash_m_and_console_script(sup):
@@ -554,6 +577,60 @@ def test_a_removed_or_replaced_socket_is_made_again(sup):
     os.rmdir(path)
     wait_until(a_socket_there, what="a socket once the name is free")
     assert sup.status("kept")["status"] == "RUNNING"
+
+
+def _locked(path: str) -> bool:
+    import fcntl
+
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+def _saved_names(sup) -> list[str]:
+    import json
+
+    with open(os.path.join(sup.rundir, "0.state.json")) as f:
+        return [entry["name"] for entry in json.load(f)["services"]]
+
+
+def test_a_removed_runtime_directory_is_made_again_with_the_daemons_files(sup):
+    """`rm -rf` of the runtime directory (a clean-up script) took the socket, the lock and
+    the state: the daemon makes them again at once, so it stays reachable, no second
+    daemon starts for its instance, and it can still recover after a crash. Before, it ran
+    on unreachable, and `init` started another one beside it."""
+    from journald import journal_mark, read_entries
+
+    kept = sup.create("/bin/sleep", ["600"], name="kept")
+    daemon = sup.pid
+    mark = journal_mark()
+    subprocess.run(["rm", "-rf", sup.rundir], check=False, timeout=TIMEOUT)
+    files = [os.path.join(sup.rundir, f"0.{x}") for x in ("sock", "lock", "state.json")]
+    wait_until(lambda: all(os.path.exists(f) for f in files), what=f"{files} made again")
+    assert stat.S_IMODE(os.stat(sup.rundir).st_mode) == 0o700
+    assert sup.status("kept")["pid"] == kept["pid"]
+    assert _locked(files[1])
+    assert _saved_names(sup) == ["kept"]
+    again = sup.ok("init", "-i", "0").out
+    assert f"already running (pid {daemon}" in again
+    entries = read_entries(count=5, since=mark, SUPERVISOR_EVENT="socket")
+    assert any("made again" in e["MESSAGE"] and "the lock" in e["MESSAGE"] for e in entries), \
+        [e["MESSAGE"] for e in entries]
+    # its files alone removed (the directory left): made again as well
+    os.unlink(files[1])
+    os.unlink(files[2])
+    wait_until(lambda: os.path.exists(files[1]) and os.path.exists(files[2]),
+               what="the lock and the state made again")
+    assert _locked(files[1])
+    assert _saved_names(sup) == ["kept"]
+    os.kill(daemon, signal.SIGKILL)  # a crash: the next daemon takes the service back
+    sup.ok("init", "-i", "0")
+    assert sup.status("kept")["pid"] == kept["pid"]
 
 
 @pytest.mark.parametrize("grace", ["abc", "-1", "inf"])

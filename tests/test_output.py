@@ -313,6 +313,32 @@ def test_without_journald_follow_with_no_lines_shows_only_what_comes(rundir):
         close_instance(s)
 
 
+def test_without_journald_output_files_removed_are_written_again(rundir):
+    """A service's output file removed (by hand, or with the whole runtime directory): the
+    relay writes a new one there, and `logs` shows what comes; before, it wrote on into
+    the removed file and nothing could be read."""
+    s = Supervisor(rundir)
+    _no_journald(s)
+    try:
+        s.json("create-service", "-n", "talk", "/bin/sh", "--", "-c",
+               "i=0; while :; do i=$((i+1)); echo n $i; sleep 0.02; done")
+        out = Path(rundir) / "0.talk.out"
+        wait_until(lambda: out.exists() and " n 3\n" in out.read_text(), what="output")
+        for remove in (["rm", "-f", str(out)], ["rm", "-rf", rundir]):
+            subprocess.run(remove, check=True, timeout=TIMEOUT)
+            wait_until(lambda: out.exists() and out.read_text().count("\n") >= 3,
+                       what=f"new lines in a new {out} after {remove}")
+            numbers = [int(line.split()[-1]) for line in out.read_text().splitlines()]
+            assert numbers[0] > 3 and numbers == list(range(numbers[0], numbers[-1] + 1))
+        shown = s.ok("logs", "talk", "-n", "1").out
+        assert " talk[" in shown and ": n " in shown
+        daemon_log = Path(rundir) / "0.log"
+        wait_until(lambda: daemon_log.exists() and "made again" in daemon_log.read_text(),
+                   what="the daemon's log file made again, saying so")
+    finally:
+        close_instance(s)
+
+
 def test_without_journald_the_relay_writes_files_that_logs_reads(rundir):
     s = Supervisor(rundir)
     _no_journald(s)
