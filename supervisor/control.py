@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import collections
 import errno
+import functools
 import os
 import selectors
 import socket
@@ -356,30 +357,38 @@ class SocketKeeper:
     the daemon. Where the socket cannot be made there (something else took its name), the
     directory is watched for the name to be free again.
 
-    ``restore(names)``, where given: the daemon's other files in the directory are kept
-    too. The directory is watched for files removed (not moved or saved: other
-    instances' saves never wake it) and for its own removal; ``restore`` is called with
-    the names removed (``""``: the directory itself), before the socket is made again
-    where that is gone as well, and makes again what is gone (the directory first); False
-    where it cannot. ``log(message, priority)``."""
+    ``restore()``, where given: the daemon's other files in the directory are kept too.
+    The directory is watched for files removed (not moved or saved: other instances'
+    saves never wake it) and for its own removal; before the socket is looked at again,
+    ``restore()`` makes again what is gone (the directory first, checked as at start)
+    and returns False where the directory cannot be had safely: then nothing is made
+    there. While the socket cannot be made, it is tried again every ``RETRY`` seconds
+    (``call_later(seconds, fn)``), besides the watches. ``log(message, priority)``."""
 
     TRIES = 10  # makings of the socket in a row, while it keeps being removed
+    RETRY = 1.0
 
     def __init__(self, server: Server, path: str, log: Callable[[str, int], None],
-                 restore: Callable[[set[str]], bool] | None = None) -> None:
+                 restore: Callable[[set[str]], bool] | None = None,
+                 call_later: Callable[[float, Callable[[], None]], object] | None = None
+                 ) -> None:
         self.server, self.path, self.log = server, path, log
         self.restore = restore
+        self.call_later = call_later
+        self.retry = None  # a retry is armed
         self.dir = os.path.dirname(path)
+        self.prefix = os.path.basename(path).split(".")[0] + "."  # "<N>.": our files
         self.watch: Inotify | None = None
         self.dir_watch: Inotify | None = None
         self.ident: tuple[int, int] | None = None  # (st_dev, st_ino) of our socket
         self.trouble: str | None = None  # why it cannot listen at its path, while so
 
-    def keep(self) -> None:
-        """Watch the socket at the path, made again first where it is not ours."""
+    def keep(self, names: frozenset[str] = frozenset()) -> None:
+        """Watch the socket at the path, made again first where it is not ours (and the
+        directory's files first, with ``restore``; ``names``: those seen removed)."""
         self.close()
-        if self.restore is not None and not os.path.lexists(self.dir) \
-                and not self.restore({""}):
+        if self.restore is not None and not self.restore(set(names)):
+            self._again_later()
             return
         self._watch_dir()
         for _ in range(self.TRIES):  # it may be removed again while we make it
@@ -404,6 +413,7 @@ class SocketKeeper:
             self._watch(Inotify(self.dir, "removed"), self._on_name_free)
         except OSError as exc:
             self._trouble(f"cannot watch {self.dir} ({exc.strerror or exc})")
+        self._again_later()
 
     def close(self) -> None:
         for watch in (self.watch, self.dir_watch):
@@ -411,6 +421,14 @@ class SocketKeeper:
                 self.server.sel.unregister(watch)
                 watch.close()
         self.watch = self.dir_watch = None
+
+    def _again_later(self) -> None:
+        if self.call_later is not None and self.retry is None:
+            self.retry = self.call_later(self.RETRY, self._retry)
+
+    def _retry(self) -> None:
+        self.retry = None
+        self.keep()
 
     def _watch_dir(self) -> None:
         if self.restore is None:
@@ -421,7 +439,8 @@ class SocketKeeper:
             self.log(f"cannot watch {self.dir} ({exc.strerror or exc}): files of the daemon "
                      "removed from it are not made again", 4)
             return
-        self.server.sel.register(self.dir_watch, selectors.EVENT_READ, self._on_unlinked)
+        self.server.sel.register(self.dir_watch, selectors.EVENT_READ,
+                                 functools.partial(self._on_unlinked, self.dir_watch))
 
     def _listen_again(self) -> bool:
         """A new listener at the path (whatever is there removed, as at start)."""
@@ -443,26 +462,28 @@ class SocketKeeper:
             self.log(f"{why}: clients cannot reach the daemon until it can listen there "
                      "again", 3)
 
-    def _watch(self, watch: Inotify, handler: Callable[[int], None]) -> None:
+    def _watch(self, watch: Inotify, handler: Callable[[Inotify, int], None]) -> None:
         self.watch = watch
-        self.server.sel.register(watch, selectors.EVENT_READ, handler)
+        self.server.sel.register(watch, selectors.EVENT_READ,
+                                 functools.partial(handler, watch))
 
-    def _on_gone(self, mask: int) -> None:
-        self.watch.drain()
-        self.keep()  # still ours (a chmod, a link made elsewhere), or made again
+    # each handler is given its own watch: one closed by an earlier handler of the same
+    # batch of events (keep() makes new ones) has nothing more to say
 
-    def _on_name_free(self, mask: int) -> None:
-        if os.path.basename(self.path) in self.watch.drain() \
-                or not os.path.lexists(self.dir):  # the directory too
+    def _on_gone(self, watch: Inotify, mask: int) -> None:
+        if watch is self.watch:
+            watch.drain()
+            self.keep()  # still ours (a chmod, a link made elsewhere), or made again
+
+    def _on_name_free(self, watch: Inotify, mask: int) -> None:
+        if watch is self.watch and (os.path.basename(self.path) in watch.drain()
+                                    or not os.path.lexists(self.dir)):
             self.keep()
 
-    def _on_unlinked(self, mask: int) -> None:
-        names = self.dir_watch.drain()
-        if "" in names or not os.path.lexists(self.dir):  # the directory itself
-            self.keep()  # made again first, then its watch
+    def _on_unlinked(self, watch: Inotify, mask: int) -> None:
+        if watch is not self.dir_watch:
             return
-        if not self.restore(names):
-            return
-        if self.watch is None or self.trouble is not None \
-                or os.path.basename(self.path) in names:
-            self.keep()
+        names = watch.drain()
+        if "" in names or any(name.startswith(self.prefix) for name in names) \
+                or not os.path.lexists(self.dir):
+            self.keep(frozenset(names))  # other instances' files: nothing to do

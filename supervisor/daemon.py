@@ -91,7 +91,8 @@ class Daemon:
             self.server, socket_path,
             lambda message, priority: self.journal.send(message, priority,
                                                         SUPERVISOR_EVENT="socket"),
-            self._keep_rundir)
+            self._keep_rundir,
+            lambda seconds, fn: self.timers.call_at(self.timers.now() + seconds, fn))
         self.commands = Commands(self)
         self.state_path = paths.state_path(instance, rundir)
         # the runtime directory, held open: the state is written relative to it
@@ -114,6 +115,8 @@ class Daemon:
         self.waiting: list[tuple[Reply, object, Connection, Waiting]] = []
         self.held_reloads: list[tuple[Reply, Connection]] = []  # answered at the re-exec
         self.save_error: str | None = None  # why the last save failed, while it fails
+        self.rundir_trouble: str | None = None  # why the runtime directory cannot be had
+        self.kept_before = False  # the keeper looked at the runtime directory before
 
     # ---- the loop ------------------------------------------------------------------------
 
@@ -238,17 +241,18 @@ class Daemon:
         second daemon could start), the state, the log file where our stderr was one, the
         log relay's files -- so that the socket made again next leads to a daemon that
         can recover. False when the directory cannot be made (journaled)."""
-        ours = f"{self.instance}."
-        if not any(name.startswith(ours) for name in names) and "" not in names:
-            return True  # another instance's
         try:
             base = paths.ensure_runtime_dir()
-            fd = os.open(base, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            fd = os.open(base, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC | os.O_NOFOLLOW)
         except (paths.UnsafeDir, OSError) as exc:
-            self.journal.send(f"the runtime directory is gone and cannot be made again: "
-                              f"{getattr(exc, 'strerror', None) or exc}", 3,
-                              SUPERVISOR_EVENT="socket")
+            why = f"{getattr(exc, 'strerror', None) or exc}"
+            if why != self.rundir_trouble:  # once, while it lasts (retried every second)
+                self.journal.send(f"the runtime directory cannot be had safely ({why}): "
+                                  "nothing is made there; clients cannot reach the daemon "
+                                  "until it can", 3, SUPERVISOR_EVENT="socket")
+            self.rundir_trouble = why
             return False
+        self.rundir_trouble = None
         made = []
         if _ident(os.fstat(fd)) != _ident(os.fstat(self.dir_fd)):
             os.close(self.dir_fd)
@@ -265,9 +269,10 @@ class Daemon:
                 self.lock.take_file()
                 made.append("the lock")
             except (Held, OSError) as exc:  # Held: a daemon in another network namespace
-                self.journal.send(f"cannot lock {self.lock.path} again: "
-                                  f"{'another daemon holds it' if isinstance(exc, Held) else exc}",
-                                  3, SUPERVISOR_EVENT="socket")
+                why = "another daemon holds it" if isinstance(exc, Held) else \
+                    (exc.strerror or str(exc))
+                self.journal.send(f"cannot lock {self.lock.path} again: {why}", 3,
+                                  SUPERVISOR_EVENT="socket")
         name = os.path.basename(self.state_path)
         if not os.path.lexists(os.path.join(base, name)):
             self.shell.dirty = True
@@ -277,9 +282,10 @@ class Daemon:
             made.append("the log")
         if made[:1] == ["the directory"] or any(n.endswith(".out") for n in names):
             self.shell.outputs.moved(self.dir_fd)  # the log relay's files, gone too
-        if made:
+        if made and self.kept_before:  # (the first look, at start, finds nothing removed)
             self.journal.send(f"{', '.join(made)} removed from {base}: made again", 4,
                               SUPERVISOR_EVENT="socket")
+        self.kept_before = True
         return True
 
     def _not_saved(self) -> None:
@@ -308,6 +314,9 @@ class Daemon:
             data = state.load(name, self.dir_fd)
             if data is not None:
                 head, services = state.decode(data, self.instance, bad)
+                foreign = self._foreign(head)
+                if foreign is not None:
+                    raise state.StateError(foreign)
                 if head.get("boot_id") is None:  # every file we write has one
                     raise state.StateError("it names no boot (boot_id): its pids may be "
                                            "another boot's")
@@ -356,13 +365,31 @@ class Daemon:
         if applying is not None:  # nobody waits for its answer
             self.waiting.append((None, None, None, applying))
 
+    def _legacy_tree(self, old: str) -> bool:
+        """Whether ``old`` is the tree an older version of this instance kept beside ours
+        (named after the daemon's pid); a tree named after a runtime directory is that
+        directory's daemon's, never ours to take."""
+        prefix = f"supervisor.{self.instance}."
+        name = os.path.basename(old)
+        return os.path.dirname(old) == self.shell.cgroups.home and name.startswith(prefix) \
+            and name[len(prefix):].isdigit()
+
+    def _foreign(self, head: dict) -> str | None:
+        """Why a state document is not this daemon's to take back, or None: its cgroup
+        tree is another runtime directory's (a file copied from there, or edited): its
+        pids are that daemon's services."""
+        old, ours = head.get("cgroups"), self.shell.cgroups
+        if old and ours and old != ours.base and not self._legacy_tree(old):
+            return f"its cgroup tree {old} is not this instance's ({ours.base}): it is " \
+                   "another runtime directory's"
+        return None
+
     def _adopt_tree(self, head: dict) -> None:
         """Where an earlier daemon of this instance kept its services' cgroups elsewhere
         (an older version named the tree after its pid), that tree is the one to use --
         only ever a tree of this instance's beside ours, under our own cgroup."""
         old, ours = head.get("cgroups"), self.shell.cgroups
-        if old and ours and old != ours.base and os.path.dirname(old) == ours.home \
-                and os.path.basename(old).startswith(f"supervisor.{self.instance}.") \
+        if old and ours and old != ours.base and self._legacy_tree(old) \
                 and os.path.isdir(old) and not os.path.islink(old):
             with contextlib.suppress(OSError):
                 self.shell.cgroups = Cgroups(old, ours.mount, self.sel)

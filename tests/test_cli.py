@@ -24,6 +24,7 @@ from conftest import (
 from timeouts import TIMEOUT
 
 from supervisor import client
+from supervisor.control import SocketKeeper
 
 # the service object v2 (docs/reference.md "The service object")
 SERVICE_KEYS = {"name", "pid", "status", "restarts", "exit_code", "signal", "started_at",
@@ -631,6 +632,44 @@ def test_a_removed_runtime_directory_is_made_again_with_the_daemons_files(sup):
     os.kill(daemon, signal.SIGKILL)  # a crash: the next daemon takes the service back
     sup.ok("init", "-i", "0")
     assert sup.status("kept")["pid"] == kept["pid"]
+
+
+def test_the_runtime_directory_made_again_by_someone_else_or_removed_in_a_loop(sup, tmp_path):
+    """Whoever makes the directory again first, and however often it is removed, the
+    daemon's files come back; a directory that is not safely its own gets nothing of the
+    daemon's, and is tried again until it is."""
+    import pwd
+
+    sup.create("/bin/sleep", ["600"], name="kept")
+    files = [os.path.join(sup.rundir, f"0.{x}") for x in ("sock", "lock", "state.json")]
+    for _ in range(3):  # made again by someone else before the daemon could
+        subprocess.run(["sh", "-c", 'rm -rf "$1" && mkdir -p -m 700 "$1"', "sh", sup.rundir],
+                       check=True, timeout=TIMEOUT)
+        wait_until(lambda: all(os.path.exists(f) for f in files), what=f"{files} made again")
+        assert _locked(files[1]) and _saved_names(sup) == ["kept"]
+    end = time.monotonic() + 1
+    while time.monotonic() < end:  # removed again and again
+        subprocess.run(["rm", "-rf", sup.rundir], check=False, timeout=TIMEOUT)
+    wait_until(lambda: all(os.path.exists(f) for f in files), what=f"{files} after a loop")
+    assert _locked(files[1]) and _saved_names(sup) == ["kept"]
+    assert sup.status("kept")["status"] == "RUNNING"
+    # replaced by a directory of another user's, writable by all: nothing of ours there
+    nobody = pwd.getpwnam("nobody")
+    subprocess.run(["rm", "-rf", sup.rundir], check=False, timeout=TIMEOUT)
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(sup.rundir)
+    os.chown(sup.rundir, nobody.pw_uid, nobody.pw_gid)
+    os.chmod(sup.rundir, 0o777)
+    for name in os.listdir(sup.rundir):  # what the daemon made before the swap was seen
+        os.unlink(os.path.join(sup.rundir, name))
+    deadline = time.monotonic() + 2 * SocketKeeper.RETRY
+    while time.monotonic() < deadline:
+        assert os.listdir(sup.rundir) == [], "the daemon made files in an unsafe directory"
+        time.sleep(0.05)
+    os.chown(sup.rundir, 0, 0)
+    os.chmod(sup.rundir, 0o700)  # safe again: taken up at the next try
+    wait_until(lambda: all(os.path.exists(f) for f in files), what=f"{files} once safe")
+    assert sup.status("kept")["status"] == "RUNNING"
 
 
 @pytest.mark.parametrize("grace", ["abc", "-1", "inf"])

@@ -10,6 +10,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
@@ -329,6 +330,32 @@ def _init_on(sup, path: str, data: bytes) -> dict:
     sup.ok("init", "-i", "0")
     return wait_for_entry(since=mark, SYSLOG_IDENTIFIER="supervisor",
                           SUPERVISOR_EVENT="state-error")
+
+
+def test_another_runtime_directorys_state_file_is_set_aside_not_taken(sup, tmp_path):
+    """A state file copied from another runtime directory (same instance, same boot) names
+    that daemon's services, with pids and start times that match: set aside, never taken
+    back -- before, this daemon adopted them (two daemons supervising one pid) and its
+    close killed them."""
+    other_dir = tempfile.mkdtemp(prefix="sv-", dir="/tmp")
+    other = Supervisor(other_dir)
+    try:
+        other.ok("init", "-i", "0")
+        theirs = other.create("/bin/sleep", ["600"], name="theirs")
+        _kill_daemon(sup)
+        shutil.copyfile(os.path.join(other_dir, "0.state.json"),
+                        os.path.join(sup.rundir, "0.state.json"))
+        mark = journal_mark()
+        sup.ok("init", "-i", "0")
+        entry = wait_for_entry(since=mark, SYSLOG_IDENTIFIER="supervisor",
+                               SUPERVISOR_EVENT="state-error")
+        assert "another runtime directory's" in entry["MESSAGE"], entry["MESSAGE"]
+        assert sup.json("list-supervisor")["services"] == []
+        assert other.status("theirs")["pid"] == theirs["pid"]
+        assert alive(theirs["pid"])
+    finally:
+        other.run("close", "-i", "0", timeout=TIMEOUT + 10)
+        shutil.rmtree(other_dir, ignore_errors=True)
 
 
 @pytest.mark.parametrize("damage", ["truncated", "ill-typed", "not-a-state", "no-boot"])
