@@ -386,6 +386,13 @@ class SocketKeeper:
     def keep(self, names: frozenset[str] = frozenset()) -> None:
         """Watch the socket at the path, made again first where it is not ours (and the
         directory's files first, with ``restore``; ``names``: those seen removed)."""
+        try:
+            self._keep(names)
+        except Exception:  # a bug: never left with nothing to wake it (the loop says it)
+            self._again_later()
+            raise
+
+    def _keep(self, names: frozenset[str]) -> None:
         self.close()
         if self.restore is not None and not self.restore(set(names)):
             self._again_later()

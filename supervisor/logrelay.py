@@ -215,7 +215,12 @@ def main() -> int:
         return 2
     dir_fd = None
     if len(sys.argv) == 3:
-        dir_fd = os.open(sys.argv[2], os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            dir_fd = os.open(sys.argv[2], os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError as exc:  # the runtime directory is gone (the daemon makes it again)
+            print(f"supervisor-logrelay: cannot open {sys.argv[2]}: {exc.strerror}",
+                  file=sys.stderr)
+            return 1
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))

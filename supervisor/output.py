@@ -356,13 +356,18 @@ class Outputs:
         """The runtime directory was made again (``dir_fd``), and our stderr is a new file
         there: the relay is handed both, so its files go to the new directory (and its
         own lines where ours go); one that cannot take them at once is killed, and the
-        next one starts there."""
-        if self.relay is None or self.control is None:
+        next one starts there (one waiting out its back-off, as it could not start without
+        the directory, starts now)."""
+        if self.relay is None:
+            if self._restart is not None and self.timers is not None:
+                self.timers.cancel(self._restart)
+                self._restart_relay()
+            return
+        if self.control is None:
             return
         try:
             socket.send_fds(self.control, [b'{"dir": true}'], [dir_fd, 2])
-        except OSError:
-            self.watcher.sel.unregister(self.control)
+        except OSError:  # (it is ending, or its socket is full)
             process.send(self.relay, signal.SIGKILL)
 
     def relay_stopped(self, pid: int) -> bool:

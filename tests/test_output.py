@@ -332,6 +332,12 @@ def test_without_journald_output_files_removed_are_written_again(rundir):
             assert numbers[0] > 3 and numbers == list(range(numbers[0], numbers[-1] + 1))
         shown = s.ok("logs", "talk", "-n", "1").out
         assert " talk[" in shown and ": n " in shown
+        end = time.monotonic() + 1
+        while time.monotonic() < end:  # removed again and again: the relay cannot start
+            subprocess.run(["rm", "-rf", rundir], check=False, timeout=TIMEOUT)
+        wait_until(lambda: out.exists() and out.read_text().count("\n") >= 3,
+                   what=f"new lines in {out} after a loop of rm -rf")
+        assert s.status("talk")["status"] == "RUNNING"
         daemon_log = Path(rundir) / "0.log"
         wait_until(lambda: daemon_log.exists() and "made again" in daemon_log.read_text(),
                    what="the daemon's log file made again, saying so")
