@@ -567,13 +567,15 @@ class Daemon:
         if req.cmd == "reload" and self.waiting:
             # a stop is under way and its client waits: the re-exec comes after it, and so
             # does this answer (the client's next request is then the new program's)
-            self._log_command(req, peer, "ok (after the stops under way)", 6)
+            self._log_command(req, peer, "under way: answered after the stops under way", 6)
             reply = Reply()
             reply.held = protocol.encode_result(req.id, result)
             self.held_reloads.append((reply, conn))
             return reply
         if isinstance(result, Waiting | declare.Applying):
-            self._log_command(req, peer, f"ok: {' '.join(result.names)[:200]}", 6)
+            # not "ok" yet: the answer comes once they are done (a crash meanwhile: none)
+            self._log_command(req, peer, f"under way, answered once done: "
+                              f"{' '.join(result.names)[:200]}", 6)
             reply = Reply()  # sent once its services are done stopping
             self.waiting.append((reply, req, conn, result))
             return reply

@@ -81,10 +81,14 @@ def test_stop_timeout_escalates_to_sigkill_of_the_whole_cgroup(sup, tmp_path):
     child = int(next(ln for ln in lines(log) if ln.startswith("child")).split()[1])
     assert os.getsid(child) == child  # a session of its own: out of the service's group
     start = time.monotonic()
+    mark = journal_mark()
     obj = sup.json("stop-service", "stubborn")
     took = time.monotonic() - start
     assert obj["status"] == "KILLED" and obj["signal"] == "SIGKILL", obj
     assert 0.5 <= took < TIMEOUT, took
+    # the command's journal line, written when the stop began: under way, not yet "ok"
+    entry = wait_for_entry(since=mark, SUPERVISOR_COMMAND="stop-service")
+    assert "-> under way, answered once done: stubborn" in entry["MESSAGE"], entry["MESSAGE"]
     wait_until(lambda: not alive(child) and not alive(svc["pid"]),
                what="the service and its escaped child to be gone")
 
