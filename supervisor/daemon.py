@@ -31,7 +31,7 @@ import sys
 import time
 import traceback
 
-from supervisor import declare, paths, process, protocol, state
+from supervisor import declare, found, paths, process, protocol, state
 from supervisor.cgroups import Cgroups
 from supervisor.commands import DAEMON_COMMANDS, READ_ONLY, CommandError, Commands, Waiting
 from supervisor.control import Connection, Reply, Server, SocketKeeper
@@ -354,10 +354,32 @@ class Daemon:
             os.close(fd)
             self.notifier.stored.add(pid)
             self.notifier.drop(pid)
+        if data is None or bad:  # no record of some of what runs in our cgroups
+            self._take_back_found()
         killed = self.shell.sweep_cgroups()
         if killed:
             self.journal.send(f"killed {killed} processes left in cgroups of ours that no "
                               "service claims", 4, SUPERVISOR_EVENT="orphans-killed")
+
+    def _take_back_found(self) -> None:
+        """The services found running in cgroups of ours with no record of them (see
+        :mod:`supervisor.found`): taken back, as the config file declares them or opened,
+        and on disk at once."""
+        try:
+            declared = declare.plan(self.commands, prune=False, skip_bad=True).new
+        except CommandError:  # a config that cannot be read: at_start journals why
+            declared = {}
+        entries = found.entries(self.shell.cgroups, set(self.shell.records), declared,
+                                time.time()) if self.shell.cgroups else []
+        for svc, _, cgroup in entries:
+            how = "as the config file declares it" if svc.declared else \
+                "opened: watched, never started again (how to start it was in the state)"
+            self.shell.log_event(svc, "recovered", f"{svc.name} (pid {svc.pid}) found running "
+                                 f"in cgroup {cgroup} with no record of it: taken back {how}",
+                                 4)
+        if entries:
+            self.shell.take_back(entries)
+            self.save_state()
 
     def apply_config(self) -> None:
         """At start (after recovery): the config file's services (``declare.at_start``)."""

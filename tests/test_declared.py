@@ -330,6 +330,49 @@ def test_after_a_crash_recovered_services_keep_their_pids_and_new_ones_start(ins
     assert after["web"] == before["web"] and after["db"] == before["db"]
 
 
+@pytest.mark.parametrize("lost", ["removed", "damaged"])
+def test_declared_services_found_running_with_no_state_are_taken_back_as_declared(
+        inst, conf, lost):
+    """The daemon died and its state file is gone or cannot be trusted: the declared
+    services still running in their cgroups are taken back as the file declares them, on
+    the same process (apply finds them unchanged: no restart), and their policy acts again
+    when they end. A service not in the file, found the same way, is taken back opened."""
+    (conf / "0.toml").write_text(WEB)
+    inst.ok("init")
+    wait_until(lambda: set(running(inst)) == {"web", "db"}, what="web and db to run")
+    extra = inst.create("/bin/sleep", ["1018"], name="extra", restart_times=5)
+    before = running(inst)
+    daemon = inst.pid
+    os.kill(daemon, signal.SIGKILL)
+    wait_until(lambda: not alive(daemon), what="the daemon to die")
+    path = os.path.join(inst.rundir, "0.state.json")
+    if lost == "removed":
+        os.unlink(path)
+    else:
+        with open(path, "r+b") as f:
+            f.truncate(100)
+    mark = journal_mark()
+    inst.ok("init")
+    found = wait_for_entry(since=mark, SYSLOG_IDENTIFIER="supervisor",
+                           SUPERVISOR_EVENT="recovered", SERVICE_NAME="web")
+    assert "found running in cgroup svc-web" in found["MESSAGE"], found["MESSAGE"]
+    assert int(found["PRIORITY"]) == 4
+    now = services(inst)
+    assert running(inst) == before
+    assert now["web"]["declared"] is True and now["web"]["restarts"] == 0
+    assert now["web"]["restart"] == "always" and now["web"]["env"] == ["GREETING"]
+    assert now["extra"]["opened"] is True and now["extra"]["pid"] == extra["pid"]
+    applied = inst.json("apply", "--dry-run")
+    assert [c for c in applied["changes"] if c["action"] != "keep"] == []
+    os.kill(before["web"], signal.SIGKILL)  # its declared policy: always restarted
+    wait_until(lambda: running(inst).get("web") not in (None, before["web"]),
+               what="web to be restarted")
+    os.kill(before["extra"], signal.SIGKILL)  # opened: seen ending, never restarted
+    wait_until(lambda: services(inst)["extra"]["status"] in ("KILLED", "EXITED"),
+               what="extra to be seen ending")
+    assert services(inst)["extra"]["restarts"] == 0
+
+
 def test_autostart_false_waits_for_start_service(inst, conf):
     (conf / "0.toml").write_text('[services.idle]\ncommand = ["/bin/sleep", "1017"]\n'
                                  "autostart = false\n")

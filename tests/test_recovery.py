@@ -361,8 +361,10 @@ def test_another_runtime_directorys_state_file_is_set_aside_not_taken(sup, tmp_p
 @pytest.mark.parametrize("damage", ["truncated", "ill-typed", "not-a-state", "no-boot"])
 def test_a_damaged_state_file_is_set_aside_and_the_daemon_starts(sup, damage):
     """A state file the daemon cannot trust is moved aside (kept for a look), journaled at
-    err with the reason, and the daemon starts all the same. The services it described
-    cannot be supervised from it: their processes, found in our cgroups, are killed."""
+    err with the reason, and the daemon starts all the same. Not a word of it is used, but
+    the services it described are not lost: each one's process, found in its cgroup, is
+    taken back opened (watched, never started again: how to start it was in the file).
+    Before, they were killed."""
     kept = sup.create("/bin/sleep", ["600"], name="kept", output="null")
     _kill_daemon(sup)
     path = os.path.join(sup.rundir, "0.state.json")
@@ -387,17 +389,22 @@ def test_a_damaged_state_file_is_set_aside_and_the_daemon_starts(sup, damage):
     assert len(aside) == 1
     with open(os.path.join(sup.rundir, aside[0]), "rb") as f:
         assert f.read() == data
-    assert sup.json("list-supervisor")["services"] == []
-    wait_until(lambda: not alive(kept["pid"]), what="the unclaimed service to be killed")
+    [back] = sup.json("list-supervisor")["services"]
+    assert (back["name"], back["pid"], back["status"], back["opened"]) == \
+        ("kept", kept["pid"], "RUNNING", True)
+    assert back["command"] == ["/bin/sleep", "600"] and alive(kept["pid"])
     sup.ok("create-service", "-n", "fresh", "-o", "null", "/bin/sleep", "600")  # it works
+    sup.ok("stop-service", "kept")  # and what was found is the daemon's to stop
+    wait_until(lambda: not alive(kept["pid"]), what="the found service to stop")
+    assert sup.status("kept")["status"] == "EXITED"
 
 
 @pytest.mark.parametrize("damage", ["ill-typed", "claims-anothers-cgroup"])
 def test_one_bad_service_entry_costs_only_that_service(sup, damage):
-    """One entry of the state file that cannot be trusted is left out (its process, in
-    our cgroup, killed as unclaimed); the others are taken back as they were, the file is
-    set aside for a look, and what was taken back is on disk again at once. An entry that
-    claims another's cgroup must not get that other killed."""
+    """One entry of the state file that cannot be trusted is left out (its process, found
+    in its cgroup, is taken back opened); the others are taken back as they were, the file
+    is set aside for a look, and what was taken back is on disk again at once. An entry
+    that claims another's cgroup must not get that other killed."""
     good = sup.create("/bin/sleep", ["600"], name="good", output="null")
     bad = sup.create("/bin/sleep", ["601"], name="bad", output="null")
     _kill_daemon(sup)
@@ -417,13 +424,58 @@ def test_one_bad_service_entry_costs_only_that_service(sup, damage):
     assert why in error["MESSAGE"] and "set aside" in error["MESSAGE"]
     back = sup.status("good")
     assert back["status"] == "RUNNING" and back["pid"] == good["pid"] and alive(good["pid"])
-    assert [s["name"] for s in sup.json("list-supervisor")["services"]] == ["good"]
-    wait_until(lambda: not alive(bad["pid"]), what="the unclaimed process to be killed")
+    listing = {s["name"]: s for s in sup.json("list-supervisor")["services"]}
+    assert set(listing) == {"good", "bad"} and listing["good"]["opened"] is False
+    assert (listing["bad"]["pid"], listing["bad"]["opened"]) == (bad["pid"], True)
+    assert alive(bad["pid"])
     [aside] = [e for e in os.listdir(sup.rundir) if e.startswith("0.state.json.bad-")]
     with open(os.path.join(sup.rundir, aside), "rb") as f:
         assert f.read() == data
     with open(path) as f:
-        assert [e["name"] for e in json.load(f)["services"]] == ["good"]
+        assert sorted(e["name"] for e in json.load(f)["services"]) == ["bad", "good"]
+    sup.ok("stop-service", "bad")  # opened: a close would leave it running
+    wait_until(lambda: not alive(bad["pid"]), what="the found service to stop")
+
+
+def test_a_service_found_with_no_state_is_one_service_with_its_children(sup, tmp_path):
+    """The state file removed while no daemon ran: the service's cgroup holds its shell
+    and the child that shell started. One service is taken back, on the oldest process
+    (the shell), opened, the child left running beside it; a second crash takes it back
+    from the state file written at once; when the shell ends, the child goes too, as for
+    any service."""
+    left = tmp_path / "left"
+    sup.create("/bin/sh", ["-c", f"sleep 600 & echo $! > {left}; wait"], name="tree",
+               output="null")
+    wait_until(lambda: left.exists() and left.read_text().strip(), what="the child")
+    child, shell = int(left.read_text()), sup.status("tree")["pid"]
+    _kill_daemon(sup)
+    os.unlink(os.path.join(sup.rundir, "0.state.json"))
+    sup.ok("init", "-i", "0")
+    [back] = sup.json("list-supervisor")["services"]
+    assert (back["name"], back["pid"], back["opened"]) == ("tree", shell, True)
+    assert alive(child)
+    _kill_daemon(sup)
+    sup.ok("init", "-i", "0")
+    [back] = sup.json("list-supervisor")["services"]
+    assert (back["name"], back["pid"], back["opened"]) == ("tree", shell, True)
+    os.kill(shell, signal.SIGKILL)
+    wait_until(lambda: sup.status("tree")["status"] == "EXITED", what="the end seen")
+    wait_until(lambda: not alive(child), what="what it left to be killed")
+
+
+def test_the_service_a_cgroup_is_of():
+    """``svc-web.2`` is the cgroup of web's start after a kill, unless ``svc-web`` is there
+    too (then it is web.2's); a name taken already, or no name at all, is not used."""
+    from supervisor.found import name_of
+
+    assert name_of("svc-web", {"svc-web"}, set()) == "web"
+    assert name_of("svc-web.2", {"svc-web.2"}, set()) == "web"
+    assert name_of("svc-web.2", {"svc-web", "svc-web.2"}, set()) == "web.2"
+    assert name_of("svc-web.2", {"svc-web.2"}, {"web"}) == "web.2"
+    assert name_of("svc-web.2", {"svc-web.2"}, {"web", "web.2"}) is None
+    assert name_of("svc-a.b.3", {"svc-a.b.3"}, set()) == "a.b"
+    assert name_of("svc-12", {"svc-12"}, set()) is None  # it would read as a pid
+    assert name_of("svc-..", {"svc-.."}, set()) is None
 
 
 @pytest.mark.parametrize("kind", ["created", "opened"])

@@ -1,0 +1,69 @@
+"""Services found running in the instance's cgroups with no record of them to trust.
+
+A daemon that dies leaves its services running, each in its own cgroup (``svc-<name>``),
+and its state file, which says what each one is. Where that file is missing, or cannot be
+trusted in whole or in part (it is set aside), a cgroup of ours with processes in it that
+no service claims is still a service of this instance: it is taken back, never killed
+(docs/design.md, "Nothing read back is trusted"). Only the cgroup tree is read, which
+nobody but root and this daemon can write: not a word of the file set aside is used.
+
+Its process is the oldest in the cgroup (the one the daemon spawned; what it started came
+later). It is taken back as what the config file declares under its name, where it does:
+a created service, RUNNING, that ``apply`` then finds unchanged. Otherwise it is taken
+back *opened*, as ``open-service`` takes a process: watched, stopped, suspended, signalled,
+but never started again, for how to start it was in the file that is gone. Either way
+the cgroup stays its own: when that process ends, what it left there goes too.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+
+from supervisor import machine, process, state
+from supervisor.machine import Service, State
+
+_SUFFIX = re.compile(r"(.+)\.[0-9]+")  # svc-<name>.<k>: a later cgroup of <name>
+
+
+def name_of(cgroup: str, dirs: set[str], taken: set[str]) -> str | None:
+    """The service that cgroup ``svc-...`` is of: the name it was made for (``svc-web.2``
+    is web's when there is no ``svc-web``: the cgroup of a start after a kill), or the
+    whole rest where that name is taken or is no name. None: no free service name."""
+    rest = cgroup[len("svc-"):]
+    match = _SUFFIX.fullmatch(rest)
+    names = [match.group(1)] if match and f"svc-{match.group(1)}" not in dirs else []
+    for name in (*names, rest):
+        if name not in taken and machine.name_problem(name) is None:
+            return name
+    return None
+
+
+def entries(cgroups, taken: set[str], declared: dict[str, Service],
+            now: float) -> list[tuple[Service, int, str]]:
+    """What :meth:`Shell.take_back` takes for each cgroup of ``cgroups`` that holds
+    processes and names no service of ``taken`` (which it extends): (service, start ticks
+    of its process, cgroup). ``declared``: the config file's services by name, as made."""
+    found = []
+    dirs = set(cgroups.dirs())
+    for cgroup in sorted(dirs):
+        aged = [(ticks, pid) for pid in cgroups.pids(cgroup)
+                if (ticks := state.start_ticks(pid)) is not None]
+        name = name_of(cgroup, dirs, taken) if aged else None
+        if name is None:
+            continue
+        ticks, pid = min(aged)
+        stopped = bool(process.is_stopped(pid))
+        started = process.start_time(pid) or now
+        svc = declared.get(name)
+        if svc is not None:
+            svc = dataclasses.replace(
+                svc, state=State.STOPPED if stopped else State.RUNNING, pid=pid, pids=(pid,),
+                alive=True, started_at=started, next_start=None, due=None)
+        else:
+            command = tuple(process.cmdline(pid)) or (process.comm(pid),)
+            svc, _ = machine.new_opened(name, command, pid, stopped=stopped,
+                                        started_at=started)
+        taken.add(name)
+        found.append((svc, ticks, cgroup))
+    return found
