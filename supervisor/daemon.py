@@ -365,10 +365,11 @@ class Daemon:
         """The services found running in cgroups of ours with no record of them (see
         :mod:`supervisor.found`): taken back, as the config file declares them or opened,
         and on disk at once."""
-        try:
-            declared = declare.plan(self.commands, prune=False, skip_bad=True).new
-        except CommandError:  # a config that cannot be read: at_start journals why
-            declared = {}
+        def declared() -> dict:
+            try:
+                return declare.plan(self.commands, prune=False, skip_bad=True).new
+            except CommandError:  # a config that cannot be read: at_start journals why
+                return {}
         entries = found.entries(self.shell.cgroups, set(self.shell.records), declared,
                                 time.time()) if self.shell.cgroups else []
         for svc, _, cgroup in entries:

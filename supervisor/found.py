@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Callable
 
 from supervisor import machine, process, state
 from supervisor.machine import Service, State
@@ -39,11 +40,13 @@ def name_of(cgroup: str, dirs: set[str], taken: set[str]) -> str | None:
     return None
 
 
-def entries(cgroups, taken: set[str], declared: dict[str, Service],
+def entries(cgroups, taken: set[str], declared: Callable[[], dict[str, Service]],
             now: float) -> list[tuple[Service, int, str]]:
     """What :meth:`Shell.take_back` takes for each cgroup of ``cgroups`` that holds
     processes and names no service of ``taken`` (which it extends): (service, start ticks
-    of its process, cgroup). ``declared``: the config file's services by name, as made."""
+    of its process, cgroup). ``declared()``: the config file's services by name, as made
+    (asked only once something is found: a boot's start, with no state file, is not
+    slowed)."""
     found = []
     dirs = set(cgroups.dirs())
     for cgroup in sorted(dirs):
@@ -55,6 +58,8 @@ def entries(cgroups, taken: set[str], declared: dict[str, Service],
         ticks, pid = min(aged)
         stopped = bool(process.is_stopped(pid))
         started = process.start_time(pid) or now
+        if not isinstance(declared, dict):
+            declared = declared()
         svc = declared.get(name)
         if svc is not None:
             svc = dataclasses.replace(

@@ -559,8 +559,9 @@ def test_re_adopted_services_end_as_they_really_ended(sup, tmp_path):
 def test_values_out_of_range_or_of_another_instance_are_set_aside(sup, damage):
     """More ways a state file may be wrong: times no clock reaches, another instance's
     document, a version that is not the integer 1, a directory at its path. Set aside, the
-    daemon starts (and, the test of the cgroups path below, kills nothing of another's)."""
-    sup.create("/bin/sleep", ["600"], name="kept", output="null", every=3600)
+    daemon starts (and, the test of the cgroups path below, kills nothing of another's);
+    the service the file described, found in its cgroup, is taken back opened."""
+    kept = sup.create("/bin/sleep", ["600"], name="kept", output="null", every=3600)
     _kill_daemon(sup)
     path = os.path.join(sup.rundir, "0.state.json")
     with open(path) as f:
@@ -583,8 +584,10 @@ def test_values_out_of_range_or_of_another_instance_are_set_aside(sup, damage):
         with open(path, "w") as f:
             json.dump(doc, f)
     sup.ok("init", "-i", "0")
-    assert sup.json("list-supervisor")["services"] == []
+    [back] = sup.json("list-supervisor")["services"]
+    assert (back["name"], back["pid"], back["opened"]) == ("kept", kept["pid"], True)
     assert [e for e in os.listdir(sup.rundir) if e.startswith("0.state.json.bad-")]
+    sup.ok("stop-service", "kept")
 
 
 def test_a_state_file_cannot_point_the_daemon_at_processes_not_its_own(sup, tmp_path):
@@ -723,7 +726,7 @@ def test_a_stop_under_way_when_the_daemon_dies_goes_on_after_init(sup, tmp_path,
 def test_setting_a_bad_state_file_aside_never_overwrites_an_earlier_one(sup):
     """Two bad state files within a second, or a name taken by anything else: each kept
     under a name of its own, and the daemon starts."""
-    sup.create("/bin/sleep", ["600"], name="gone", output="null")
+    sup.create("/bin/sleep", ["600"], name="found", output="null")
     _kill_daemon(sup)
     path = os.path.join(sup.rundir, "0.state.json")
     now = int(time.time())
@@ -734,7 +737,8 @@ def test_setting_a_bad_state_file_aside_never_overwrites_an_earlier_one(sup):
     with open(path, "w") as f:
         f.write("garbage")
     sup.ok("init", "-i", "0")
-    assert sup.json("list-supervisor")["services"] == []
+    assert [s["name"] for s in sup.json("list-supervisor")["services"]] == ["found"]
+    sup.ok("stop-service", "found")
     kept = [e for e in os.listdir(sup.rundir) if e.startswith("0.state.json.bad-")
             and os.path.isfile(os.path.join(sup.rundir, e))]
     assert len(kept) == 1 and kept[0].endswith(".3")
