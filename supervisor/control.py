@@ -58,16 +58,19 @@ class Peer:
         self.pid, self.uid, self.gid = pid, uid, gid
 
 
-def bind_listener(path: str) -> socket.socket:
-    """A listening stream socket at ``path``, mode 0600 from the start (no chmod race)."""
+def bind_listener(path: str, dir_fd: int | None = None) -> socket.socket:
+    """A listening stream socket at ``path``, mode 0600 from the start (no chmod race).
+    ``dir_fd``: the directory it goes in, held open and checked already: the socket is
+    made in that very directory, even if another was put at its path meanwhile."""
+    name = path if dir_fd is None else os.path.basename(path)
     try:
-        os.unlink(path)  # the caller holds the instance lock: whatever is here is stale
+        os.unlink(name, dir_fd=dir_fd)  # we hold the instance lock: whatever is here is stale
     except FileNotFoundError:
         pass
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
     old = os.umask(0o177)
     try:
-        sock.bind(path)
+        sock.bind(path if dir_fd is None else f"/proc/self/fd/{dir_fd}/{name}")
     except OSError:
         sock.close()
         raise
@@ -361,15 +364,17 @@ class SocketKeeper:
     The directory is watched for files removed (not moved or saved: other instances'
     saves never wake it) and for its own removal; before the socket is looked at again,
     ``restore()`` makes again what is gone (the directory first, checked as at start)
-    and returns False where the directory cannot be had safely: then nothing is made
-    there. While the socket cannot be made, it is tried again every ``RETRY`` seconds
-    (``call_later(seconds, fn)``), besides the watches. ``log(message, priority)``."""
+    and returns the directory's fd, which the socket is made in (not whatever directory
+    is at the path by then), or None where the directory cannot be had safely: then
+    nothing is made there. While the socket cannot be made, it is tried again every
+    ``RETRY`` seconds (``call_later(seconds, fn)``), besides the watches.
+    ``log(message, priority)``."""
 
     TRIES = 10  # makings of the socket in a row, while it keeps being removed
     RETRY = 1.0
 
     def __init__(self, server: Server, path: str, log: Callable[[str, int], None],
-                 restore: Callable[[set[str]], bool] | None = None,
+                 restore: Callable[[set[str]], int | None] | None = None,
                  call_later: Callable[[float, Callable[[], None]], object] | None = None
                  ) -> None:
         self.server, self.path, self.log = server, path, log
@@ -394,9 +399,12 @@ class SocketKeeper:
 
     def _keep(self, names: frozenset[str]) -> None:
         self.close()
-        if self.restore is not None and not self.restore(set(names)):
-            self._again_later()
-            return
+        dir_fd = None
+        if self.restore is not None:
+            dir_fd = self.restore(set(names))
+            if dir_fd is None:
+                self._again_later()
+                return
         self._watch_dir()
         for _ in range(self.TRIES):  # it may be removed again while we make it
             watch = st = None
@@ -412,7 +420,7 @@ class SocketKeeper:
                 return
             if watch is not None:
                 watch.close()
-            if not self._listen_again():
+            if not self._listen_again(dir_fd):
                 break
         else:
             self._trouble(f"{self.path} keeps being removed")
@@ -449,10 +457,10 @@ class SocketKeeper:
         self.server.sel.register(self.dir_watch, selectors.EVENT_READ,
                                  functools.partial(self._on_unlinked, self.dir_watch))
 
-    def _listen_again(self) -> bool:
+    def _listen_again(self, dir_fd: int | None) -> bool:
         """A new listener at the path (whatever is there removed, as at start)."""
         try:
-            listener = bind_listener(self.path)
+            listener = bind_listener(self.path, dir_fd)
             st = os.lstat(self.path)
         except OSError as exc:
             self._trouble(f"{self.path} cannot be made again ({exc.strerror or exc})")

@@ -233,17 +233,22 @@ class Daemon:
         self.shell.dirty = False
         return True
 
-    def _keep_rundir(self, names: set[str]) -> bool:
+    def _keep_rundir(self, names: set[str]) -> int | None:
         """Files were removed from the runtime directory (``names``; ``""``: the directory
         itself, by ``rm -rf`` or moved away) while the daemon runs: what is ours there is
         made again where it is gone -- the directory (as at start: mode 0700, ours alone),
         a new lock file, taken (the lock's abstract name held the instance meanwhile: no
         second daemon could start), the state, the log file where our stderr was one, the
         log relay's files -- so that the socket made again next leads to a daemon that
-        can recover. False when the directory cannot be made (journaled)."""
+        can recover. Returns the directory's fd (the socket is made in it), or None when
+        the directory cannot be had safely (journaled)."""
         try:
             base = paths.ensure_runtime_dir()
             fd = os.open(base, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC | os.O_NOFOLLOW)
+            why = paths.why_unsafe_fd(fd, base)  # the very one held (and made in) next
+            if why is not None:
+                os.close(fd)
+                raise paths.UnsafeDir(why)
         except (paths.UnsafeDir, OSError) as exc:
             why = f"{getattr(exc, 'strerror', None) or exc}"
             if why != self.rundir_trouble:  # once, while it lasts (retried every second)
@@ -251,7 +256,7 @@ class Daemon:
                                   "nothing is made there; clients cannot reach the daemon "
                                   "until it can", 3, SUPERVISOR_EVENT="socket")
             self.rundir_trouble = why
-            return False
+            return None
         self.rundir_trouble = None
         made = []
         if _ident(os.fstat(fd)) != _ident(os.fstat(self.dir_fd)):
@@ -286,7 +291,7 @@ class Daemon:
             self.journal.send(f"{', '.join(made)} removed from {base}: made again", 4,
                               SUPERVISOR_EVENT="socket")
         self.kept_before = True
-        return True
+        return self.dir_fd
 
     def _not_saved(self) -> None:
         """The state of this turn is not on disk: what its commands made is undone, and

@@ -69,6 +69,20 @@ def why_unsafe(path: str, owner: int | None = None) -> str | None:
     return _why_unsafe_way(os.path.dirname(path), path, owner, 0)
 
 
+def why_unsafe_fd(fd: int, path: str) -> str | None:
+    """Why the directory open as ``fd`` (found at ``path``) is not ours alone, or None:
+    what :func:`why_unsafe` checked at the path, checked again on the directory held, for
+    another may have been put there, or its owner or mode changed, since."""
+    st = os.fstat(fd)
+    if st.st_uid != os.geteuid():
+        return f"runtime directory {path} belongs to uid {st.st_uid}, not to uid " \
+               f"{os.geteuid()}"
+    if st.st_mode & 0o022:
+        return (f"runtime directory {path} is writable by group or others "
+                f"(mode {stat.S_IMODE(st.st_mode):04o})")
+    return None
+
+
 def _why_unsafe_way(way: str, path: str, owner: int, depth: int) -> str | None:
     """Why the directories and links that lead to ``way`` (as written, and where a link
     leads) could let a user other than root and ``owner`` replace what is below them."""

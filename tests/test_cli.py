@@ -8,6 +8,7 @@ import signal
 import stat
 import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
@@ -605,7 +606,7 @@ def test_a_removed_runtime_directory_is_made_again_with_the_daemons_files(sup):
     the state: the daemon makes them again at once, so it stays reachable, no second
     daemon starts for its instance, and it can still recover after a crash. Before, it ran
     on unreachable, and `init` started another one beside it."""
-    from journald import journal_mark, read_entries
+    from journald import journal_mark, wait_for_entry
 
     kept = sup.create("/bin/sleep", ["600"], name="kept")
     daemon = sup.pid
@@ -619,9 +620,8 @@ def test_a_removed_runtime_directory_is_made_again_with_the_daemons_files(sup):
     assert _saved_names(sup) == ["kept"]
     again = sup.ok("init", "-i", "0").out
     assert f"already running (pid {daemon}" in again
-    entries = read_entries(count=5, since=mark, SUPERVISOR_EVENT="socket")
-    assert any("made again" in e["MESSAGE"] and "the lock" in e["MESSAGE"] for e in entries), \
-        [e["MESSAGE"] for e in entries]
+    wait_for_entry(lambda e: "made again" in e["MESSAGE"] and "the lock" in e["MESSAGE"],
+                   since=mark, SUPERVISOR_EVENT="socket")
     # its files alone removed (the directory left): made again as well
     os.unlink(files[1])
     os.unlink(files[2])
@@ -653,15 +653,21 @@ def test_the_runtime_directory_made_again_by_someone_else_or_removed_in_a_loop(s
     wait_until(lambda: all(os.path.exists(f) for f in files), what=f"{files} after a loop")
     assert _locked(files[1]) and _saved_names(sup) == ["kept"]
     assert sup.status("kept")["status"] == "RUNNING"
-    # replaced by a directory of another user's, writable by all: nothing of ours there
+    # replaced by a directory of another user's, writable by all, put there whole (a
+    # rename): nothing of ours there, even what the daemon was making when it came
     nobody = pwd.getpwnam("nobody")
-    subprocess.run(["rm", "-rf", sup.rundir], check=False, timeout=TIMEOUT)
-    with contextlib.suppress(FileExistsError):
-        os.mkdir(sup.rundir)
-    os.chown(sup.rundir, nobody.pw_uid, nobody.pw_gid)
-    os.chmod(sup.rundir, 0o777)
-    for name in os.listdir(sup.rundir):  # what the daemon made before the swap was seen
-        os.unlink(os.path.join(sup.rundir, name))
+    theirs = tempfile.mkdtemp(dir=os.path.dirname(sup.rundir))
+    os.chown(theirs, nobody.pw_uid, nobody.pw_gid)
+    os.chmod(theirs, 0o777)
+
+    def swapped() -> bool:
+        subprocess.run(["rm", "-rf", sup.rundir], check=False, timeout=TIMEOUT)
+        try:
+            os.rename(theirs, sup.rundir)
+        except OSError:  # made again with files in it first: removed again
+            return False
+        return True
+    wait_until(swapped, what="the directory to be swapped for another user's")
     deadline = time.monotonic() + 2 * SocketKeeper.RETRY
     while time.monotonic() < deadline:
         assert os.listdir(sup.rundir) == [], "the daemon made files in an unsafe directory"
