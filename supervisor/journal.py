@@ -119,10 +119,19 @@ class Journal:
         self._reopen(dir_fd, name)
 
     def _reopen(self, dir_fd: int, name: str) -> None:
+        """The file ``name`` made anew (rotated, or removed) becomes our stderr, and our
+        stdout where that was the same file (as ``init`` gives them)."""
+        try:
+            out, err = os.fstat(1), os.fstat(2)
+            both = (out.st_dev, out.st_ino) == (err.st_dev, err.st_ino)
+        except OSError:
+            both = False
         fd = os.open(name, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW
                      | os.O_CLOEXEC, 0o600, dir_fd=dir_fd)
         try:
             os.dup2(fd, 2)  # inheritable, as a stderr is: a live re-exec keeps it
+            if both:
+                os.dup2(fd, 1)
         finally:
             os.close(fd)
 

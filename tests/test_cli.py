@@ -618,6 +618,8 @@ def test_a_removed_runtime_directory_is_made_again_with_the_daemons_files(sup):
     assert sup.status("kept")["pid"] == kept["pid"]
     assert _locked(files[1])
     assert _saved_names(sup) == ["kept"]
+    log = os.path.join(sup.rundir, "0.log")  # stdout and stderr: the new log file
+    assert [os.readlink(f"/proc/{daemon}/fd/{fd}") for fd in (1, 2)] == [log, log]
     again = sup.ok("init", "-i", "0").out
     assert f"already running (pid {daemon}" in again
     wait_for_entry(lambda e: "made again" in e["MESSAGE"] and "the lock" in e["MESSAGE"],
