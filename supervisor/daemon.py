@@ -36,11 +36,12 @@ from supervisor.cgroups import Cgroups
 from supervisor.commands import DAEMON_COMMANDS, READ_ONLY, CommandError, Commands, Waiting
 from supervisor.control import Connection, Reply, Server, SocketKeeper
 from supervisor.journal import Journal
-from supervisor.lock import Held, InstanceLock
+from supervisor.lock import InstanceLock
 from supervisor.machine import Ev, State, stop_wait
 from supervisor.native import CLOCK_BOOTTIME, CLOCK_REALTIME, SignalFd
 from supervisor.output import Outputs
 from supervisor.process import Proc, child_env, stop_continue_reports
+from supervisor.rundir import RuntimeDir
 from supervisor.sdnotify import Notifier
 from supervisor.shell import Shell
 from supervisor.timers import Timers
@@ -87,16 +88,18 @@ class Daemon:
         self.shell.on_reaped = self._maybe_finish
         self.wall_timers.on_clock_change = self.shell.clock_changed
         self.server = Server(self.sel, listener, self._handle_line, self._refuse)
+        def said(message: str, priority: int) -> None:  # of the socket, the directory
+            self.journal.send(message, priority, SUPERVISOR_EVENT="socket")
         self.keeper = SocketKeeper(  # its path, where the daemon made it (not activated)
-            self.server, socket_path,
-            lambda message, priority: self.journal.send(message, priority,
-                                                        SUPERVISOR_EVENT="socket"),
-            self._keep_rundir,
+            self.server, socket_path, said, lambda names: self.rundir.keep(names),
             lambda seconds, fn: self.timers.call_at(self.timers.now() + seconds, fn))
         self.commands = Commands(self)
         self.state_path = paths.state_path(instance, rundir)
-        # the runtime directory, held open: the state is written relative to it
-        self.dir_fd = os.open(rundir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        # the runtime directory, held open (the state is written relative to it) and kept
+        self.rundir = RuntimeDir(
+            rundir, os.path.basename(self.state_path), log=said,
+            lock=lambda: self.lock, save=self._save_anew, moved=self.shell.outputs.moved,
+            move_log=self.journal.move_log)
         self.journal.keep_log(self.dir_fd, os.path.basename(paths.log_path(instance)))
         self.shell.outputs.inherit_as_journal = self.journal.keeps_log
         self.boot_id = state.boot_id()
@@ -115,8 +118,11 @@ class Daemon:
         self.waiting: list[tuple[Reply, object, Connection, Waiting]] = []
         self.held_reloads: list[tuple[Reply, Connection]] = []  # answered at the re-exec
         self.save_error: str | None = None  # why the last save failed, while it fails
-        self.rundir_trouble: str | None = None  # why the runtime directory cannot be had
-        self.kept_before = False  # the keeper looked at the runtime directory before
+
+    @property
+    def dir_fd(self) -> int:
+        """The runtime directory, held open (made again while the daemon runs, the new)."""
+        return self.rundir.fd
 
     # ---- the loop ------------------------------------------------------------------------
 
@@ -233,65 +239,10 @@ class Daemon:
         self.shell.dirty = False
         return True
 
-    def _keep_rundir(self, names: set[str]) -> int | None:
-        """Files were removed from the runtime directory (``names``; ``""``: the directory
-        itself, by ``rm -rf`` or moved away) while the daemon runs: what is ours there is
-        made again where it is gone -- the directory (as at start: mode 0700, ours alone),
-        a new lock file, taken (the lock's abstract name held the instance meanwhile: no
-        second daemon could start), the state, the log file where our stderr was one, the
-        log relay's files -- so that the socket made again next leads to a daemon that
-        can recover. Returns the directory's fd (the socket is made in it), or None when
-        the directory cannot be had safely (journaled)."""
-        try:
-            base = paths.ensure_runtime_dir()
-            fd = os.open(base, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC | os.O_NOFOLLOW)
-            why = paths.why_unsafe_fd(fd, base)  # the very one held (and made in) next
-            if why is not None:
-                os.close(fd)
-                raise paths.UnsafeDir(why)
-        except (paths.UnsafeDir, OSError) as exc:
-            why = f"{getattr(exc, 'strerror', None) or exc}"
-            if why != self.rundir_trouble:  # once, while it lasts (retried every second)
-                self.journal.send(f"the runtime directory cannot be had safely ({why}): "
-                                  "nothing is made there; clients cannot reach the daemon "
-                                  "until it can", 3, SUPERVISOR_EVENT="socket")
-            self.rundir_trouble = why
-            return None
-        self.rundir_trouble = None
-        made = []
-        if _ident(os.fstat(fd)) != _ident(os.fstat(self.dir_fd)):
-            os.close(self.dir_fd)
-            self.dir_fd = fd
-            made.append("the directory")
-        else:
-            os.close(fd)
-        try:
-            there = _ident(os.stat(self.lock.path, follow_symlinks=False))
-        except OSError:
-            there = None
-        if there != _ident(os.fstat(self.lock.file_fd)):
-            try:
-                self.lock.take_file()
-                made.append("the lock")
-            except (Held, OSError) as exc:  # Held: a daemon in another network namespace
-                why = "another daemon holds it" if isinstance(exc, Held) else \
-                    (exc.strerror or str(exc))
-                self.journal.send(f"cannot lock {self.lock.path} again: {why}", 3,
-                                  SUPERVISOR_EVENT="socket")
-        name = os.path.basename(self.state_path)
-        if not os.path.lexists(os.path.join(base, name)):
-            self.shell.dirty = True
-            if self.save_state():
-                made.append("the state")
-        if self.journal.move_log(self.dir_fd):
-            made.append("the log")
-        if made[:1] == ["the directory"] or any(n.endswith(".out") for n in names):
-            self.shell.outputs.moved(self.dir_fd)  # the log relay's files, gone too
-        if made and self.kept_before:  # (the first look, at start, finds nothing removed)
-            self.journal.send(f"{', '.join(made)} removed from {base}: made again", 4,
-                              SUPERVISOR_EVENT="socket")
-        self.kept_before = True
-        return self.dir_fd
+    def _save_anew(self) -> bool:
+        """The state file, written again whole (it was removed)."""
+        self.shell.dirty = True
+        return self.save_state()
 
     def _not_saved(self) -> None:
         """The state of this turn is not on disk: what its commands made is undone, and
@@ -503,7 +454,7 @@ class Daemon:
         self.sel.unregister(self.sigfd)
         self.sigfd.close()
         self.sel.close()
-        os.close(self.dir_fd)
+        self.rundir.close()
 
     # ---- signals -------------------------------------------------------------------------
 
@@ -667,7 +618,3 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-
-
-def _ident(st: os.stat_result) -> tuple[int, int]:
-    return st.st_dev, st.st_ino
