@@ -306,21 +306,22 @@ class Daemon:
                               f"{ended} ended meanwhile)", 5, SUPERVISOR_EVENT="recovered")
             if bad:  # the file set aside holds them: what was taken back is on disk at once
                 self.save_state()
+        if (data is None or bad) and self._take_back_found(stored):
+            stored = None  # (what was not theirs, closed)
         for pid, fd in (stored or {}).items():  # no state to match them with
             os.close(fd)
             self.notifier.stored.add(pid)
             self.notifier.drop(pid)
-        if data is None or bad:  # no record of some of what runs in our cgroups
-            self._take_back_found()
         killed = self.shell.sweep_cgroups()
         if killed:
             self.journal.send(f"killed {killed} processes left in cgroups of ours that no "
                               "service claims", 4, SUPERVISOR_EVENT="orphans-killed")
 
-    def _take_back_found(self) -> None:
+    def _take_back_found(self, stored: dict[int, int] | None) -> bool:
         """The services found running in cgroups of ours with no record of them (see
         :mod:`supervisor.found`): taken back, as the config file declares them or opened,
-        and on disk at once."""
+        and on disk at once; through the pidfd the manager's fd store kept of a process,
+        where it did (``stored``, consumed when anything was found: then True)."""
         def declared() -> dict:
             try:
                 return declare.plan(self.commands, prune=False, skip_bad=True).new
@@ -335,8 +336,9 @@ class Daemon:
                                  f"in cgroup {cgroup} with no record of it: taken back {how}",
                                  4)
         if entries:
-            self.shell.take_back(entries)
+            self.shell.take_back(entries, stored=stored)
             self.save_state()
+        return bool(entries)
 
     def apply_config(self) -> None:
         """At start (after recovery): the config file's services (``declare.at_start``)."""

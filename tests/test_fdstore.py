@@ -21,6 +21,7 @@ import tempfile
 import time
 
 from conftest import Supervisor, alive, wait_until
+from journald import journal_mark, wait_for_entry
 from timeouts import TIMEOUT
 
 LAUNCH = """
@@ -155,3 +156,33 @@ def test_the_fd_store_keeps_identity_and_exit_status_across_a_crash(rundir, tmp_
 def _cmdline(pid: int) -> list[str]:
     with open(f"/proc/{pid}/cmdline", "rb") as f:
         return [p.decode() for p in f.read().split(b"\0") if p]
+
+
+def test_a_service_found_with_no_state_file_is_taken_back_through_the_fd_store(rundir):
+    """The state file gone after a crash: the service found running in its cgroup is
+    taken back through the pidfd the store kept (the very process), and the store keeps
+    it; before, that pidfd was let go as matching no service."""
+    manager = FakeManager(os.path.join(rundir, "notify"))
+    s = Supervisor(rundir)
+    try:
+        manager.start(rundir)
+        keeps = s.create("/bin/sleep", ["600"], name="keeps", output="null")
+        wait_until(lambda: _stored(manager, keeps["pid"]), what="its pidfd stored")
+        manager.crash()
+        os.unlink(os.path.join(rundir, "0.state.json"))
+        mark = journal_mark()
+        manager.start(rundir)
+        wait_for_entry(lambda e: "through the fd store" in e["MESSAGE"], since=mark,
+                       SUPERVISOR_EVENT="recovered", SERVICE_NAME="keeps")
+        [back] = s.json("list-supervisor")["services"]
+        assert (back["name"], back["pid"], back["opened"]) == ("keeps", keeps["pid"], True)
+        assert _stored(manager, keeps["pid"])
+        s.ok("stop-service", "keeps")  # opened: a close would leave it running
+        wait_until(lambda: not alive(keeps["pid"]), what="it to stop")
+        wait_until(lambda: not _stored(manager, keeps["pid"]), what="the store to drop it")
+    finally:
+        with contextlib.suppress(Exception):
+            s.run("close", "-i", "0")
+        manager.close()
+        if alive(keeps["pid"]):
+            os.kill(keeps["pid"], 9)
