@@ -120,6 +120,13 @@ def ensure_runtime_dir() -> str:
     """Create the runtime directory (mode 0700) where it is missing, and return it once it
     is ours alone; :class:`UnsafeDir` otherwise."""
     path = os.path.abspath(runtime_dir())
+    if not os.path.lexists(path):  # nothing is made under a way another user could change
+        above = os.path.dirname(path)
+        while above != "/" and not os.path.lexists(above):
+            above = os.path.dirname(above)
+        why = _why_unsafe_way(above, path, os.geteuid(), 0)
+        if why is not None:
+            raise UnsafeDir(why)
     try:
         os.makedirs(path, mode=0o700, exist_ok=True)
     except OSError as exc:

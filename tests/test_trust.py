@@ -106,6 +106,18 @@ def test_a_runtime_dir_under_a_dir_another_user_owns_is_refused(other_user, shar
     assert f"a directory of uid {other_user.pw_uid}" in result.stderr
 
 
+def test_nothing_is_made_under_a_dir_another_user_owns(other_user, shared_dir):
+    """The runtime directory missing, under a directory of another user's: refused before
+    anything is made there (before, the daemon made it, and only then refused it)."""
+    parent = os.path.join(shared_dir, "theirs")
+    os.mkdir(parent, 0o755)
+    os.chown(parent, other_user.pw_uid, other_user.pw_gid)
+    rundir = os.path.join(parent, "a", "run")
+    result = run_daemon(rundir)
+    assert result.returncode == 1
+    assert f"a directory of uid {other_user.pw_uid}" in result.stderr
+    assert os.listdir(parent) == []
+
 def test_links_planted_in_the_runtime_dir_are_never_followed(rundir, shared_dir):
     # the temporary state file and the state file itself: never followed, never truncated
     victim = os.path.join(shared_dir, "victim")
