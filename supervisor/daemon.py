@@ -327,8 +327,10 @@ class Daemon:
                 return declare.plan(self.commands, prune=False, skip_bad=True).new
             except CommandError:  # a config that cannot be read: at_start journals why
                 return {}
+        records = self.shell.records.values()
+        claimed = {r.cgroup for r in records if r.proc is not None and r.cgroup}
         entries = found.entries(self.shell.cgroups, set(self.shell.records), declared,
-                                time.time()) if self.shell.cgroups else []
+                                time.time(), claimed) if self.shell.cgroups else []
         for svc, _, cgroup in entries:
             how = "as the config file declares it" if svc.declared else \
                 "opened: watched, never started again (how to start it was in the state)"

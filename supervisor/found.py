@@ -41,15 +41,16 @@ def name_of(cgroup: str, dirs: set[str], taken: set[str]) -> str | None:
 
 
 def entries(cgroups, taken: set[str], declared: Callable[[], dict[str, Service]],
-            now: float) -> list[tuple[Service, int, str]]:
+            now: float, claimed: set[str] = frozenset()) -> list[tuple[Service, int, str]]:
     """What :meth:`Shell.take_back` takes for each cgroup of ``cgroups`` that holds
     processes and names no service of ``taken`` (which it extends): (service, start ticks
-    of its process, cgroup). ``declared()``: the config file's services by name, as made
-    (asked only once something is found: a boot's start, with no state file, is not
-    slowed)."""
+    of its process, cgroup); a cgroup of ``claimed`` is a service's taken back already
+    (``svc-web.2``: web's, after a restart), never found again. ``declared()``: the
+    config file's services by name, as made (asked only once something is found: a
+    boot's start, with no state file, is not slowed)."""
     found = []
     dirs = set(cgroups.dirs())
-    for cgroup in sorted(dirs):
+    for cgroup in sorted(dirs - set(claimed)):
         aged = [(ticks, pid) for pid in cgroups.pids(cgroup)
                 if (ticks := state.start_ticks(pid)) is not None]
         name = name_of(cgroup, dirs, taken) if aged else None

@@ -463,6 +463,28 @@ def test_a_service_found_with_no_state_is_one_service_with_its_children(sup, tmp
     wait_until(lambda: not alive(child), what="what it left to be killed")
 
 
+def test_a_service_restarted_into_a_new_cgroup_is_not_found_again(sup):
+    """A partly bad state file: a service taken back from its good entry, whose cgroup is
+    ``svc-web.2`` (it was restarted after a kill), is not also found there as an opened
+    ``web.2`` (one process, two services: its end seen by one, the other stuck)."""
+    web = sup.create("/bin/sh", ["-c", "sleep 600 & wait"], name="web", output="null",
+                     restart="always")  # what it leaves, killed: its next cgroup is new
+    sup.create("/bin/sleep", ["601"], name="db", output="null")
+    wait_until(lambda: children_of(web["pid"]), what="web's child")
+    os.kill(web["pid"], signal.SIGKILL)
+    wait_until(lambda: sup.status("web")["pid"] not in (None, web["pid"]),
+               what="web to restart")
+    pid = sup.status("web")["pid"]
+    _kill_daemon(sup)
+    _edit_state(sup, lambda doc: [e.update(restarts=-1) for e in doc["services"]
+                                  if e["name"] == "db"])
+    sup.ok("init", "-i", "0")
+    listing = {s["name"]: s for s in sup.json("list-supervisor")["services"]}
+    assert set(listing) == {"web", "db"} and listing["web"]["pid"] == pid
+    sup.ok("restart-service", "web")
+    assert sup.status("web")["pid"] != pid
+    sup.ok("stop-service", "db")
+
 def test_the_service_a_cgroup_is_of():
     """``svc-web.2`` is the cgroup of web's start after a kill, unless ``svc-web`` is there
     too (then it is web.2's); a name taken already, or no name at all, is not used."""
