@@ -16,6 +16,8 @@ Errors raise :class:`SupervisorError` subclasses whose ``exit_code`` is the CLI'
 from __future__ import annotations
 
 import _socket  # not `socket`: see Client.connect
+import _thread  # not `threading`: a lock is all a Client needs (and the CLI starts fast)
+import math
 import os
 import sys
 import time
@@ -27,6 +29,10 @@ if TYPE_CHECKING:
     from typing import Any
 
 DEFAULT_TIMEOUT = 30.0
+# create_service's keyword arguments beyond those it names (docs/reference.md)
+_CREATE_OPTIONS = frozenset(("at", "every", "cron", "restart", "restart_delay",
+                             "restart_max_delay", "start_limit", "env", "env_file", "user",
+                             "stop_signal", "stop_timeout", "autostart"))
 START_TIMEOUT = 10.0
 _WINDOW = 512  # pipelined requests a window; two windows are in flight at once
 
@@ -49,6 +55,14 @@ class RemoteError(SupervisorError):
         self.exit_code = 2 if code in ("invalid-argument", "invalid-config") else 1
 
 
+class InvalidArgument(SupervisorError, TypeError, ValueError):
+    """A call the client refuses before anything is sent: an argument of the wrong type
+    or value (a usage error, exit code 2). It is a TypeError and a ValueError too."""
+
+    exit_code = 2
+    code = "invalid-argument"
+
+
 class NotRunning(SupervisorError):
     exit_code = 3
 
@@ -57,21 +71,69 @@ class NotAnswering(NotRunning):
     """It listens, but did not answer in time (hung, stopped, overloaded)."""
 
 
+def _instance(instance) -> int:
+    try:
+        return paths.parse_instance(instance)
+    except ValueError as exc:
+        raise InvalidArgument(str(exc)) from None
+
+
+def _words(value, what: str) -> list:
+    """``value`` as a list: a str (or bytes) is one word, never its characters."""
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+        raise InvalidArgument(f"{what} must be a list, not {type(value).__name__} "
+                              f"{value!r:.60}")
+    return list(value)
+
+
+class _Stale(Exception):
+    """A kept connection the daemon closed, found before anything was sent on it."""
+
+
+def _hung_up(sock) -> bool:
+    """Whether the daemon closed ``sock`` (or it broke): an end of file, or an error,
+    waiting to be read (a kept connection has nothing else unread)."""
+    timeout = sock.gettimeout()
+    sock.settimeout(0)  # (with a timeout, recv would wait for data first, whatever its flags)
+    try:
+        return sock.recv(1, _socket.MSG_PEEK) == b""
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+    finally:
+        sock.settimeout(timeout)
+
+
 class Client:
-    """A connection to one instance. Requests may be pipelined with :meth:`pipeline`."""
+    """A connection to one instance. Requests may be pipelined with :meth:`pipeline`.
+
+    One Client may be shared by threads (one call at a time goes through it); in a child
+    made by ``fork()`` it connects anew. A call that failed on the way (a timeout, the
+    daemon gone, an interrupt) drops the connection: the next call connects again, and
+    never reads an answer meant for another; one the daemon had closed before the call
+    (it was closed, or crashed, and another started) is made anew."""
 
     def __init__(self, instance: int = 0, *, runtime_dir: str | None = None,
                  timeout: float | None = DEFAULT_TIMEOUT) -> None:
-        self.instance = paths.parse_instance(instance)
+        self.instance = _instance(instance)
         self.path = paths.socket_path(self.instance, runtime_dir)
+        if timeout is not None and (isinstance(timeout, bool) or not isinstance(
+                timeout, (int, float)) or not math.isfinite(timeout) or timeout <= 0):
+            raise InvalidArgument(f"timeout must be a number of seconds above 0, or None, "
+                                  f"not {timeout!r:.60}")
         self.timeout = timeout
         self._sock: _socket.socket | None = None
+        self._pid = 0  # the process that connected
         self._buf = bytearray()
         self._next_id = 0
+        self._lock = _thread.allocate_lock()
 
     # connection
 
     def connect(self) -> Client:
+        if self._sock is not None and self._pid != os.getpid():  # a child of fork()
+            self._drop()
         if self._sock is None:
             # The C socket object that `socket.socket` subclasses: it has all a Client
             # uses (connect, settimeout, sendall, recv, close), and importing it costs
@@ -104,13 +166,19 @@ class Client:
                 sock.close()
                 raise SupervisorError(f"{self.path} is served by uid {uid}, who does not own "
                                       f"{where}: not talking to it")
-            self._sock = sock
+            self._sock, self._pid = sock, os.getpid()
+            self._buf.clear()
         return self
 
     def close(self) -> None:
+        self._drop()
+
+    def _drop(self) -> None:
+        """Forget the connection (and whatever was read of it)."""
         if self._sock is not None:
             self._sock.close()
             self._sock = None
+        self._buf.clear()
 
     def __enter__(self) -> Client:
         return self.connect()
@@ -130,18 +198,56 @@ class Client:
     def pipeline(self, calls: list[tuple[str, dict]]) -> list[Any]:
         """Send the requests without waiting for each answer, and return the answers in
         order: each a result or a :class:`RemoteError` instance (returned, not raised).
-        Requests go out in windows, so a huge pipeline never fills both directions."""
-        self.connect()
+        Requests go out in windows, so a huge pipeline never fills both directions. Every
+        request is checked (encoded) before the first is sent."""
+        with self._lock:
+            lines = self._encode(calls)
+            reused = self._sock is not None and self._pid == os.getpid()
+            self.connect()
+            try:
+                try:
+                    return self._exchange(lines, stale_ok=reused)
+                except _Stale:  # a daemon that has gone since: it was sent nothing
+                    self._drop()
+                    self.connect()
+                    return self._exchange(lines)
+            except BaseException:  # out of step with the daemon: never read on from here
+                self._drop()
+                raise
+
+    def _encode(self, calls) -> list[bytes]:
+        lines = []
+        first = self._next_id
+        for i, call in enumerate(_words(calls, "a pipeline")):
+            try:
+                cmd, args = call
+            except (TypeError, ValueError):
+                raise InvalidArgument(f"request {i} must be a (command, arguments) pair, "
+                                      f"not {call!r:.60}") from None
+            if not isinstance(cmd, str) or not isinstance(args, dict):
+                raise InvalidArgument(f"request {i} must be a (str, dict) pair, not "
+                                      f"{call!r:.60}")
+            try:
+                lines.append(protocol.encode_request(first + i, cmd, args))
+            except (TypeError, ValueError) as exc:  # bytes, a set, NaN...
+                raise InvalidArgument(f"{cmd}: {exc}") from None
+        self._next_id += len(lines)
+        return lines
+
+    def _exchange(self, lines: list[bytes], stale_ok: bool = False) -> list[Any]:
+        """Send ``lines``, read their answers. ``stale_ok``: a connection kept from before,
+        which the daemon may have closed since (a close, a crash): where it did, raise
+        :class:`_Stale` before anything is sent (for a new connection to carry them)."""
         answers: list[Any] = []
-        windows = []  # (first id, size): at most two in flight, so both sides stay busy
+        windows = []  # (first line, size): at most two in flight, so both sides stay busy
+        first_id = self._next_id - len(lines)
+        if stale_ok and _hung_up(self._sock):
+            raise _Stale
         try:
-            for start in range(0, len(calls), _WINDOW):
-                window = calls[start:start + _WINDOW]
-                first = self._next_id
-                self._next_id += len(window)
-                self._sock.sendall(b"".join(protocol.encode_request(first + i, cmd, args)
-                                            for i, (cmd, args) in enumerate(window)))
-                windows.append((first, len(window)))
+            for start in range(0, len(lines), _WINDOW):
+                window = lines[start:start + _WINDOW]
+                self._sock.sendall(b"".join(window))
+                windows.append((first_id + start, len(window)))
                 if len(windows) == 2:
                     first, size = windows.pop(0)
                     answers += [self._read_answer(first + i) for i in range(size)]
@@ -151,7 +257,7 @@ class Client:
             raise NotRunning(f"instance {self.instance} closed the connection") from None
         except TimeoutError:
             raise NotAnswering(f"instance {self.instance} did not answer within "
-                             f"{self.timeout:g} s") from None
+                               f"{self.timeout:g} s") from None
         return answers
 
     def _read_answer(self, req_id: int) -> Any:
@@ -169,11 +275,9 @@ class Client:
             rid, ok, value = protocol.decode_response(line)
         except protocol.ProtocolError as exc:
             raise SupervisorError(exc.message) from None
-        if not ok:
-            return RemoteError(*value)
-        if rid != req_id:
+        if rid != req_id and (ok or rid is not None):  # (an error may name no request)
             raise SupervisorError(f"answer {rid!r} came for request {req_id}")
-        return value
+        return value if ok else RemoteError(*value)
 
     # the commands
 
@@ -194,9 +298,19 @@ class Client:
         ``start_limit`` ("K/T"), and the service's context: ``env`` (a dict),
         ``env_file`` (an absolute path), ``user`` ("USER[:GROUP]"), ``stop_signal``
         ("TERM", 15), ``stop_timeout`` (seconds)."""
-        req: dict[str, Any] = {"path": path, "args": list(args),
+        unknown = sorted(set(schedule) - _CREATE_OPTIONS)
+        if unknown:
+            raise InvalidArgument(f"create_service() got an unexpected keyword argument "
+                                  f"{unknown[0]!r}")
+        if cwd is None:
+            try:
+                cwd = os.getcwd()
+            except OSError as exc:
+                raise InvalidArgument(f"the current directory cannot be had "
+                                      f"({exc.strerror}): give cwd") from None
+        req: dict[str, Any] = {"path": path, "args": _words(args, "args"),
                                "create_stopped": create_stopped, "delay": delay,
-                               "cwd": cwd or os.getcwd(), "output": output, **schedule}
+                               "cwd": cwd, "output": output, **schedule}
         if restart_times is not None:
             req["restart_times"] = restart_times
         if name is not None:
@@ -228,7 +342,7 @@ class Client:
         return self.call("list-supervisor", usage=usage)
 
     def supervisor_freelist(self, services: list[str | int]) -> dict:
-        return self.call("supervisor-freelist", services=list(services))
+        return self.call("supervisor-freelist", services=_words(services, "services"))
 
     def supervisor_cancel(self, service: str | int) -> dict:
         return self.call("supervisor-cancel", service=service)
@@ -329,6 +443,7 @@ def list_supervisors(runtime_dir: str | None = None) -> list[dict]:
 def init(instance: int, *, runtime_dir: str | None = None,
          timeout: float = START_TIMEOUT) -> tuple[dict, bool]:
     """Make sure ``instance`` runs: (its info, whether this call started it)."""
+    instance = _instance(instance)
     try:
         with Client(instance, runtime_dir=runtime_dir, timeout=5) as c:
             info = c.info()
@@ -384,6 +499,7 @@ def start_daemon(instance: int, *, runtime_dir: str | None = None,
     """Start the daemon of ``instance`` detached (its own session, stdin on /dev/null,
     output appended to ``<runtime dir>/<N>.log``) and wait until it reports READY=1 on a
     notify socket of ours. Returns its pid."""
+    instance = _instance(instance)
     import contextlib
     import selectors
     import signal
@@ -468,6 +584,7 @@ def _log_tail(path: str, start: int) -> str:
 def close_instance(instance: int, *, runtime_dir: str | None = None,
                    timeout: float | None = None) -> dict:
     """Shut ``instance`` down and wait until its daemon has exited."""
+    instance = _instance(instance)
     import selectors
 
     from supervisor import process
@@ -492,5 +609,5 @@ def close_instance(instance: int, *, runtime_dir: str | None = None,
     return answer
 
 
-__all__ = ["Client", "NotRunning", "RemoteError", "SupervisorError", "close_instance",
-           "init", "list_supervisors", "start_daemon"]
+__all__ = ["Client", "InvalidArgument", "NotAnswering", "NotRunning", "RemoteError",
+           "SupervisorError", "close_instance", "init", "list_supervisors", "start_daemon"]

@@ -293,7 +293,16 @@ class Commands:
                 "stopping": d.stopping, "generation": d.generation,
                 "journal": d.journal.to_journal}
 
+    CREATE_KEYS = frozenset((
+        "path", "args", "name", "restart_times", "delay", "autostart", "create_stopped",
+        "output", "cwd", "env", "env_file", "user", "stop_signal", "stop_timeout", "restart",
+        "restart_delay", "restart_max_delay", "start_limit", "at", "every", "cron"))
+
     def create(self, args) -> dict:
+        unknown = sorted(set(args) - self.CREATE_KEYS)
+        if unknown:  # a misspelt option must not be dropped without a word
+            raise CommandError("invalid-argument", f"create-service takes no argument "
+                               f"{unknown[0]!r}", unknown[0])
         fields = self._definition(args)
         name = self._new_name(args, os.path.basename(fields["command"][0]))
         svc = Service(name=name, **fields)
@@ -330,7 +339,9 @@ class Commands:
         cwd = arg(args, "cwd", str, "/")
         _bytes_of(cwd)
         if not os.path.isabs(cwd) or not os.path.isdir(cwd):
-            raise CommandError("invalid-argument", f"--cwd {cwd}: no such directory", "cwd")
+            why = "not an absolute path" if not os.path.isabs(cwd) else \
+                "not a directory" if os.path.exists(cwd) else "no such directory"
+            raise CommandError("invalid-argument", f"--cwd {cwd}: {why}", "cwd")
         context_fields = _context(args)
         why = process.check_executable(path, deferred=stopped)
         if why is not None:

@@ -157,6 +157,8 @@ def parse_instance(text: str | int | None) -> int:
     """The instance number, or ValueError with a clear sentence."""
     if text is None:
         return 0
+    if isinstance(text, bool) or not isinstance(text, (int, str)):  # 70.9 is no instance
+        raise ValueError(f"instance must be a number from 0 to 99, not {text!r}")
     if isinstance(text, str) and not (text.isascii() and text.isdigit()):
         # int() would take " 7", Arabic-Indic digits or "7_0": not an instance number
         raise ValueError(f"instance must be a number from 0 to 99, not {text!r}")

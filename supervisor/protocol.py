@@ -109,13 +109,28 @@ def _finite(text: str) -> float:
     return value
 
 
+def _unique(pairs: list) -> dict:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):  # which one a reader takes differs: {"cmd": a, "cmd": b}
+        seen = set()
+        twice = next(k for k, _ in pairs if k in seen or seen.add(k))
+        raise ValueError(f"key {twice!r} is given twice")
+    return obj
+
+
 def decode_request(line: bytes) -> Request:
     size = len(line) + (not line.endswith(b"\n"))  # its newline counts, taken off or not
     if size > MAX_REQUEST:
         raise ProtocolError("request-too-large", f"request of {size} bytes is over 1 MiB")
     try:
-        obj = json.loads(line, parse_constant=_no_constant, parse_float=_finite)
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        text = line.decode()  # UTF-8 alone (json.loads would take UTF-16 and UTF-32 bytes)
+    except UnicodeDecodeError as exc:
+        raise ProtocolError("bad-request", f"request is not UTF-8: byte "
+                            f"{line[exc.start]:#04x} at {exc.start}") from None
+    try:
+        obj = json.loads(text, parse_constant=_no_constant, parse_float=_finite,
+                         object_pairs_hook=_unique)
+    except (ValueError, RecursionError) as exc:
         raise ProtocolError("bad-request", f"request is not valid JSON: {exc}") from None
     if not isinstance(obj, dict):
         raise ProtocolError("bad-request", "request must be a JSON object")

@@ -223,11 +223,13 @@ def rundir():
     # short: a unix socket path must fit in 108 bytes
     path = tempfile.mkdtemp(prefix="sv-", dir="/tmp")
     yield path
-    for sock in Path(path).glob("*.sock"):  # whatever a test started and left running
-        if sock.stem.isdigit():
-            close_instance(Supervisor(path, int(sock.stem)))
-    _kill_unreachable_daemons(path)
-    shutil.rmtree(path, ignore_errors=True)
+    try:
+        for sock in Path(path).glob("*.sock"):  # whatever a test started and left running
+            if sock.stem.isdigit():
+                close_instance(Supervisor(path, int(sock.stem)))
+    finally:  # (a directory the test made unsafe cannot be talked to: killed all the same)
+        _kill_unreachable_daemons(path)
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def _kill_unreachable_daemons(rundir: str) -> None:

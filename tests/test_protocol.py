@@ -285,3 +285,17 @@ def test_a_long_error_message_keeps_its_head_and_tail_in_bounds():
     assert len(out) < MAX_MESSAGE + 60
     assert out.startswith("no service 'xxx") and out.endswith("xxx' in instance 0")
     assert f"({len(long) - MAX_MESSAGE:,} characters left out)" in out
+
+
+@pytest.mark.parametrize("line", [
+    b'{"v":1,"id":1,"cmd":"ping","cmd":"shutdown"}',  # which one counts differs by reader
+    b'{"v":1,"id":1,"cmd":"ping","args":{"a":1,"a":2}}',
+    '{"v":1,"id":1,"cmd":"ping"}'.encode("utf-16"),  # json.loads alone takes it
+    '{"v":1,"id":1,"cmd":"ping"}'.encode("utf-32"),
+    b'\xff\xfe{"v":1}',
+])
+def test_a_key_given_twice_or_a_request_not_in_utf8_is_refused(line):
+    with pytest.raises(protocol.ProtocolError) as info:
+        protocol.decode_request(line)
+    assert info.value.code == "bad-request"
+    assert "twice" in info.value.message or "not UTF-8" in info.value.message
