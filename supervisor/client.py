@@ -29,10 +29,6 @@ if TYPE_CHECKING:
     from typing import Any
 
 DEFAULT_TIMEOUT = 30.0
-# create_service's keyword arguments beyond those it names (docs/reference.md)
-_CREATE_OPTIONS = frozenset(("at", "every", "cron", "restart", "restart_delay",
-                             "restart_max_delay", "start_limit", "env", "env_file", "user",
-                             "stop_signal", "stop_timeout", "autostart"))
 START_TIMEOUT = 10.0
 _WINDOW = 512  # pipelined requests a window; two windows are in flight at once
 
@@ -298,7 +294,7 @@ class Client:
         ``start_limit`` ("K/T"), and the service's context: ``env`` (a dict),
         ``env_file`` (an absolute path), ``user`` ("USER[:GROUP]"), ``stop_signal``
         ("TERM", 15), ``stop_timeout`` (seconds)."""
-        unknown = sorted(set(schedule) - _CREATE_OPTIONS)
+        unknown = sorted(set(schedule) - protocol.CREATE_ARGS)
         if unknown:
             raise InvalidArgument(f"create_service() got an unexpected keyword argument "
                                   f"{unknown[0]!r}")

@@ -293,13 +293,8 @@ class Commands:
                 "stopping": d.stopping, "generation": d.generation,
                 "journal": d.journal.to_journal}
 
-    CREATE_KEYS = frozenset((
-        "path", "args", "name", "restart_times", "delay", "autostart", "create_stopped",
-        "output", "cwd", "env", "env_file", "user", "stop_signal", "stop_timeout", "restart",
-        "restart_delay", "restart_max_delay", "start_limit", "at", "every", "cron"))
-
     def create(self, args) -> dict:
-        unknown = sorted(set(args) - self.CREATE_KEYS)
+        unknown = sorted(set(args) - protocol.CREATE_ARGS)
         if unknown:  # a misspelt option must not be dropped without a word
             raise CommandError("invalid-argument", f"create-service takes no argument "
                                f"{unknown[0]!r}", unknown[0])

@@ -90,9 +90,6 @@ class Daemon:
         self.server = Server(self.sel, listener, self._handle_line, self._refuse)
         def said(message: str, priority: int) -> None:  # of the socket, the directory
             self.journal.send(message, priority, SUPERVISOR_EVENT="socket")
-        self.keeper = SocketKeeper(  # its path, where the daemon made it (not activated)
-            self.server, socket_path, said, lambda names: self.rundir.keep(names),
-            lambda seconds, fn: self.timers.call_at(self.timers.now() + seconds, fn))
         self.commands = Commands(self)
         self.state_path = paths.state_path(instance, rundir)
         # the runtime directory, held open (the state is written relative to it) and kept
@@ -100,6 +97,9 @@ class Daemon:
             rundir, os.path.basename(self.state_path), log=said,
             lock=lambda: self.lock, save=self._save_anew, moved=self.shell.outputs.moved,
             move_log=self.journal.move_log)
+        self.keeper = SocketKeeper(  # its path, where the daemon made it (not activated)
+            self.server, socket_path, said, self.rundir.keep,
+            lambda seconds, fn: self.timers.call_at(self.timers.now() + seconds, fn))
         self.journal.keep_log(self.dir_fd, os.path.basename(paths.log_path(instance)))
         self.shell.outputs.inherit_as_journal = self.journal.keeps_log
         self.boot_id = state.boot_id()
@@ -327,10 +327,9 @@ class Daemon:
                 return declare.plan(self.commands, prune=False, skip_bad=True).new
             except CommandError:  # a config that cannot be read: at_start journals why
                 return {}
-        records = self.shell.records.values()
-        claimed = {r.cgroup for r in records if r.proc is not None and r.cgroup}
         entries = found.entries(self.shell.cgroups, set(self.shell.records), declared,
-                                time.time(), claimed) if self.shell.cgroups else []
+                                time.time(), self.shell.claimed_cgroups()) \
+            if self.shell.cgroups else []
         for svc, _, cgroup in entries:
             how = "as the config file declares it" if svc.declared else \
                 "opened: watched, never started again (how to start it was in the state)"

@@ -49,8 +49,9 @@ def entries(cgroups, taken: set[str], declared: Callable[[], dict[str, Service]]
     config file's services by name, as made (asked only once something is found: a
     boot's start, with no state file, is not slowed)."""
     found = []
+    made: dict[str, Service] | None = None  # declared(), once asked
     dirs = set(cgroups.dirs())
-    for cgroup in sorted(dirs - set(claimed)):
+    for cgroup in sorted(dirs - claimed):
         aged = [(ticks, pid) for pid in cgroups.pids(cgroup)
                 if (ticks := state.start_ticks(pid)) is not None]
         name = name_of(cgroup, dirs, taken) if aged else None
@@ -59,9 +60,9 @@ def entries(cgroups, taken: set[str], declared: Callable[[], dict[str, Service]]
         ticks, pid = min(aged)
         stopped = bool(process.is_stopped(pid))
         started = process.start_time(pid) or now
-        if not isinstance(declared, dict):
-            declared = declared()
-        svc = declared.get(name)
+        if made is None:
+            made = declared()
+        svc = made.get(name)
         if svc is not None:
             svc = dataclasses.replace(
                 svc, state=State.STOPPED if stopped else State.RUNNING, pid=pid, pids=(pid,),

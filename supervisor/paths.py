@@ -60,27 +60,27 @@ def why_unsafe(path: str, owner: int | None = None) -> str | None:
         return f"runtime directory {path} is a symbolic link"
     if not stat.S_ISDIR(st.st_mode):
         return f"runtime directory {path} is not a directory"
+    why = _why_not_ours(st, path, owner)
+    if why is not None:
+        return why
+    return _why_unsafe_way(os.path.dirname(path), path, st.st_uid, 0)
+
+
+def _why_not_ours(st: os.stat_result, path: str, owner: int | None) -> str | None:
+    """Why the directory of ``st`` is not ``owner``'s alone (None: whoever owns it)."""
     if owner is not None and st.st_uid != owner:
         return f"runtime directory {path} belongs to uid {st.st_uid}, not to uid {owner}"
-    owner = st.st_uid
     if st.st_mode & 0o022:
         return (f"runtime directory {path} is writable by group or others "
                 f"(mode {stat.S_IMODE(st.st_mode):04o})")
-    return _why_unsafe_way(os.path.dirname(path), path, owner, 0)
+    return None
 
 
 def why_unsafe_fd(fd: int, path: str) -> str | None:
     """Why the directory open as ``fd`` (found at ``path``) is not ours alone, or None:
     what :func:`why_unsafe` checked at the path, checked again on the directory held, for
     another may have been put there, or its owner or mode changed, since."""
-    st = os.fstat(fd)
-    if st.st_uid != os.geteuid():
-        return f"runtime directory {path} belongs to uid {st.st_uid}, not to uid " \
-               f"{os.geteuid()}"
-    if st.st_mode & 0o022:
-        return (f"runtime directory {path} is writable by group or others "
-                f"(mode {stat.S_IMODE(st.st_mode):04o})")
-    return None
+    return _why_not_ours(os.fstat(fd), path, os.geteuid())
 
 
 def _why_unsafe_way(way: str, path: str, owner: int, depth: int) -> str | None:

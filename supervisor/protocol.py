@@ -98,6 +98,13 @@ def encode_request(req_id: Any, cmd: str, args: dict | None = None) -> bytes:
     return _dumps({"v": VERSION, "id": req_id, "cmd": cmd, "args": args or {}})
 
 
+# the arguments create-service takes (docs/reference.md): one more is a mistake, said
+CREATE_ARGS = frozenset((
+    "path", "args", "name", "restart_times", "delay", "autostart", "create_stopped",
+    "output", "cwd", "env", "env_file", "user", "stop_signal", "stop_timeout", "restart",
+    "restart_delay", "restart_max_delay", "start_limit", "at", "every", "cron"))
+
+
 def _no_constant(name: str):
     raise ValueError(f"{name} is not JSON")  # Python's json takes NaN and Infinity
 

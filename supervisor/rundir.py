@@ -1,5 +1,5 @@
 """The runtime directory of a running daemon: held open (the state file is written
-relative to it), and kept (docs/design.md, "The runtime directory").
+relative to it), and kept (docs/reference.md, "Paths and environment").
 
 A clean-up (``rm -rf``, a tmpfiles rule) may remove the directory or the daemon's files
 in it while the daemon runs. :meth:`RuntimeDir.keep`, called by the control socket's

@@ -550,14 +550,18 @@ class Shell:
         rec.svc = dataclasses.replace(
             svc, due=due, next_start=start if svc.next_start is not None else None)
 
+    def claimed_cgroups(self) -> set[str]:
+        """The cgroups a watched process of ours is in (a service's, or an orphan's)."""
+        return {rec.cgroup for rec in self.records.values() if rec.proc is not None} \
+            | {proc.cgroup for proc in self.orphans}
+
     def sweep_cgroups(self) -> int:
         """Kill whatever is in a cgroup of ours that no service claims (left by a daemon
         that died between a spawn and saving its state, or by services that ended while no
         daemon watched) and remove those cgroups. Returns how many processes it killed."""
         if not self.cgroups:
             return 0
-        claimed = {rec.cgroup for rec in self.records.values() if rec.proc is not None}
-        claimed |= {proc.cgroup for proc in self.orphans}
+        claimed = self.claimed_cgroups()
         killed = 0
         for name in self.cgroups.dirs():
             if name not in claimed:
