@@ -92,9 +92,10 @@ class Daemon:
             self.journal.send(message, priority, SUPERVISOR_EVENT="socket")
         self.commands = Commands(self)
         self.state_path = paths.state_path(instance, rundir)
+        self.state_file = state.StateFile(os.path.basename(self.state_path))
         # the runtime directory, held open (the state is written relative to it) and kept
         self.rundir = RuntimeDir(
-            rundir, os.path.basename(self.state_path), log=said,
+            rundir, (self.state_file.path, self.state_file.log_path), log=said,
             lock=lambda: self.lock, save=self._save_anew, moved=self.shell.outputs.moved,
             move_log=self.journal.move_log)
         self.keeper = SocketKeeper(  # its path, where the daemon made it (not activated)
@@ -216,15 +217,19 @@ class Daemon:
                 "boot_id": self.boot_id, "cgroups": cgroups.base if cgroups else None}
 
     def save_state(self) -> bool:
-        """Write the state document: atomically always (it survives a crash of the
-        daemon), and durably (fsync) when a client is to be told what it reports. Without a
+        """Write the services that changed to the state file's log, or the whole document
+        anew (see :class:`state.StateFile`): so that it survives a crash of the daemon
+        always, and durably (fsync) when a client is to be told what it reports. Without a
         client waiting (a restart, an exit) the fsync buys nothing: after a crash of the
         machine the next boot drops the document anyway (its boot id). False when it could
         not be written (journaled once while it keeps failing; tried again at the end of
-        every turn)."""
+        every turn, whole)."""
+        head, durable, file = self._head(), bool(self.unsaved), self.state_file
         try:
-            state.dump(os.path.basename(self.state_path), self.shell.encode(self._head()),
-                       self.dir_fd, durable=bool(self.unsaved))
+            if file.whole(head, self.dir_fd):
+                file.rewrite(head, self.shell.entries(), self.dir_fd, durable=durable)
+            else:
+                file.append(self.shell.changes(), self.dir_fd, durable=durable)
         except OSError as exc:
             why = exc.strerror or str(exc)
             if why != self.save_error:
@@ -242,6 +247,7 @@ class Daemon:
     def _save_anew(self) -> bool:
         """The state file, written again whole (it was removed)."""
         self.shell.dirty = True
+        self.state_file.close()
         return self.save_state()
 
     def _not_saved(self) -> None:
@@ -264,12 +270,17 @@ class Daemon:
         our cgroups that no service claims. A state file that cannot be trusted is set
         aside with a journal entry, never used; one of another boot is dropped. ``stored``:
         the pidfds the manager's fd store kept, by pid."""
-        path, name = self.state_path, os.path.basename(self.state_path)
+        path, name = self.state_path, self.state_file.path
         bad: list[str] = []  # entries of services that cannot be trusted: left out
+        log_trouble = None  # what is wrong with the state file's log
         try:
             data = state.load(name, self.dir_fd)
-            if data is not None:
-                head, services = state.decode(data, self.instance, bad)
+            if data is None:
+                state.remove(self.state_file.log_path, self.dir_fd)  # no file: stale
+            else:
+                doc = state.parse(data)
+                log_trouble = self._replay_log(doc)
+                head, services = state.decode_doc(doc, self.instance, bad)
                 foreign = self._foreign(head)
                 if foreign is not None:
                     raise state.StateError(foreign)
@@ -277,36 +288,42 @@ class Daemon:
                     raise state.StateError("it names no boot (boot_id): its pids may be "
                                            "another boot's")
                 if head["boot_id"] != self.boot_id:
-                    state.remove(name, self.dir_fd)
+                    self.state_file.remove(self.dir_fd)
                     self.journal.send(f"state file {path} is from before the machine last "
                                       "booted: dropped", 5, SUPERVISOR_EVENT="state-error")
                     data = None
         except state.StateError as exc:
-            try:
-                aside = f"set aside as {state.set_aside(name, time.time(), self.dir_fd)}"
-            except OSError as err:
-                aside = f"ignored (it could not be set aside: {err.strerror or err})"
-            self.journal.send(f"state file {path} cannot be trusted ({exc}): {aside}", 3,
+            aside = self._set_aside(name, "ignored (it could not be set aside: {})") \
+                or "gone already"
+            log_aside = self._set_aside(self.state_file.log_path,
+                                        "ignored (it could not be set aside: {})")
+            self.journal.send(f"state file {path} cannot be trusted ({exc}): {aside}"
+                              + (f"; its log {log_aside}" if log_aside else ""), 3,
                               SUPERVISOR_EVENT="state-error")
             data = None
+        if data is not None and log_trouble:  # what came before the wrong line is used
+            log_aside = self._set_aside(self.state_file.log_path, "not set aside ({})")
+            self.journal.send(f"state file {path}: its log cannot be trusted {log_trouble}; "
+                              f"what comes before is used; the log is {log_aside}", 3,
+                              SUPERVISOR_EVENT="state-error")
         if data is not None and bad:  # the file as it was, for a look; the rest is used
-            try:
-                aside = f"set aside as {state.set_aside(name, time.time(), self.dir_fd)}"
-            except OSError as err:
-                aside = f"not set aside ({err.strerror or err})"
+            aside = self._set_aside(name, "not set aside ({})") or "gone already"
+            log_aside = self._set_aside(self.state_file.log_path, "not set aside ({})")
             shown = "; ".join(bad[:3]) + (f"; and {len(bad) - 3} more" if len(bad) > 3 else "")
             self.journal.send(f"state file {path}: {len(bad)} of {len(bad) + len(services)} "
                               f"services cannot be trusted and are left out ({shown}); the "
-                              f"file is {aside}", 3, SUPERVISOR_EVENT="state-error")
+                              f"file is {aside}"
+                              + (f", its log {log_aside}" if log_aside else ""), 3,
+                              SUPERVISOR_EVENT="state-error")
         if data is not None:
             self._adopt_tree(head)
             adopted, ended = self.shell.take_back(services, stored=stored)
             stored = None
             self.journal.send(f"recovered {len(services)} services ({adopted} re-adopted, "
                               f"{ended} ended meanwhile)", 5, SUPERVISOR_EVENT="recovered")
-            if bad:  # the file set aside holds them: what was taken back is on disk at once
+            if bad or log_trouble:  # what was taken back is on disk at once, whole
                 self.save_state()
-        if (data is None or bad) and self._take_back_found(stored):
+        if (data is None or bad or log_trouble) and self._take_back_found(stored):
             stored = None  # (what was not theirs, closed)
         for pid, fd in (stored or {}).items():  # no state to match them with
             os.close(fd)
@@ -316,6 +333,26 @@ class Daemon:
         if killed:
             self.journal.send(f"killed {killed} processes left in cgroups of ours that no "
                               "service claims", 4, SUPERVISOR_EVENT="orphans-killed")
+
+    def _replay_log(self, doc: dict) -> str | None:
+        """The state file's log applied to its document (:func:`state.replay`): what is
+        wrong with the log, or None. One that cannot be trusted as a file applies not at
+        all."""
+        try:
+            log = state.load(self.state_file.log_path, self.dir_fd)
+        except state.StateError as exc:
+            return f"as a file ({exc})"
+        applied, trouble = state.replay(doc, log or b"")
+        return None if trouble is None else f"from line {applied + 1} ({trouble})"
+
+    def _set_aside(self, name: str, failed: str) -> str | None:
+        """Set a file of the state aside: where it went (``set aside as ...``), None when
+        there is no such file, or ``failed`` with why it could not be moved."""
+        try:
+            aside = state.set_aside(name, time.time(), self.dir_fd)
+        except OSError as err:
+            return failed.format(err.strerror or err)
+        return f"set aside as {aside}" if aside else None
 
     def _take_back_found(self, stored: dict[int, int] | None) -> bool:
         """The services found running in cgroups of ours with no record of them (see
@@ -449,6 +486,7 @@ class Daemon:
 
     def close(self) -> None:
         self.keeper.close()  # first: the socket is removed on purpose next
+        self.state_file.close()
         self.shell.close()
         self.server.close()
         self.shell.outputs.close()

@@ -21,9 +21,10 @@ FILES = [
      "The runtime directory ($SUPERVISOR_RUNTIME_DIR when set); it must be the daemon's "
      "user's own and writable by no one else."),
     ("N.sock", "The control socket of instance N (0 to 99)."),
-    ("N.state.json",
-     "Instance N's services: on disk before a change is answered; read back (and set "
-     "aside when it is not valid) when the daemon starts again."),
+    ("N.state.json, N.state.json.log",
+     "Instance N's services (the whole document, and one line a save since with the "
+     "services changed): on disk before a change is answered; read back (and set aside "
+     "when it is not valid) when the daemon starts again."),
 ]
 
 

@@ -23,14 +23,15 @@ from supervisor.lock import Held
 class RuntimeDir:
     """``path``, held open as ``fd``. ``log(message, priority)`` journals what is made
     again and what cannot be; ``lock()`` is the instance lock (``lock.InstanceLock``);
-    ``save()`` writes the state file anew (True when it is on disk); ``moved(fd)`` hands
+    ``save()`` writes the state file (``state_names``: it and its log) anew (True when it
+    is on disk); ``moved(fd)`` hands
     the log relay the directory made again; ``move_log(fd)`` makes the daemon's log file
     again where it was its stderr (True when made)."""
 
-    def __init__(self, path: str, state_name: str, *, log: Callable[[str, int], None],
+    def __init__(self, path: str, state_names: tuple[str, ...], *, log: Callable[[str, int], None],
                  lock: Callable[[], object], save: Callable[[], bool],
                  moved: Callable[[int], None], move_log: Callable[[int], bool]) -> None:
-        self.path, self.state_name = path, state_name
+        self.path, self.state_names = path, state_names
         self.fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         self.log, self.lock, self.save = log, lock, save
         self.moved, self.move_log = moved, move_log
@@ -77,7 +78,8 @@ class RuntimeDir:
                 why = "another daemon holds it" if isinstance(exc, Held) else \
                     (exc.strerror or str(exc))
                 self.log(f"cannot lock {lock.path} again: {why}", 3)
-        if not os.path.lexists(os.path.join(base, self.state_name)) and self.save():
+        if not all(os.path.lexists(os.path.join(base, n)) for n in self.state_names) \
+                and self.save():
             made.append("the state")
         if self.move_log(self.fd):
             made.append("the log")

@@ -63,6 +63,7 @@ class Shell:
         self.counts: collections.Counter[State] = collections.Counter()
         self.orphans: set[Proc] = set()  # children of forgotten services, until reaped
         self.dirty = False  # services changed since the state document was last written
+        self.touched: set[str] = set()  # the names of those services (changes())
         self.counts_changed = False
         self.on_reaped = None  # called after a process of ours was reaped (shutdown waits)
         self._queue: collections.deque[tuple[str, Event]] = collections.deque()
@@ -126,6 +127,7 @@ class Shell:
             self.counts_changed = True
         rec.svc = self._last[svc.name] = svc
         self.dirty = True
+        self.touched.add(svc.name)
         for effect in effects:
             match effect:
                 case machine.Spawn(stopped=stopped):
@@ -152,6 +154,7 @@ class Shell:
         self.records[rec.svc.name] = rec
         self.counts[rec.svc.state] += 1
         self.counts_changed = self.dirty = True
+        self.touched.add(rec.svc.name)
         for pid in rec.svc.pids:
             # a pid in its history names it, unless another service's process has that pid
             # now (the kernel gave it out again): the one that holds it wins, whatever the
@@ -166,6 +169,7 @@ class Shell:
         """``proc`` is now the service's process: watched until it ends, its pidfd kept by
         the manager's fd store where there is one (``stored``: it has it already)."""
         rec.proc, rec.ticks = proc, ticks
+        self.touched.add(rec.svc.name)
         self.by_pid[proc.pid] = rec.svc.name
         self.watcher.watch(proc, functools.partial(self._exited, rec.svc.name))
         self.fdstore.keep(proc.pid, proc.pidfd, sent=stored)
@@ -177,6 +181,7 @@ class Shell:
         del self.records[svc.name]
         self.counts[svc.state] -= 1
         self.counts_changed = self.dirty = True
+        self.touched.add(svc.name)
         for slot in list(rec.timers):
             self._cancel_timer(rec, slot)
         for pid in svc.pids:
@@ -252,6 +257,7 @@ class Shell:
             # a first start, or the last cgroup was killed: a new one (the old is removed
             # once empty)
             rec.cgroup = self.cgroups.new_dir(svc.name)
+            self.touched.add(svc.name)
         try:
             ids, env = self._context_of(svc)
             try:
@@ -333,6 +339,7 @@ class Shell:
         rec = self.records.get(name)
         if rec is not None and rec.proc is proc:
             rec.proc = None
+            self.touched.add(name)
             self.apply(name, Event(Ev.EXITED, pid=proc.pid, code=code, signal=signo))
         else:
             self.orphans.discard(proc)
@@ -390,21 +397,36 @@ class Shell:
     # ---- the state document ---------------------------------------------------------------
 
     def encode(self, head: dict) -> bytes:
-        """The state document (see ``supervisor/state.py``). Each service's entry is cached
-        until the service changes (services are immutable values), so a turn that touched
-        one service of 10,000 encodes one, not 10,000."""
-        parts = []
-        for rec in self.records.values():
-            if rec.proc is not None and rec.ticks is None:
-                rec.ticks = state.start_ticks(rec.proc.pid)  # after the spawn, off its path
-            ticks = rec.ticks if rec.proc is not None else None
-            cached = rec.cached
-            if cached is None or cached[0] is not rec.svc or cached[1] != ticks \
-                    or cached[2] != rec.cgroup:
-                cached = rec.cached = (rec.svc, ticks, rec.cgroup,
-                                       state.encode_service(rec.svc, ticks, rec.cgroup))
-            parts.append(cached[3])
-        return state.encode(head, parts)
+        """The whole state document (see ``supervisor/state.py``), for a re-exec: what is
+        saved next is unchanged by it."""
+        return state.encode(head, [self._entry(rec) for rec in self.records.values()])
+
+    def entries(self) -> dict[str, str]:
+        """Every service's entry in the state document, by name, for a save of the whole
+        document. Each is cached until the service changes (services are immutable
+        values): a save encodes only those."""
+        self.touched.clear()
+        return {name: self._entry(rec) for name, rec in self.records.items()}
+
+    def changes(self) -> dict[str, str | None]:
+        """The entries of the services changed since the last :meth:`entries` or
+        ``changes`` (None: gone), for the state file's log: a turn that touched one service
+        of 10,000 costs one, not 10,000."""
+        touched, self.touched = self.touched, set()
+        return {name: self._entry(rec) if (rec := self.records.get(name)) else None
+                for name in touched}
+
+    @staticmethod
+    def _entry(rec: Record) -> str:
+        if rec.proc is not None and rec.ticks is None:
+            rec.ticks = state.start_ticks(rec.proc.pid)  # after the spawn, off its path
+        ticks = rec.ticks if rec.proc is not None else None
+        cached = rec.cached
+        if cached is None or cached[0] is not rec.svc or cached[1] != ticks \
+                or cached[2] != rec.cgroup:
+            cached = rec.cached = (rec.svc, ticks, rec.cgroup,
+                                   state.encode_service(rec.svc, ticks, rec.cgroup))
+        return cached[3]
 
     def carried_procs(self) -> list[tuple[Proc, str | None]]:
         """Every process of ours with its service's name (None: an orphan), for a re-exec."""
@@ -547,6 +569,7 @@ class Shell:
                 else now + (svc.schedule.next_after(mono) - mono)
         due = start if wall else mono + max(0.0, start - now)
         self._arm(rec, due, wall, "start")
+        self.touched.add(svc.name)
         rec.svc = dataclasses.replace(
             svc, due=due, next_start=start if svc.next_start is not None else None)
 

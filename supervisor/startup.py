@@ -101,7 +101,7 @@ def serve(instance: int, grace: float = 5.0, reexec_fd: int | None = None) -> in
             daemon.apply_config()
         daemon.run()
         # closed on purpose: nothing to recover
-        state.remove(os.path.basename(daemon.state_path), daemon.dir_fd)
+        daemon.state_file.remove(daemon.dir_fd)
     finally:
         daemon.close()
         if owned:

@@ -19,6 +19,7 @@ from journald import ensure_journald
 from timeouts import TIMEOUT
 
 from supervisor import process
+from supervisor import state as supervisor_state
 from supervisor.client import Client, NotRunning
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -162,6 +163,28 @@ def state(pid: int) -> str | None:
 def alive(pid: int) -> bool:
     fields = process.proc_stat(pid)
     return fields is not None and fields[0] != "Z"
+
+
+def read_state(rundir: str, instance: int = 0) -> dict:
+    """The state a daemon left in ``rundir``: its state file's document brought up to date
+    with the file's log, as the next daemon reads it (``supervisor/state.py``)."""
+    path = os.path.join(rundir, f"{instance}.state.json")
+    with open(path, "rb") as f:
+        doc = supervisor_state.parse(f.read())
+    with contextlib.suppress(FileNotFoundError), open(supervisor_state.log_name(path), "rb") as f:
+        _applied, trouble = supervisor_state.replay(doc, f.read())
+        assert trouble is None, trouble
+    return doc
+
+
+def write_state(rundir: str, doc: dict, instance: int = 0) -> None:
+    """``doc`` as the whole state of ``rundir``'s daemon: the state file, with no log (for a
+    test that changes what a daemon left before the next one reads it)."""
+    path = os.path.join(rundir, f"{instance}.state.json")
+    with open(path, "w") as f:
+        json.dump(doc, f)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(supervisor_state.log_name(path))
 
 
 def marked(token: str) -> list[int]:

@@ -595,10 +595,9 @@ def _locked(path: str) -> bool:
 
 
 def _saved_names(sup) -> list[str]:
-    import json
+    from conftest import read_state
 
-    with open(os.path.join(sup.rundir, "0.state.json")) as f:
-        return [entry["name"] for entry in json.load(f)["services"]]
+    return [entry["name"] for entry in read_state(sup.rundir)["services"]]
 
 
 def test_a_removed_runtime_directory_is_made_again_with_the_daemons_files(sup):
@@ -631,6 +630,11 @@ def test_a_removed_runtime_directory_is_made_again_with_the_daemons_files(sup):
                what="the lock and the state made again")
     assert _locked(files[1])
     assert _saved_names(sup) == ["kept"]
+    # the state file's log alone: the state is written whole again, and a new log begun
+    os.unlink(f"{files[2]}.log")
+    wait_until(lambda: os.path.exists(f"{files[2]}.log"), what="the state's log made again")
+    sup.create("/bin/sleep", ["600"], name="later")  # goes to the new log
+    assert _saved_names(sup) == ["kept", "later"]
     os.kill(daemon, signal.SIGKILL)  # a crash: the next daemon takes the service back
     sup.ok("init", "-i", "0")
     assert sup.status("kept")["pid"] == kept["pid"]

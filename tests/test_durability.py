@@ -17,7 +17,7 @@ import subprocess
 import tempfile
 
 import pytest
-from conftest import Supervisor, alive, marked, wait_until
+from conftest import Supervisor, alive, marked, read_state, wait_until
 from timeouts import TIMEOUT
 
 from supervisor import state
@@ -27,8 +27,7 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounts a tmpfs: needs
 
 
 def on_disk(rundir: str) -> set[str]:
-    with open(os.path.join(rundir, "0.state.json"), "rb") as f:
-        _head, services = state.decode(f.read())
+    _head, services = state.decode_doc(read_state(rundir))
     return {svc.name for svc, _ticks, _cgroup in services}
 
 

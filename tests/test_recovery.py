@@ -15,7 +15,18 @@ import threading
 import time
 
 import pytest
-from conftest import Supervisor, alive, children_of, fd_targets, marked, state, wait_until
+from conftest import (
+    TEST_RESTART,
+    Supervisor,
+    alive,
+    children_of,
+    fd_targets,
+    marked,
+    read_state,
+    state,
+    wait_until,
+    write_state,
+)
 from journald import journal_mark, wait_for_entry
 from timeouts import TIMEOUT
 
@@ -83,7 +94,7 @@ def test_a_reused_pid_is_never_taken_for_ours(sup):
     stranger = subprocess.Popen(["sleep", "600"])
     try:
         _kill_daemon(sup)
-        state_file = os.path.join(sup.rundir, "0.state.json")
+        state_file = _whole_state(sup)
         with open(state_file) as f:
             doc = json.load(f)
         [entry] = doc["services"]
@@ -172,8 +183,8 @@ def test_a_daemon_started_with_a_relative_runtime_dir_keeps_it_across_a_reload(r
         sup.ok("reload", "-i", "0")  # the re-exec'd one re-executes again
         assert not os.path.exists(os.path.join("/", name))
         assert sup.status("kept")["status"] == "RUNNING"
-        with open(os.path.join(rundir, "0.state.json")) as f:  # saved where it runs
-            assert [s["name"] for s in json.load(f)["services"]] == ["kept"]
+        # saved where it runs
+        assert [s["name"] for s in read_state(rundir)["services"]] == ["kept"]
     finally:
         sup.run("close", "-i", "0")
         daemon.wait(TIMEOUT)
@@ -322,6 +333,13 @@ def _mutate(sup, token, serial, expected, stop, answers, removing, seed) -> None
         pass  # the daemon died under us
 
 
+def _whole_state(sup: Supervisor) -> str:
+    """The path of the state file a killed daemon left, made to hold its whole state (its
+    log folded in, and removed): for a test that changes it before the next daemon."""
+    write_state(sup.rundir, read_state(sup.rundir))
+    return os.path.join(sup.rundir, "0.state.json")
+
+
 def _init_on(sup, path: str, data: bytes) -> dict:
     """A new daemon started on the state file ``data``: its state-error journal entry."""
     with open(path, "wb") as f:
@@ -367,7 +385,7 @@ def test_a_damaged_state_file_is_set_aside_and_the_daemon_starts(sup, damage):
     Before, they were killed."""
     kept = sup.create("/bin/sleep", ["600"], name="kept", output="null")
     _kill_daemon(sup)
-    path = os.path.join(sup.rundir, "0.state.json")
+    path = _whole_state(sup)
     with open(path, "rb") as f:
         data = f.read()
     if damage == "truncated":
@@ -408,7 +426,7 @@ def test_one_bad_service_entry_costs_only_that_service(sup, damage):
     good = sup.create("/bin/sleep", ["600"], name="good", output="null")
     bad = sup.create("/bin/sleep", ["601"], name="bad", output="null")
     _kill_daemon(sup)
-    path = os.path.join(sup.rundir, "0.state.json")
+    path = _whole_state(sup)
     with open(path) as f:
         doc = json.load(f)
     [entry] = [e for e in doc["services"] if e["name"] == "bad"]
@@ -431,8 +449,7 @@ def test_one_bad_service_entry_costs_only_that_service(sup, damage):
     [aside] = [e for e in os.listdir(sup.rundir) if e.startswith("0.state.json.bad-")]
     with open(os.path.join(sup.rundir, aside), "rb") as f:
         assert f.read() == data
-    with open(path) as f:
-        assert sorted(e["name"] for e in json.load(f)["services"]) == ["bad", "good"]
+    assert sorted(e["name"] for e in read_state(sup.rundir)["services"]) == ["bad", "good"]
     sup.ok("stop-service", "bad")  # opened: a close would leave it running
     wait_until(lambda: not alive(bad["pid"]), what="the found service to stop")
 
@@ -515,7 +532,7 @@ def test_a_stranger_with_the_same_pid_and_start_time_is_not_adopted(sup, kind):
     stranger = subprocess.Popen(["sleep", "602"])
     try:
         _kill_daemon(sup)
-        state_file = os.path.join(sup.rundir, "0.state.json")
+        state_file = _whole_state(sup)
         with open(state_file) as f:
             doc = json.load(f)
         [entry] = doc["services"]
@@ -585,7 +602,7 @@ def test_values_out_of_range_or_of_another_instance_are_set_aside(sup, damage):
     the service the file described, found in its cgroup, is taken back opened."""
     kept = sup.create("/bin/sleep", ["600"], name="kept", output="null", every=3600)
     _kill_daemon(sup)
-    path = os.path.join(sup.rundir, "0.state.json")
+    path = _whole_state(sup)
     with open(path) as f:
         doc = json.load(f)
     what, _, value = damage.partition("-")
@@ -622,9 +639,9 @@ def test_a_state_file_cannot_point_the_daemon_at_processes_not_its_own(sup, tmp_
         (fake / "svc-z").mkdir(parents=True)
         (tmp_path / "cgroup.procs").write_text("")
         (fake / "svc-z" / "cgroup.procs").write_text(f"{stranger.pid}\n")
-        sup.create("/bin/sleep", ["600"], name="before", output="null")
+        before = sup.create("/bin/sleep", ["600"], name="before", output="null")
         _kill_daemon(sup)
-        path = os.path.join(sup.rundir, "0.state.json")
+        path = _whole_state(sup)
         with open(path) as f:
             doc = json.load(f)
         doc["cgroups"] = str(fake)
@@ -633,6 +650,12 @@ def test_a_state_file_cannot_point_the_daemon_at_processes_not_its_own(sup, tmp_
         sup.ok("init", "-i", "0")
         sup.ok("create-service", "-n", "after", "-o", "null", "/bin/sleep", "600")
         assert stranger.poll() is None
+        # the file set aside, its service is found in its own cgroup: opened (a close
+        # would leave it running)
+        back = sup.status("before")
+        assert (back["pid"], back["opened"]) == (before["pid"], True)
+        sup.ok("stop-service", "before")
+        wait_until(lambda: not alive(before["pid"]), what="the found service to stop")
     finally:
         stranger.kill()
         stranger.wait()
@@ -664,7 +687,7 @@ def _parent_gone(sup, pid: int) -> bool:
 
 
 def _edit_state(sup: Supervisor, edit) -> None:
-    path = os.path.join(sup.rundir, "0.state.json")
+    path = _whole_state(sup)
     with open(path) as f:
         doc = json.load(f)
     edit(doc)
@@ -778,3 +801,58 @@ def test_signals_of_no_meaning_here_are_ignored_not_fatal(sup):
         os.kill(daemon, sig)
     assert sup.status("on")["pid"] == svc["pid"]  # answered after all eight
     assert sup.pid == daemon and alive(daemon)
+
+
+def test_a_restart_is_one_line_of_the_log_not_the_whole_state_rewritten(sup):
+    """A save writes what changed (``supervisor/state.py``: the state file's log): a
+    restart of one service beside many others appends its entry; the document itself is
+    left as it was. After a crash, the next daemon reads both."""
+    sup.create("/bin/sleep", ["600"], name="quiet", output="null")
+    doc_path = os.path.join(sup.rundir, "0.state.json")
+    before = os.stat(doc_path)
+    log_before = os.path.getsize(f"{doc_path}.log")
+    sup.create(TEST_RESTART, ["0.05"], name="crashy", output="null", restart_times=3)
+    wait_until(lambda: sup.status("crashy")["status"] == "CRASHED", what="three restarts")
+    after = os.stat(doc_path)
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+    assert os.path.getsize(f"{doc_path}.log") > log_before
+    entries = {e["name"]: e for e in read_state(sup.rundir)["services"]}
+    assert entries["crashy"]["restarts"] == 3 and entries["crashy"]["state"] == "CRASHED"
+    _kill_daemon(sup)
+    sup.ok("init", "-i", "0")
+    back = sup.status("crashy")
+    assert (back["status"], back["restarts"]) == ("CRASHED", 3)
+    assert sup.status("quiet")["status"] == "RUNNING"
+
+
+def test_a_wrong_line_in_the_log_costs_only_what_follows_it(sup):
+    """The log's lines before a wrong one are used; the log is set aside with an error
+    entry; a service whose line was lost is found in its cgroup and taken back opened."""
+    first = sup.create("/bin/sleep", ["600"], name="first", output="null")
+    second = sup.create("/bin/sleep", ["601"], name="second", output="null")
+    _kill_daemon(sup)
+    log = os.path.join(sup.rundir, "0.state.json.log")
+    with open(log, "rb") as f:
+        lines = f.read().splitlines(keepends=True)
+    [k] = [i for i, line in enumerate(lines) if b'"name":"second"' in line]
+    damaged = b"".join(lines[:k]) + b"}{ not JSON\n" + b"".join(lines[k + 1:])
+    with open(log, "wb") as f:
+        f.write(damaged)
+    mark = journal_mark()
+    sup.ok("init", "-i", "0")
+    error = wait_for_entry(since=mark, SYSLOG_IDENTIFIER="supervisor",
+                           SUPERVISOR_EVENT="state-error")
+    assert f"its log cannot be trusted from line {k + 1} (not valid JSON" in \
+        error["MESSAGE"] and "set aside as" in error["MESSAGE"], error["MESSAGE"]
+    [aside] = [e for e in os.listdir(sup.rundir) if e.startswith("0.state.json.log.bad-")]
+    with open(os.path.join(sup.rundir, aside), "rb") as f:
+        assert f.read() == damaged
+    listing = {s["name"]: s for s in sup.json("list-supervisor")["services"]}
+    assert (listing["first"]["pid"], listing["first"]["opened"]) == (first["pid"], False)
+    assert (listing["second"]["pid"], listing["second"]["opened"]) == (second["pid"], True)
+    # what was taken back is on disk at once: a second crash loses nothing
+    _kill_daemon(sup)
+    sup.ok("init", "-i", "0")
+    again = {s["name"]: (s["pid"], s["opened"]) for s in sup.json("list-supervisor")["services"]}
+    assert again == {"first": (first["pid"], False), "second": (second["pid"], True)}
+    sup.ok("stop-service", "second")  # opened: a close would leave it running
