@@ -25,6 +25,13 @@ itself as a minimal supervisor (wait on the toy's pidfd, reap it, posix_spawn it
 once, its output to /dev/null as ours is), measured with the same toy at the same
 lifetime. "Over the floor" = restart latency minus the floor's median at that lifetime:
 what a supervisor adds to the least possible restart.
+
+Beside many: the realistic toy restarted K times beside N quiet services (``sleep``,
+started first, output to /dev/null), the restarts counted from once all N run. Over the
+floor as above, and the daemon's own CPU a restart (schedstat of all its threads over the
+window, divided by the restarts in it; it includes the harness's status polls, one every
+0.5 s, ~0.1 ms each for ours). A supervisor whose every change rewrites all its state, or
+that walks all its services on each event, shows it here and not in the rows above.
 """
 
 from __future__ import annotations
@@ -35,7 +42,7 @@ import shutil
 import tempfile
 import time
 
-from common import BENCH, log, summary, wait_until
+from common import BENCH, cpu_ns, log, summary, wait_until
 from daemons import Ours, make_peer, peer_kinds
 
 TOY = os.path.join(BENCH, "toys", "crash_toy")
@@ -140,6 +147,75 @@ def peer(kind: str, opts: dict, k: int, toy: list[str], workdir: str, cap_s: flo
 
 
 FALLBACK = "ours, fallback spawn"
+REALISTIC = LIFETIMES[0]
+
+
+def _quiet(n: int) -> list[tuple[str, list[str]]]:
+    return [(f"q{i}", ["/bin/sleep", "100000"]) for i in range(n)]
+
+
+def beside_ours(n: int, k: int, workdir: str, cap_s: float) -> dict:
+    _label, toy = REALISTIC
+    rec = os.path.join(workdir, f"beside-ours-{n}")
+    with Ours() as d:
+        failed = [x for x in d.create(_quiet(n)) if isinstance(x, Exception)]
+        if failed:
+            raise RuntimeError(f"{len(failed)} of {n} quiet services not created: {failed[0]}")
+        cpu0 = cpu_ns(d.pid)
+        d.client.create_service(TOY, [rec, *toy], name="toy", restart_times=k, cwd="/",
+                                output="null")
+        done = wait_until(lambda: d.status("toy")["status"] == "CRASHED", cap_s, 0.5)
+        cpu = cpu_ns(d.pid) - cpu0
+        restarts = d.status("toy")["restarts"]
+    lat = latencies_ms(records(rec))
+    return {"latency_ms": lat, "cpu_ms_per_restart": cpu / 1e6 / max(1, restarts),
+            "restarts": restarts,
+            "note": "" if done else f"stopped after {cap_s:g} s with {restarts} of {k}"}
+
+
+def beside_peer(kind: str, opts: dict, n: int, k: int, workdir: str, cap_s: float,
+                ready_s: float) -> tuple[str, dict]:
+    _, toy = REALISTIC
+    rec = os.path.join(workdir, f"beside-{kind}-{opts.get('check_delay', '')}-{n}")
+    quiet = _quiet(n)
+    with make_peer(kind, [("toy", [TOY, rec, *toy]), *quiet], **opts) as d:
+        label = d.label
+        names = [name for name, _ in quiet]
+        if not wait_until(lambda: d.all_running(names), ready_s, 0.5):
+            raise RuntimeError(f"{label}: {n} quiet services not all running in {ready_s:g} s")
+        t0, cpu0 = time.time_ns(), cpu_ns(d.pid)
+        before = _starts(rec)
+        done = wait_until(lambda: _starts(rec) - before > k, cap_s, 0.5)
+        cpu = cpu_ns(d.pid) - cpu0
+    recs = [(kind_, t) for kind_, t in records(rec) if t >= t0]
+    lat = latencies_ms(recs)
+    restarts = sum(1 for kind_, _ in recs if kind_ == "s")
+    note = "" if done else f"{len(lat)} restarts within the {cap_s:g} s window"
+    return label, {"latency_ms": lat, "cpu_ms_per_restart": cpu / 1e6 / max(1, restarts),
+                   "restarts": restarts, "note": note}
+
+
+def beside(cfg, workdir: str, realistic: dict) -> dict:
+    """{N: {daemon: result}}: the realistic toy restarted beside N quiet services."""
+    low = summary(realistic["floor_ms"])["median"]
+    out: dict = {}
+    for n in cfg.beside_ours:
+        per = out.setdefault(str(n), {})
+        log(f"restart beside {n} quiet services: ours, {cfg.beside_restarts} restarts")
+        per["ours"] = beside_ours(n, cfg.beside_restarts, workdir,
+                                  cfg.restart_cap + cfg.beside_restarts * 0.7)
+        if n not in cfg.beside_peers:
+            continue
+        for kind, opts in peer_kinds(cfg.smoke):
+            log(f"restart beside {n} quiet services: {kind} {opts or ''} (up to "
+                f"{cfg.beside_restarts} restarts or {cfg.restart_cap:g} s)")
+            name, res = beside_peer(kind, opts, n, cfg.beside_restarts, workdir,
+                                    cfg.restart_cap, cfg.cold_cap)
+            per[name] = res
+    for per in out.values():
+        for res in per.values():
+            res["over_floor_ms"] = [x - low for x in res["latency_ms"]]
+    return out
 
 
 def run(cfg) -> dict:
@@ -172,6 +248,7 @@ def run(cfg) -> dict:
                 res["share_ms"] = [x - base for x in res["latency_ms"]]
                 res["over_floor_ms"] = [x - low for x in res["latency_ms"]]
             results["lifetimes"][label] = {"daemons": daemons, "floor_ms": least["latency_ms"]}
+        results["beside"] = beside(cfg, workdir, results["lifetimes"][REALISTIC[0]])
         return results
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

@@ -8,6 +8,7 @@ from common import summary
 
 OURS = "ours"
 FALLBACK = "ours, fallback spawn"  # bench/fig_restart.py: ours with SUPERVISOR_SPAWN=fallback
+REALISTIC = "0.3 s + jitter"  # bench/fig_restart.py: the lifetime of the rows beside many
 SD = "supervisord"
 C5 = "circus (check_delay=5)"
 C01 = "circus (check_delay=0.1)"
@@ -119,6 +120,17 @@ def summary_table(r: dict) -> Table:
                   {k: med_p95(v["over_floor_ms"]) for k, v in d.items()},
                   {k: _median(v["over_floor_ms"]) for k, v in d.items()},
                   "≤ 1 / ≤ 3", bool(over) and s["median"] <= 1 and s["p95"] <= 3)
+        for n, d in r["restart"].get("beside", {}).items():
+            over = d.get(OURS, {}).get("over_floor_ms", [])
+            s = summary(over)
+            t.add(f"restart over the floor beside N={int(n):,} quiet services, toy lives "
+                  f"{REALISTIC} (ms, median / p95)",
+                  {k: med_p95(v["over_floor_ms"]) for k, v in d.items()},
+                  {k: _median(v["over_floor_ms"]) for k, v in d.items()},
+                  "≤ 1 / ≤ 3", bool(over) and s["median"] <= 1 and s["p95"] <= 3)
+            t.add(f"daemon CPU a restart beside N={int(n):,} quiet services (ms)",
+                  {k: fmt(v["cpu_ms_per_restart"]) for k, v in d.items()},
+                  {k: v["cpu_ms_per_restart"] for k, v in d.items()})
     if "detect" in r:
         d = r["detect"]["daemons"]
         for kind in ("created", "opened"):
@@ -362,6 +374,28 @@ def render(r: dict, images: dict[str, str]) -> str:
         w(_detail(rows, "(ms)") + "\n")
         if notes:
             w("\n".join(notes) + "\n")
+        if rs.get("beside"):
+            w(f"Beside many: the toy that lives {REALISTIC} restarted beside N quiet "
+              "services (`sleep`, started first, output to /dev/null), counted from once all "
+              "N run; over the floor as above, and the daemon's own CPU a restart (schedstat "
+              "of its threads over the window ÷ the restarts in it, with the harness's "
+              "status polls, one each 0.5 s). A supervisor whose every change rewrites its "
+              "whole state, or that walks every service on each event, shows it here. "
+              "Ours writes the services that changed to its state file's log, one line a "
+              "save (`supervisor/state.py`, `StateFile`); before, it rewrote the whole "
+              "document: 12.95 ms of CPU a restart beside 6,000 services, against 1.25 "
+              "beside none (measured 2026-12-06 by /proc/<pid>/stat over 200 restarts of "
+              "the 0 s toy).\n")
+            rows, notes = [], []
+            for n, per in rs["beside"].items():
+                for label, dd in per.items():
+                    rows.append((f"N={int(n):,}: {label}: over the floor",
+                                 dd["over_floor_ms"]))
+                    if dd.get("note"):
+                        notes.append(f"- N={int(n):,}, {label}: {dd['note']}")
+            w(_detail(rows, "(ms)") + "\n")
+            if notes:
+                w("\n".join(notes) + "\n")
 
     if "detect" in r:
         dt = r["detect"]

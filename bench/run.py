@@ -34,7 +34,7 @@ FIGURES = ("restart", "detect", "scale", "cli", "throughput")
 def settings(smoke: bool) -> argparse.Namespace:
     full = dict(
         restart_bare=100, restart_ours=200, restart_window=30.0, restart_peers=100,
-        restart_cap=30.0,
+        restart_cap=30.0, beside_ours=[1000, 10000], beside_peers=[1000], beside_restarts=40,
         detect_rounds=30, detect_peer_rounds=20, detect_peer_stop_rounds=3,
         detect_bound_stop=3.0, detect_bound_exit=6.0,
         ns_ours=[10, 100, 1000, 10000], ns_peers=[10, 100, 1000], settle=2.0,
@@ -44,7 +44,7 @@ def settings(smoke: bool) -> argparse.Namespace:
     )
     quick = dict(
         restart_bare=10, restart_ours=10, restart_window=1.0, restart_peers=10,
-        restart_cap=1.5,
+        restart_cap=1.5, beside_ours=[20], beside_peers=[20], beside_restarts=3,
         detect_rounds=3, detect_peer_rounds=3, detect_peer_stop_rounds=1,
         detect_bound_stop=0.3, detect_bound_exit=1.5,
         ns_ours=[5, 20], ns_peers=[5, 20], settle=0.2,
