@@ -105,7 +105,7 @@ def daemon(workload: str, n: int, top: int, no_journald: bool, others: int = 0) 
             elif workload == "restart":
                 if others:
                     c.pipeline([("create-service", {"path": SLEEP[0], "args": SLEEP[1:],
-                                                    "name": f"q{i}", "cwd": "/"})
+                                                    "name": f"q{i}", "cwd": "/", "output": "null"})
                                 for i in range(others)])
                     t = time.perf_counter()
                 rec = os.path.join(rundir, "rec")
