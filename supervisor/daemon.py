@@ -21,7 +21,6 @@ starts it detached; start-up itself is in `supervisor/startup.py`.
 from __future__ import annotations
 
 import collections
-import contextlib
 import math
 import os
 import selectors
@@ -31,7 +30,7 @@ import sys
 import time
 import traceback
 
-from supervisor import declare, found, paths, process, protocol, state
+from supervisor import declare, paths, process, protocol, recovery, state
 from supervisor.cgroups import Cgroups
 from supervisor.commands import DAEMON_COMMANDS, READ_ONLY, CommandError, Commands, Waiting
 from supervisor.control import Connection, Reply, Server, SocketKeeper
@@ -264,155 +263,11 @@ class Daemon:
             self.journal.send(f"{req.cmd} {_brief(req.args)} -> {message}", 3,
                               SUPERVISOR_COMMAND=req.cmd, ERROR_CODE="not-saved")
 
-    def recover(self, stored: dict[int, int] | None = None) -> None:
-        """At start: take back the services of an earlier daemon of this instance that did
-        not close (it crashed; see :meth:`Shell.take_back`), then kill whatever is left in
-        our cgroups that no service claims. A state file that cannot be trusted is set
-        aside with a journal entry, never used; one of another boot is dropped. ``stored``:
-        the pidfds the manager's fd store kept, by pid."""
-        path, name = self.state_path, self.state_file.path
-        bad: list[str] = []  # entries of services that cannot be trusted: left out
-        log_trouble = None  # what is wrong with the state file's log
-        try:
-            data = state.load(name, self.dir_fd)
-            if data is None:
-                state.remove(self.state_file.log_path, self.dir_fd)  # no file: stale
-            else:
-                doc = state.parse(data)
-                log_trouble = self._replay_log(doc)
-                head, services = state.decode_doc(doc, self.instance, bad)
-                foreign = self._foreign(head)
-                if foreign is not None:
-                    raise state.StateError(foreign)
-                if head.get("boot_id") is None:  # every file we write has one
-                    raise state.StateError("it names no boot (boot_id): its pids may be "
-                                           "another boot's")
-                if head["boot_id"] != self.boot_id:
-                    self.state_file.remove(self.dir_fd)
-                    self.journal.send(f"state file {path} is from before the machine last "
-                                      "booted: dropped", 5, SUPERVISOR_EVENT="state-error")
-                    data = None
-        except state.StateError as exc:
-            aside = self._set_aside(name, "ignored (it could not be set aside: {})") \
-                or "gone already"
-            log_aside = self._set_aside(self.state_file.log_path,
-                                        "ignored (it could not be set aside: {})")
-            self.journal.send(f"state file {path} cannot be trusted ({exc}): {aside}"
-                              + (f"; its log {log_aside}" if log_aside else ""), 3,
-                              SUPERVISOR_EVENT="state-error")
-            data = None
-        if data is not None and log_trouble:  # what came before the wrong line is used
-            log_aside = self._set_aside(self.state_file.log_path, "not set aside ({})")
-            self.journal.send(f"state file {path}: its log cannot be trusted {log_trouble}; "
-                              f"what comes before is used; the log is {log_aside}", 3,
-                              SUPERVISOR_EVENT="state-error")
-        if data is not None and bad:  # the file as it was, for a look; the rest is used
-            aside = self._set_aside(name, "not set aside ({})") or "gone already"
-            log_aside = self._set_aside(self.state_file.log_path, "not set aside ({})")
-            shown = "; ".join(bad[:3]) + (f"; and {len(bad) - 3} more" if len(bad) > 3 else "")
-            self.journal.send(f"state file {path}: {len(bad)} of {len(bad) + len(services)} "
-                              f"services cannot be trusted and are left out ({shown}); the "
-                              f"file is {aside}"
-                              + (f", its log {log_aside}" if log_aside else ""), 3,
-                              SUPERVISOR_EVENT="state-error")
-        if data is not None:
-            self._adopt_tree(head)
-            adopted, ended = self.shell.take_back(services, stored=stored)
-            stored = None
-            self.journal.send(f"recovered {len(services)} services ({adopted} re-adopted, "
-                              f"{ended} ended meanwhile)", 5, SUPERVISOR_EVENT="recovered")
-            if bad or log_trouble:  # what was taken back is on disk at once, whole
-                self.save_state()
-        if (data is None or bad or log_trouble) and self._take_back_found(stored):
-            stored = None  # (what was not theirs, closed)
-        for pid, fd in (stored or {}).items():  # no state to match them with
-            os.close(fd)
-            self.notifier.stored.add(pid)
-            self.notifier.drop(pid)
-        killed = self.shell.sweep_cgroups()
-        if killed:
-            self.journal.send(f"killed {killed} processes left in cgroups of ours that no "
-                              "service claims", 4, SUPERVISOR_EVENT="orphans-killed")
-
-    def _replay_log(self, doc: dict) -> str | None:
-        """The state file's log applied to its document (:func:`state.replay`): what is
-        wrong with the log, or None. One that cannot be trusted as a file applies not at
-        all."""
-        try:
-            log = state.load(self.state_file.log_path, self.dir_fd)
-        except state.StateError as exc:
-            return f"as a file ({exc})"
-        applied, trouble = state.replay(doc, log or b"")
-        return None if trouble is None else f"from line {applied + 1} ({trouble})"
-
-    def _set_aside(self, name: str, failed: str) -> str | None:
-        """Set a file of the state aside: where it went (``set aside as ...``), None when
-        there is no such file, or ``failed`` with why it could not be moved."""
-        try:
-            aside = state.set_aside(name, time.time(), self.dir_fd)
-        except OSError as err:
-            return failed.format(err.strerror or err)
-        return f"set aside as {aside}" if aside else None
-
-    def _take_back_found(self, stored: dict[int, int] | None) -> bool:
-        """The services found running in cgroups of ours with no record of them (see
-        :mod:`supervisor.found`): taken back, as the config file declares them or opened,
-        and on disk at once; through the pidfd the manager's fd store kept of a process,
-        where it did (``stored``, consumed when anything was found: then True)."""
-        def declared() -> dict:
-            try:
-                return declare.plan(self.commands, prune=False, skip_bad=True).new
-            except CommandError:  # a config that cannot be read: at_start journals why
-                return {}
-        entries = found.entries(self.shell.cgroups, set(self.shell.records), declared,
-                                time.time(), self.shell.claimed_cgroups()) \
-            if self.shell.cgroups else []
-        for svc, _, cgroup in entries:
-            how = "as the config file declares it" if svc.declared else \
-                "opened: watched, never started again (how to start it was in the state)"
-            self.shell.log_event(svc, "recovered", f"{svc.name} (pid {svc.pid}) found running "
-                                 f"in cgroup {cgroup} with no record of it: taken back {how}",
-                                 4)
-        if entries:
-            self.shell.take_back(entries, stored=stored)
-            self.save_state()
-        return bool(entries)
-
     def apply_config(self) -> None:
         """At start (after recovery): the config file's services (``declare.at_start``)."""
         applying = declare.at_start(self.commands)
         if applying is not None:  # nobody waits for its answer
             self.waiting.append((None, None, None, applying))
-
-    def _legacy_tree(self, old: str) -> bool:
-        """Whether ``old`` is the tree an older version of this instance kept beside ours
-        (named after the daemon's pid); a tree named after a runtime directory is that
-        directory's daemon's, never ours to take."""
-        prefix = f"supervisor.{self.instance}."
-        name = os.path.basename(old)
-        return os.path.dirname(old) == self.shell.cgroups.home and name.startswith(prefix) \
-            and name[len(prefix):].isdigit()
-
-    def _foreign(self, head: dict) -> str | None:
-        """Why a state document is not this daemon's to take back, or None: its cgroup
-        tree is another runtime directory's (a file copied from there, or edited): its
-        pids are that daemon's services."""
-        old, ours = head.get("cgroups"), self.shell.cgroups
-        if old and ours and old != ours.base and not self._legacy_tree(old):
-            return f"its cgroup tree {old} is not this instance's ({ours.base}): it is " \
-                   "another runtime directory's"
-        return None
-
-    def _adopt_tree(self, head: dict) -> None:
-        """Where an earlier daemon of this instance kept its services' cgroups elsewhere
-        (an older version named the tree after its pid), that tree is the one to use --
-        only ever a tree of this instance's beside ours, under our own cgroup."""
-        old, ours = head.get("cgroups"), self.shell.cgroups
-        if old and ours and old != ours.base and self._legacy_tree(old) \
-                and os.path.isdir(old) and not os.path.islink(old):
-            with contextlib.suppress(OSError):
-                self.shell.cgroups = Cgroups(old, ours.mount, self.sel)
-                ours.close()
 
     # ---- live re-exec -----------------------------------------------------------------------
 
@@ -463,7 +318,7 @@ class Daemon:
         """The other half of :meth:`reexec`, in the new program."""
         self.generation = head["generation"]
         self.started_at = head["started_at"]
-        self._adopt_tree(head)
+        recovery.adopt_tree(self, head)
         carried, orphans = {}, []
         for entry in head["procs"]:
             os.set_inheritable(entry["fd"], False)

@@ -10,7 +10,7 @@ import resource
 import socket
 import sys
 
-from supervisor import paths, process, state
+from supervisor import paths, process, recovery, state
 from supervisor.control import bind_listener
 from supervisor.daemon import HANDLED_SIGNALS, Daemon
 from supervisor.lock import Held, InstanceLock
@@ -97,7 +97,7 @@ def serve(instance: int, grace: float = 5.0, reexec_fd: int | None = None) -> in
         if carried is not None:
             daemon.restore(*carried)
         else:
-            daemon.recover(stored)
+            recovery.recover(daemon, stored)
             daemon.apply_config()
         daemon.run()
         # closed on purpose: nothing to recover
