@@ -528,8 +528,9 @@ class StateFile:
         except OSError:  # the document is on disk: saves stay whole, until a log opens
             return
         self.log_fd = fd
-        if durable:
-            self._sync(dir_fd)
+        if durable and dir_fd is not None:
+            os.fsync(dir_fd)  # the log's name (dump fsync'd the document and its own)
+            self.synced = True
 
     def _sync(self, dir_fd: int | None) -> None:
         """The document written without fsync (no client waited then), and the log's

@@ -54,9 +54,10 @@ def test_appends_are_read_back_over_the_document(sfile, dir_fd):
     assert sfile.synced  # one did: the line, and the document under it, are
     sfile.append({"b": None}, dir_fd, durable=False)
     assert read_back(dir_fd) == ({"a": 1, "c": 0}, None)
-    # each save is one line of the log; the document is as it was rewritten
     with open(f"/proc/self/fd/{dir_fd}/0.state.json.log", "rb") as f:
-        assert len(f.read().splitlines()) == 2
+        assert len(f.read().splitlines()) == 2  # a line a save
+    sfile.rewrite(HEAD, {"a": entry("a", 2)}, dir_fd, durable=True)
+    assert sfile.synced and read_back(dir_fd) == ({"a": 2}, None)
 
 
 def test_an_unchanged_entry_writes_nothing(sfile, dir_fd):
