@@ -6,7 +6,9 @@ with ``Delegate=yes``; anywhere for root): ``<own>/supervisor.<N>.<key>/<dir>``,
 instance finds the tree again after a crash, and instances of separate runtime
 directories never share one. Each service gets a directory of its own (``svc-<name>``,
 with a suffix where an earlier service of that name still has processes in its own), kept
-in the state document with the service.
+in the state document with the service, and named on the directory itself (the
+``user.supervisor.service`` xattr: ``svc-web.2`` may be web's or a service called
+web.2's, which found services must tell apart without the state document).
 
 A service's whole process tree stays in its cgroup, even a grandchild that double-forked
 into a session of its own, so :meth:`Cgroups.kill` ends all of it (``cgroup.kill``). That
@@ -35,6 +37,8 @@ import selectors
 import signal
 
 from supervisor import process
+
+SERVICE_XATTR = "user.supervisor.service"  # on a service's cgroup: the service's name
 
 
 class Cgroups:
@@ -87,6 +91,16 @@ class Cgroups:
     def path(self, name: str) -> str:
         return os.path.join(self.base, name)
 
+    def service_of(self, name: str) -> str | None:
+        """The service cgroup ``name`` was made for, as :meth:`new_dir` named it on the
+        directory; None where it says none (made by an older version, or where the file
+        system keeps no xattrs)."""
+        try:
+            value = os.getxattr(self.path(name), SERVICE_XATTR)
+        except OSError:
+            return None
+        return value.decode(errors="replace") or None
+
     def new_dir(self, service: str) -> str:
         """A directory for the next start of a service, made here: ``svc-<name>``, or
         ``svc-<name>.<k>`` while one of that name is still there (an earlier process tree
@@ -98,6 +112,8 @@ class Cgroups:
             if name not in self.killed:
                 try:
                     _mkdir(self.path(name))
+                    with contextlib.suppress(OSError):  # found.py reads it back
+                        os.setxattr(self.path(name), SERVICE_XATTR, service.encode())
                     return name
                 except FileExistsError:
                     pass

@@ -7,12 +7,17 @@ no service claims is still a service of this instance: it is taken back, never k
 (docs/design.md, "Nothing read back is trusted"). Only the cgroup tree is read, which
 nobody but root and this daemon can write: not a word of the file set aside is used.
 
-Its process is the oldest in the cgroup (the one the daemon spawned; what it started came
-later). It is taken back as what the config file declares under its name, where it does:
-a created service, RUNNING, that ``apply`` then finds unchanged. Otherwise it is taken
-back *opened*, as ``open-service`` takes a process: watched, stopped, suspended, signalled,
-but never started again, for how to start it was in the file that is gone. Either way
-the cgroup stays its own: when that process ends, what it left there goes too.
+Its process is the oldest in the cgroup that leads a session (the one the daemon spawned,
+with setsid; what it started came later, in its session). Where none does, that process
+ended while no daemon watched, and what it left is not the service: it is killed as any
+process no service claims, as it would have been had the daemon seen the end. Its name is
+the one the daemon wrote on the cgroup (``Cgroups.service_of``), or, on a cgroup of an
+older version, read from the directory's name. It is taken back as what the config file
+declares under its name, where it does: a created service, RUNNING, that ``apply`` then
+finds unchanged. Otherwise it is taken back *opened*, as ``open-service`` takes a
+process: watched, stopped, suspended, signalled, but never started again, for how to
+start it was in the file that is gone. Either way the cgroup stays its own: when that
+process ends, what it left there goes too.
 """
 
 from __future__ import annotations
@@ -27,10 +32,15 @@ from supervisor.machine import Service, State
 _SUFFIX = re.compile(r"(.+)\.[0-9]+")  # svc-<name>.<k>: a later cgroup of <name>
 
 
-def name_of(cgroup: str, dirs: set[str], taken: set[str]) -> str | None:
-    """The service that cgroup ``svc-...`` is of: the name it was made for (``svc-web.2``
-    is web's when there is no ``svc-web``: the cgroup of a start after a kill), or the
-    whole rest where that name is taken or is no name. None: no free service name."""
+def name_of(cgroup: str, dirs: set[str], taken: set[str], named: str | None = None
+            ) -> str | None:
+    """The service that cgroup ``svc-...`` is of: ``named``, the name the daemon wrote on
+    it; else, from the directory's name, the name it was likely made for (``svc-web.2`` is
+    web's when there is no ``svc-web``: the cgroup of a start after a kill), or the whole
+    rest where that name is taken or is no name. None: no free service name."""
+    if named is not None:
+        ok = named not in taken and machine.name_problem(named) is None
+        return named if ok else None
     rest = cgroup[len("svc-"):]
     match = _SUFFIX.fullmatch(rest)
     names = [match.group(1)] if match and f"svc-{match.group(1)}" not in dirs else []
@@ -53,8 +63,9 @@ def entries(cgroups, taken: set[str], declared: Callable[[], dict[str, Service]]
     dirs = set(cgroups.dirs())
     for cgroup in sorted(dirs - claimed):
         aged = [(ticks, pid) for pid in cgroups.pids(cgroup)
-                if (ticks := state.start_ticks(pid)) is not None]
-        name = name_of(cgroup, dirs, taken) if aged else None
+                if process.session_of(pid) == pid  # its own session: what we spawned
+                and (ticks := state.start_ticks(pid)) is not None]
+        name = name_of(cgroup, dirs, taken, cgroups.service_of(cgroup)) if aged else None
         if name is None:
             continue
         ticks, pid = min(aged)

@@ -502,6 +502,44 @@ def test_a_service_restarted_into_a_new_cgroup_is_not_found_again(sup):
     assert sup.status("web")["pid"] != pid
     sup.ok("stop-service", "db")
 
+
+def test_a_service_named_like_a_later_cgroup_is_found_under_its_own_name(sup):
+    """A service called ``web.2`` (no ``web``) has the cgroup ``svc-web.2``, which by its
+    name alone would be web's after a restart: found with no state, it comes back as
+    web.2, the name the daemon wrote on its cgroup. Before, it came back as web."""
+    svc = sup.create("/bin/sleep", ["600"], name="web.2", output="null")
+    _kill_daemon(sup)
+    os.unlink(os.path.join(sup.rundir, "0.state.json"))
+    sup.ok("init", "-i", "0")
+    [back] = sup.json("list-supervisor")["services"]
+    assert (back["name"], back["pid"], back["opened"]) == ("web.2", svc["pid"], True)
+    sup.ok("stop-service", "web.2")
+
+
+def test_what_a_service_left_when_it_ended_with_no_daemon_is_not_found_as_it(sup, tmp_path):
+    """The service's own process ended while no daemon ran, and its child lives on in the
+    cgroup: with no state, that child is not taken for the service (it leads no session:
+    the spawn's setsid made the service's process the leader) but killed, as the daemon
+    would have killed it on seeing the end. Before, it came back as the service."""
+    left = tmp_path / "left"
+    svc = sup.create("/bin/sh", ["-c", f"sleep 600 & echo $! > {left}; wait"], name="tree",
+                     output="null")
+    wait_until(lambda: left.exists() and left.read_text().strip(), what="the child's pid")
+    child = int(left.read_text())
+    _kill_daemon(sup)
+    os.kill(svc["pid"], signal.SIGKILL)
+    wait_until(lambda: not alive(svc["pid"]), what="the service's process to end")
+    assert alive(child)
+    os.unlink(os.path.join(sup.rundir, "0.state.json"))
+    mark = journal_mark()
+    sup.ok("init", "-i", "0")
+    assert sup.json("list-supervisor")["services"] == []
+    wait_until(lambda: not alive(child), what="what it left to be killed")
+    swept = wait_for_entry(since=mark, SYSLOG_IDENTIFIER="supervisor",
+                           SUPERVISOR_EVENT="orphans-killed")
+    assert "killed 1 processes" in swept["MESSAGE"], swept["MESSAGE"]
+
+
 def test_the_service_a_cgroup_is_of():
     """``svc-web.2`` is the cgroup of web's start after a kill, unless ``svc-web`` is there
     too (then it is web.2's); a name taken already, or no name at all, is not used."""
@@ -515,6 +553,10 @@ def test_the_service_a_cgroup_is_of():
     assert name_of("svc-a.b.3", {"svc-a.b.3"}, set()) == "a.b"
     assert name_of("svc-12", {"svc-12"}, set()) is None  # it would read as a pid
     assert name_of("svc-..", {"svc-.."}, set()) is None
+    # the name the daemon wrote on the cgroup goes first
+    assert name_of("svc-web.2", {"svc-web.2"}, set(), "web.2") == "web.2"
+    assert name_of("svc-web.2", {"svc-web.2"}, {"web.2"}, "web.2") is None
+    assert name_of("svc-x", {"svc-x"}, set(), "12") is None
 
 
 @pytest.mark.parametrize("kind", ["created", "opened"])
