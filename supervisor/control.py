@@ -149,11 +149,15 @@ class Connection:
 
     def _serve_lines(self) -> None:
         start = 0
+        over = 0  # the size of a whole line over MAX_REQUEST: refused as one still coming
         handle = self.server.handle
         try:
             while self._may_serve():
                 end = self.rbuf.find(b"\n", start)
                 if end < 0:
+                    break
+                if end + 1 - start > MAX_REQUEST:  # however the bytes came in
+                    over = end + 1 - start
                     break
                 line = bytes(self.rbuf[start:end])
                 start = end + 1  # consumed, whatever handling it does
@@ -161,6 +165,9 @@ class Connection:
                     self._answer(handle(line, self))
         finally:
             del self.rbuf[:start]
+        if over:
+            self._refuse(self.server.refuse(over, "request-too-large"))
+            return
         if b"\n" in self.rbuf and self.server.backlog > _TOTAL_BACKLOG:
             self.server.held.add(self)  # served again once the others have read theirs
         # only the unterminated tail is one request; whole lines held back by
