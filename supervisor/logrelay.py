@@ -104,13 +104,8 @@ class Relay:
         writer = None
         if self.dir_fd is not None:
             writer = self.writers.get(name)
-            if writer is None:
-                try:
-                    writer = outfiles.Writer(self.dir_fd, self.instance, name)
-                except OSError as exc:  # the service is not hurt: its pipes are drained
-                    self._say(f"cannot open {name}'s output file: {exc}")
-                else:
-                    self.writers[name] = writer
+            if writer is None:  # its file is made at its first line
+                writer = self.writers[name] = outfiles.Writer(self.dir_fd, self.instance, name)
         for fd, label in zip(fds, labels, strict=False):
             os.set_blocking(fd, False)
             stream = Stream(fd, name, pid, self.instance, label)
@@ -132,11 +127,14 @@ class Relay:
         os.close(self.dir_fd)
         self.dir_fd = dir_fd
         for name, writer in self.writers.items():
+            was_open = writer.fd >= 0
             writer.close()
             writer.dir_fd = dir_fd
+            if not was_open:
+                continue  # made at its first line, as before
             try:
                 writer.open()
-            except OSError as exc:  # its lines are dropped until the next rotation
+            except OSError as exc:  # tried again at its next line (its lines counted lost)
                 self._say(f"cannot open {name}'s output file again: {exc}")
 
     def _on_output(self, stream: Stream) -> None:

@@ -44,7 +44,8 @@ def stamp(when: float) -> str:
 
 
 class Writer:
-    """One service's file, appended to by the relay (``dir_fd``: the runtime directory)."""
+    """One service's file, appended to by the relay (``dir_fd``: the runtime directory).
+    It is opened (made) at the first line: a service that never prints has none."""
 
     __slots__ = ("dir_fd", "fd", "lost", "name", "refs", "size", "why")
 
@@ -56,7 +57,6 @@ class Writer:
         self.size = 0
         self.lost = 0  # lines that could not be written (a full disk), said once it can
         self.why = ""
-        self.open()
 
     def open(self) -> None:
         self.fd = os.open(self.name, _FLAGS, 0o640, dir_fd=self.dir_fd)
@@ -71,15 +71,18 @@ class Writer:
         if self.lost:
             data = (f"{stamp(when)} stderr {pid} supervisor: {self.lost} lines of output "
                     f"lost before this one ({self.why})\n").encode() + data
-        if self.size and self.size + len(data) > MAX_BYTES:
-            self.rotate()
         view = memoryview(data)
         try:
+            if self.fd < 0:
+                self.open()
+            if self.size and self.size + len(data) > MAX_BYTES:
+                self.rotate()
             while view:
                 view = view[os.write(self.fd, view):]
         except OSError as exc:  # a full disk: whole lines only, never one glued to the next
-            with contextlib.suppress(OSError):
-                os.ftruncate(self.fd, self.size)
+            if self.fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.ftruncate(self.fd, self.size)
             self.lost += len(lines)
             self.why = exc.strerror or str(exc)
             raise

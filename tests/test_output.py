@@ -406,6 +406,8 @@ def test_without_journald_the_relay_writes_files_that_logs_reads(rundir):
             quiet = s.json("create-service", "-n", "quiet", "-o", "null", "/bin/sleep", "600")
             assert f"supervisor: quiet started with pid {quiet['pid']}" in s.ok(
                 "logs", "quiet").out
+            silent = s.json("create-service", "-n", "silent", "/bin/sleep", "600")  # pipes,
+            # to the relay before the later one's, but never a line
             s.ok("create-service", "-n", "later", "/bin/sh", "--", "-c", "echo here; sleep 600")
             came = bytearray()
 
@@ -420,6 +422,10 @@ def test_without_journald_the_relay_writes_files_that_logs_reads(rundir):
             later.terminate()
             later.wait(timeout=TIMEOUT)
             later.stdout.close()
+        # a service that never printed has no file; its lifecycle is there all the same
+        assert not (Path(rundir) / "0.silent.out").exists()
+        assert f"supervisor: silent started with pid {silent['pid']}" in s.ok(
+            "logs", "silent").out
         every = s.ok("logs", "talk", "-n", "100000").out.splitlines()
         assert f"supervisor: talk started with pid {svc['pid']}" in every[0]  # lifecycle too
         s.ok("remove-service", "talk")
