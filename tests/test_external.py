@@ -92,3 +92,25 @@ def test_opened_service_suspend_resume_close_by_us(sup, stranger):
     assert sup.json("close-service", "o")["status"] == "KILLED"
     assert stranger.wait(timeout=10) == -signal.SIGKILL
     assert sup.wait_status("o", "KILLED")["opened"] is True
+
+
+def test_a_stop_whose_sigchld_was_lost_behind_an_end_is_seen(sup):
+    """Signals of one kind do not queue: a child that stops while the SIGCHLD of another
+    child's end is still pending sends none of its own. The daemon, which drains stops at
+    once only for a SIGCHLD that says stop or continue (an end's is drained a moment
+    later, off the path of the restart it starts: daemon.DRAIN_AFTER_END), still sees it."""
+    ends = sup.create("/bin/sleep", ["120"], name="ends", output="null")["pid"]
+    stops = sup.create("/bin/sleep", ["121"], name="stops", output="null")["pid"]
+    daemon = sup.pid
+    os.kill(daemon, signal.SIGSTOP)  # its SIGCHLD stays pending while it cannot read
+    try:
+        os.kill(ends, signal.SIGKILL)
+        wait_until(lambda: state(ends) in ("Z", None), what="the end")
+        os.kill(stops, signal.SIGSTOP)
+        wait_until(lambda: state(stops) == "T", what="the stop")
+    finally:
+        os.kill(daemon, signal.SIGCONT)
+    wait_until(lambda: sup.status("stops")["status"] == "STOPPED", what="the stop seen")
+    assert sup.status("ends")["status"] == "KILLED"
+    os.kill(stops, signal.SIGCONT)
+    sup.ok("stop-service", "stops")
