@@ -28,7 +28,8 @@ what a supervisor adds to the least possible restart.
 
 Beside many: the realistic toy restarted K times beside N quiet services (``sleep``,
 started first, output to /dev/null), the restarts counted from once all N run. Over the
-floor as above, and the daemon's own CPU a restart (schedstat of all its threads over the
+floor, measured as above with N other processes on the machine (the harness's own
+``sleep``s), and the daemon's own CPU a restart (schedstat of all its threads over the
 window, divided by the restarts in it; it includes the harness's status polls, one every
 0.5 s, ~0.1 ms each for ours). A supervisor whose every change rewrites all its state, or
 that walks all its services on each event, shows it here and not in the rows above.
@@ -39,6 +40,7 @@ from __future__ import annotations
 import os
 import select
 import shutil
+import signal
 import tempfile
 import time
 
@@ -196,11 +198,31 @@ def beside_peer(kind: str, opts: dict, n: int, k: int, workdir: str, cap_s: floa
                    "restarts": restarts, "note": note}
 
 
+def floor_beside(n: int, k: int, workdir: str) -> list[float]:
+    """The floor on a machine that holds N other processes (the harness's own ``sleep``s):
+    a machine of 10,000 processes restarts a toy more slowly whoever does it."""
+    _, toy = REALISTIC
+    env = dict(os.environ)
+    pids = [os.posix_spawn("/bin/sleep", ["sleep", "100000"], env, setsid=True)
+            for _ in range(n)]
+    try:
+        sub = tempfile.mkdtemp(prefix=f"floor-{n}-", dir=workdir)
+        return floor(k, toy, sub)["latency_ms"]
+    finally:
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
+        for pid in pids:
+            os.waitpid(pid, 0)
+
+
 def beside(cfg, workdir: str, realistic: dict) -> dict:
-    """{N: {daemon: result}}: the realistic toy restarted beside N quiet services."""
-    low = summary(realistic["floor_ms"])["median"]
+    """{N: {daemon: result}}: the realistic toy restarted beside N quiet services; and
+    under "floor", the floor with N other processes on the machine."""
     out: dict = {}
+    floors: dict[str, list[float]] = {}
     for n in cfg.beside_ours:
+        log(f"restart beside {n} quiet services: the floor with {n} processes beside it")
+        floors[str(n)] = floor_beside(n, cfg.beside_restarts, workdir)
         per = out.setdefault(str(n), {})
         log(f"restart beside {n} quiet services: ours, {cfg.beside_restarts} restarts")
         per["ours"] = beside_ours(n, cfg.beside_restarts, workdir,
@@ -213,10 +235,12 @@ def beside(cfg, workdir: str, realistic: dict) -> dict:
             name, res = beside_peer(kind, opts, n, cfg.beside_restarts, workdir,
                                     cfg.restart_cap, cfg.cold_cap)
             per[name] = res
-    for per in out.values():
+    for n, per in out.items():
+        low = summary(floors[n])["median"]
         for res in per.values():
             res["over_floor_ms"] = [x - low for x in res["latency_ms"]]
-    return out
+    return {"daemons": out, "floor_ms": floors,
+            "floor_alone_ms": realistic["floor_ms"]}
 
 
 def run(cfg) -> dict:
