@@ -5,10 +5,10 @@ with ``Delegate=yes``; anywhere for root): ``<own>/supervisor.<N>.<key>/<dir>``,
 ``<key>`` is derived from the runtime directory, so that the next daemon of the same
 instance finds the tree again after a crash, and instances of separate runtime
 directories never share one. Each service gets a directory of its own (``svc-<name>``,
-with a suffix where an earlier service of that name still has processes in its own), kept
-in the state document with the service, and named on the directory itself (the
-``user.supervisor.service`` xattr: ``svc-web.2`` may be web's or a service called
-web.2's, which found services must tell apart without the state document).
+with a suffix where an earlier service of that name still has processes in its own:
+``svc-<name>~<k>``, ``~`` being in no service's name, so that found services can tell
+web's third cgroup from a service called web.3's without the state document), kept in the
+state document with the service.
 
 A service's whole process tree stays in its cgroup, even a grandchild that double-forked
 into a session of its own, so :meth:`Cgroups.kill` ends all of it (``cgroup.kill``). That
@@ -37,8 +37,6 @@ import selectors
 import signal
 
 from supervisor import process
-
-SERVICE_XATTR = "user.supervisor.service"  # on a service's cgroup: the service's name
 
 
 class Cgroups:
@@ -91,19 +89,9 @@ class Cgroups:
     def path(self, name: str) -> str:
         return os.path.join(self.base, name)
 
-    def service_of(self, name: str) -> str | None:
-        """The service cgroup ``name`` was made for, as :meth:`new_dir` named it on the
-        directory; None where it says none (made by an older version, or where the file
-        system keeps no xattrs)."""
-        try:
-            value = os.getxattr(self.path(name), SERVICE_XATTR)
-        except OSError:
-            return None
-        return value.decode(errors="replace") or None
-
     def new_dir(self, service: str) -> str:
         """A directory for the next start of a service, made here: ``svc-<name>``, or
-        ``svc-<name>.<k>`` while one of that name is still there (an earlier process tree
+        ``svc-<name>~<k>`` while one of that name is still there (an earlier process tree
         of the service, or of another service of that name, being killed or removed).
         Claimed by its mkdir (no look first: one system call where there is no clash);
         where it cannot be made, the name all the same (the spawn is then outside it)."""
@@ -112,15 +100,13 @@ class Cgroups:
             if name not in self.killed:
                 try:
                     _mkdir(self.path(name))
-                    with contextlib.suppress(OSError):  # found.py reads it back
-                        os.setxattr(self.path(name), SERVICE_XATTR, service.encode())
                     return name
                 except FileExistsError:
                     pass
                 except OSError:
                     return name
             k += 1
-            name = f"svc-{service}.{k}"
+            name = f"svc-{service}~{k}"
 
     def spawnable(self, name: str | None) -> bool:
         """Whether a child may be born in cgroup ``name`` (made, and never killed)."""

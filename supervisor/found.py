@@ -11,43 +11,31 @@ Its process is the oldest in the cgroup that leads a session (the one the daemon
 with setsid; what it started came later, in its session). Where none does, that process
 ended while no daemon watched, and what it left is not the service: it is killed as any
 process no service claims, as it would have been had the daemon seen the end. Its name is
-the one the daemon wrote on the cgroup (``Cgroups.service_of``), or, on a cgroup of an
-older version, read from the directory's name. It is taken back as what the config file
-declares under its name, where it does: a created service, RUNNING, that ``apply`` then
-finds unchanged. Otherwise it is taken back *opened*, as ``open-service`` takes a
-process: watched, stopped, suspended, signalled, but never started again, for how to
-start it was in the file that is gone. Either way the cgroup stays its own: when that
-process ends, what it left there goes too.
+the cgroup's (``svc-<name>``, or ``svc-<name>~<k>`` for a later start). It is taken back
+as what the config file declares under its name, where it does: a created service,
+RUNNING, that ``apply`` then finds unchanged. Otherwise it is taken back *opened*, as
+``open-service`` takes a process: watched, stopped, suspended, signalled, but never
+started again, for how to start it was in the file that is gone. Either way the cgroup
+stays its own: when that process ends, what it left there goes too.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import re
 from collections.abc import Callable
 
 from supervisor import machine, process, state
 from supervisor.machine import Service, State
 
-_SUFFIX = re.compile(r"(.+)\.[0-9]+")  # svc-<name>.<k>: a later cgroup of <name>
 
-
-def name_of(cgroup: str, dirs: set[str], taken: set[str], named: str | None = None
-            ) -> str | None:
-    """The service that cgroup ``svc-...`` is of: ``named``, the name the daemon wrote on
-    it; else, from the directory's name, the name it was likely made for (``svc-web.2`` is
-    web's when there is no ``svc-web``: the cgroup of a start after a kill), or the whole
-    rest where that name is taken or is no name. None: no free service name."""
-    if named is not None:
-        ok = named not in taken and machine.name_problem(named) is None
-        return named if ok else None
+def name_of(cgroup: str, taken: set[str]) -> str | None:
+    """The service that cgroup ``svc-...`` was made for: ``svc-web`` and ``svc-web~3``
+    are web's (``~`` is in no service's name), ``svc-web.3`` is web.3's. None: that
+    name is taken (a service taken back already), or is no service's name."""
     rest = cgroup[len("svc-"):]
-    match = _SUFFIX.fullmatch(rest)
-    names = [match.group(1)] if match and f"svc-{match.group(1)}" not in dirs else []
-    for name in (*names, rest):
-        if name not in taken and machine.name_problem(name) is None:
-            return name
-    return None
+    base, tilde, k = rest.rpartition("~")
+    name = base if tilde and k.isdigit() else rest
+    return name if name not in taken and machine.name_problem(name) is None else None
 
 
 def entries(cgroups, taken: set[str], declared: Callable[[], dict[str, Service]],
@@ -65,7 +53,7 @@ def entries(cgroups, taken: set[str], declared: Callable[[], dict[str, Service]]
         aged = [(ticks, pid) for pid in cgroups.pids(cgroup)
                 if process.session_of(pid) == pid  # its own session: what we spawned
                 and (ticks := state.start_ticks(pid)) is not None]
-        name = name_of(cgroup, dirs, taken, cgroups.service_of(cgroup)) if aged else None
+        name = name_of(cgroup, taken) if aged else None
         if name is None:
             continue
         ticks, pid = min(aged)

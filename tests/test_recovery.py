@@ -482,8 +482,8 @@ def test_a_service_found_with_no_state_is_one_service_with_its_children(sup, tmp
 
 def test_a_service_restarted_into_a_new_cgroup_is_not_found_again(sup):
     """A partly bad state file: a service taken back from its good entry, whose cgroup is
-    ``svc-web.2`` (it was restarted after a kill), is not also found there as an opened
-    ``web.2`` (one process, two services: its end seen by one, the other stuck)."""
+    ``svc-web~2`` (it was restarted after a kill), is not also found there as an opened
+    service (one process, two services: its end seen by one, the other stuck)."""
     web = sup.create("/bin/sh", ["-c", "sleep 600 & wait"], name="web", output="null",
                      restart="always")  # what it leaves, killed: its next cgroup is new
     sup.create("/bin/sleep", ["601"], name="db", output="null")
@@ -504,9 +504,9 @@ def test_a_service_restarted_into_a_new_cgroup_is_not_found_again(sup):
 
 
 def test_a_service_named_like_a_later_cgroup_is_found_under_its_own_name(sup):
-    """A service called ``web.2`` (no ``web``) has the cgroup ``svc-web.2``, which by its
-    name alone would be web's after a restart: found with no state, it comes back as
-    web.2, the name the daemon wrote on its cgroup. Before, it came back as web."""
+    """A service called ``web.2`` (no ``web``) has the cgroup ``svc-web.2``, which was
+    also the name of web's second cgroup: found with no state, it comes back as web.2
+    (web's later cgroups are ``svc-web~<k>`` now). Before, it came back as web."""
     svc = sup.create("/bin/sleep", ["600"], name="web.2", output="null")
     _kill_daemon(sup)
     os.unlink(os.path.join(sup.rundir, "0.state.json"))
@@ -541,22 +541,19 @@ def test_what_a_service_left_when_it_ended_with_no_daemon_is_not_found_as_it(sup
 
 
 def test_the_service_a_cgroup_is_of():
-    """``svc-web.2`` is the cgroup of web's start after a kill, unless ``svc-web`` is there
-    too (then it is web.2's); a name taken already, or no name at all, is not used."""
+    """``svc-web~2`` is the cgroup of web's start after a kill (``~`` is in no service's
+    name), ``svc-web.2`` a service called web.2's; a name taken already, or no name at
+    all, is not used."""
     from supervisor.found import name_of
 
-    assert name_of("svc-web", {"svc-web"}, set()) == "web"
-    assert name_of("svc-web.2", {"svc-web.2"}, set()) == "web"
-    assert name_of("svc-web.2", {"svc-web", "svc-web.2"}, set()) == "web.2"
-    assert name_of("svc-web.2", {"svc-web.2"}, {"web"}) == "web.2"
-    assert name_of("svc-web.2", {"svc-web.2"}, {"web", "web.2"}) is None
-    assert name_of("svc-a.b.3", {"svc-a.b.3"}, set()) == "a.b"
-    assert name_of("svc-12", {"svc-12"}, set()) is None  # it would read as a pid
-    assert name_of("svc-..", {"svc-.."}, set()) is None
-    # the name the daemon wrote on the cgroup goes first
-    assert name_of("svc-web.2", {"svc-web.2"}, set(), "web.2") == "web.2"
-    assert name_of("svc-web.2", {"svc-web.2"}, {"web.2"}, "web.2") is None
-    assert name_of("svc-x", {"svc-x"}, set(), "12") is None
+    assert name_of("svc-web", set()) == "web"
+    assert name_of("svc-web~2", set()) == "web"
+    assert name_of("svc-web.2", set()) == "web.2"
+    assert name_of("svc-web~2", {"web"}) is None
+    assert name_of("svc-a.b~13", set()) == "a.b"
+    assert name_of("svc-a~b", set()) is None  # no start of a service: not a name
+    assert name_of("svc-12", set()) is None  # it would read as a pid
+    assert name_of("svc-..", set()) is None
 
 
 @pytest.mark.parametrize("kind", ["created", "opened"])
