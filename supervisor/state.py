@@ -412,11 +412,13 @@ def remove(path: str, dir_fd: int | None = None) -> None:
 #
 #     {"log_id": "<the document's>", "set": [<entries, as in the document>], "drop": [<names>]}
 #
-# The document is rewritten (and the log begun anew) once the log outgrows it. A log whose
+# The document is rewritten (and the log begun anew) once the log is twice its size. A log whose
 # ``log_id`` is not its document's is older than it (the daemon died between the two):
 # none of it applies.
 
-LOG_MIN = 1 << 16  # a log is let grow to this, or the document's size, before a rewrite
+LOG_MIN = 1 << 16  # a log is let grow to this, or LOG_FACTOR times the document, before a
+LOG_FACTOR = 2  # rewrite (a service with a long history has a large entry: one rewrite
+# per line of it would double what each save writes)
 
 
 def log_name(path: str) -> str:
@@ -501,10 +503,11 @@ class StateFile:
 
     def whole(self, head: dict, dir_fd: int | None) -> bool:
         """Whether the next save must rewrite the document: no log open (none yet, or a
-        save failed), the head changed, the log outgrew the document, or either is no
+        save failed), the head changed, the log grew past twice the document, or either is no
         longer at its path in ``dir_fd`` (removed, replaced, the directory made again):
         a log is of use only beside its own document."""
-        if self.log_fd is None or head != self.head or self.log_size > max(LOG_MIN, self.size):
+        if self.log_fd is None or head != self.head \
+                or self.log_size > max(LOG_MIN, LOG_FACTOR * self.size):
             return True
         try:
             st = os.stat(self.path, dir_fd=dir_fd, follow_symlinks=False)
