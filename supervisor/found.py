@@ -39,11 +39,11 @@ def name_of(cgroup: str, taken: set[str]) -> str | None:
 
 
 def entries(cgroups, taken: set[str], declared: Callable[[], dict[str, Service]],
-            now: float, claimed: set[str] = frozenset()) -> list[tuple[Service, int, str]]:
+            now: float, claimed: set[str] = frozenset()) -> list[state.Stored]:
     """What :meth:`Shell.take_back` takes for each cgroup of ``cgroups`` that holds
-    processes and names no service of ``taken`` (which it extends): (service, start ticks
-    of its process, cgroup); a cgroup of ``claimed`` is a service's taken back already
-    (``svc-web.2``: web's, after a restart), never found again. ``declared()``: the
+    processes and names no service of ``taken`` (which it extends): its service, start
+    ticks of its process, cgroup and pid; a cgroup of ``claimed`` is a service's taken
+    back already (``svc-web.2``: web's, after a restart), never found again. ``declared()``: the
     config file's services by name, as made (asked only once something is found: a
     boot's start, with no state file, is not slowed)."""
     found = []
@@ -64,12 +64,12 @@ def entries(cgroups, taken: set[str], declared: Callable[[], dict[str, Service]]
         svc = made.get(name)
         if svc is not None:
             svc = dataclasses.replace(
-                svc, state=State.STOPPED if stopped else State.RUNNING, pid=pid, pids=(pid,),
+                svc, state=State.STOPPED if stopped else State.RUNNING, pid=pid,
                 alive=True, started_at=started, next_start=None, due=None)
         else:
             command = tuple(process.cmdline(pid)) or (process.comm(pid),)
             svc, _ = machine.new_opened(name, command, pid, stopped=stopped,
                                         started_at=started)
         taken.add(name)
-        found.append((svc, ticks, cgroup))
+        found.append(state.Stored(svc, ticks, cgroup, (pid,)))
     return found

@@ -191,8 +191,7 @@ class Service:
     autostart: bool = True  # False: made PENDING, started by start-service only
     # where it is
     state: State = State.NEW
-    pid: int | None = None
-    pids: tuple[int, ...] = ()  # every pid it has had, oldest first
+    pid: int | None = None  # its process's, or its last one's (None: it never had one)
     alive: bool = False  # a process exists (not yet reaped or seen gone)
     restarts: int = 0
     starts: tuple[float, ...] = ()  # recent starts, for the start limit (see exited)
@@ -326,7 +325,7 @@ def create(svc, ev, now, mono):
 def open_(svc, ev, now, mono):
     """open-service: adopt the running (or stopped) process ``ev.pid``."""
     svc = _r(svc, opened=True, state=State.STOPPED if ev.stopped else State.RUNNING,
-             pid=ev.pid, pids=(ev.pid,), alive=True)
+             pid=ev.pid, alive=True)
     return svc, [Log("opened", f"{svc.name} (pid {ev.pid}) opened")]
 
 
@@ -340,7 +339,7 @@ def create_failed(svc, ev, now, mono):
 def spawned(svc, ev, now, mono):
     state = State.STOPPED if ev.stopped else State.RUNNING
     recurring = svc.schedule is not None and svc.schedule.repeats  # its next start is armed
-    svc = _r(svc, state=state, pid=ev.pid, pids=(*svc.pids, ev.pid), alive=True,
+    svc = _r(svc, state=state, pid=ev.pid, alive=True,
              started_at=now, next_start=svc.next_start if recurring else None,
              due=svc.due if recurring else None, exit_code=None, signal=None, error=None,
              starts=(*svc.starts[-32:], mono - svc.waited))
@@ -541,7 +540,7 @@ def restart(svc, ev, now, mono):
 def stop_pending(svc, ev, now, mono):
     """stop-service on a service without a process: nothing to do -- but a restart it waits
     for (after a crash, a back-off) is called off."""
-    if svc.schedule is not None or not svc.pids or svc.due is None:
+    if svc.schedule is not None or svc.pid is None or svc.due is None:
         return svc, []  # a first start still to come, or a schedule: supervisor-cancel
     svc = _r(svc, state=State.EXITED, due=None, next_start=None)
     return svc, [CancelTimer(), Log("exited", f"{svc.name}: its restart called off "

@@ -33,15 +33,18 @@ _RUNS = (State.RUNNING, State.STOPPED, State.STOPPING)  # a process of its own e
 class Record:
     """Everything the shell keeps for one service."""
 
-    __slots__ = ("cached", "cgroup", "cpu_base", "proc", "svc", "ticks", "timers")
+    __slots__ = ("cached", "cgroup", "cpu_base", "pids", "proc", "saved", "svc", "ticks",
+                 "timers")
 
-    def __init__(self, svc: Service, cgroup: str | None = None) -> None:
+    def __init__(self, svc: Service, cgroup: str | None = None, pids=()) -> None:
         self.svc = svc
+        self.pids: list[int] = list(pids)  # every pid it has had, oldest first (each once)
+        self.saved = 0  # how many of them the state file has (its log writes the rest)
         self.proc: Proc | None = None  # its watched process, until reaped or released
         self.ticks: int | None = None  # that process's start time (read when saving)
         self.timers: dict = {}  # slot ("start", "stop") -> (Timers, Handle)
         self.cgroup = cgroup  # its directory in the instance's cgroup tree, once made
-        self.cached: tuple | None = None  # (svc, ticks, cgroup, its state document entry)
+        self.cached: tuple | None = None  # (svc, ticks, cgroup, pids, its document entry)
         # (cgroup, CPU seconds) of the runs before, in a cgroup kept for a restart into it:
         # its cpu.stat counts them all
         self.cpu_base: tuple[str, float] | None = None
@@ -155,7 +158,7 @@ class Shell:
         self.counts[rec.svc.state] += 1
         self.counts_changed = self.dirty = True
         self.touched.add(rec.svc.name)
-        for pid in rec.svc.pids:
+        for pid in rec.pids:
             # a pid in its history names it, unless another service's process has that pid
             # now (the kernel gave it out again): the one that holds it wins, whatever the
             # order services are taken back in after a reload or a crash
@@ -170,7 +173,9 @@ class Shell:
         the manager's fd store where there is one (``stored``: it has it already)."""
         rec.proc, rec.ticks = proc, ticks
         self.touched.add(rec.svc.name)
-        self.by_pid[proc.pid] = rec.svc.name
+        if self.by_pid.get(proc.pid) != rec.svc.name:  # (else in its history already)
+            rec.pids.append(proc.pid)
+            self.by_pid[proc.pid] = rec.svc.name
         self.watcher.watch(proc, functools.partial(self._exited, rec.svc.name))
         self.fdstore.keep(proc.pid, proc.pidfd, sent=stored)
 
@@ -184,7 +189,7 @@ class Shell:
         self.touched.add(svc.name)
         for slot in list(rec.timers):
             self._cancel_timer(rec, slot)
-        for pid in svc.pids:
+        for pid in rec.pids:
             if self.by_pid.get(pid) == svc.name:
                 del self.by_pid[pid]
         proc, rec.proc = rec.proc, None
@@ -406,27 +411,44 @@ class Shell:
         document. Each is cached until the service changes (services are immutable
         values): a save encodes only those."""
         self.touched.clear()
-        return {name: self._entry(rec) for name, rec in self.records.items()}
+        out = {}
+        for name, rec in self.records.items():
+            out[name] = self._entry(rec)
+            rec.saved = len(rec.pids)
+        return out
 
     def changes(self) -> dict[str, str | None]:
         """The entries of the services changed since the last :meth:`entries` or
         ``changes`` (None: gone), for the state file's log: a turn that touched one service
-        of 10,000 costs one, not 10,000."""
+        of 10,000 costs one, not 10,000; each with only the pids it had since (a history
+        of 10,000 restarts is not written again at the next)."""
         touched, self.touched = self.touched, set()
-        return {name: self._entry(rec) if (rec := self.records.get(name)) else None
-                for name in touched}
+        out: dict[str, str | None] = {}
+        for name in touched:
+            rec = self.records.get(name)
+            if rec is None:
+                out[name] = None
+                continue
+            ticks = self._ticks(rec)
+            out[name] = state.encode_service(rec.svc, ticks, rec.cgroup, rec.pids, rec.saved)
+            rec.saved = len(rec.pids)
+        return out
 
     @staticmethod
-    def _entry(rec: Record) -> str:
+    def _ticks(rec: Record) -> int | None:
         if rec.proc is not None and rec.ticks is None:
             rec.ticks = state.start_ticks(rec.proc.pid)  # after the spawn, off its path
-        ticks = rec.ticks if rec.proc is not None else None
+        return rec.ticks if rec.proc is not None else None
+
+    def _entry(self, rec: Record) -> str:
+        """Its whole entry (every pid it had), cached until it changes."""
+        ticks, pids = self._ticks(rec), len(rec.pids)
         cached = rec.cached
         if cached is None or cached[0] is not rec.svc or cached[1] != ticks \
-                or cached[2] != rec.cgroup:
-            cached = rec.cached = (rec.svc, ticks, rec.cgroup,
-                                   state.encode_service(rec.svc, ticks, rec.cgroup))
-        return cached[3]
+                or cached[2] != rec.cgroup or cached[3] != pids:
+            cached = rec.cached = (rec.svc, ticks, rec.cgroup, pids,
+                                   state.encode_service(rec.svc, ticks, rec.cgroup, rec.pids))
+        return cached[4]
 
     def carried_procs(self) -> list[tuple[Proc, str | None]]:
         """Every process of ours with its service's name (None: an orphan), for a re-exec."""
@@ -434,7 +456,7 @@ class Shell:
             (rec.proc, name) for name, rec in self.records.items() if rec.proc is not None]
         return out + [(proc, None) for proc in self.orphans]
 
-    def take_back(self, services: list[tuple[Service, int | None, str | None]],
+    def take_back(self, services: list[state.Stored],
                   carried: dict[str, Proc] | None = None,
                   orphans: list[Proc] = (),
                   stored: dict[int, int] | None = None) -> tuple[int, int]:
@@ -450,9 +472,9 @@ class Shell:
         ended, adopted = [], 0
         stored = dict(stored or {})
         # a pid more than one entry claims: only a created service's cgroup can prove whose
-        claims = collections.Counter(svc.pid for svc, _, _ in services if svc.alive)
+        claims = collections.Counter(s.svc.pid for s in services if s.svc.alive)
         claimed: set[int] = set()  # the pids re-adopted so far
-        for svc, ticks, cgroup in services:
+        for svc, ticks, cgroup, pids in services:
             if cgroup is None and not svc.opened and self.cgroups \
                     and os.path.isdir(self.cgroups.path(f"svc-{svc.name}")):
                 cgroup = f"svc-{svc.name}"  # a document from before cgroups were recorded
@@ -462,7 +484,7 @@ class Shell:
                 # re-exec carries no stop: the reload waits for them to end)
                 svc = dataclasses.replace(svc, state=State.RUNNING, stopping=None,
                                           killing=False)
-            rec = self._put(Record(svc, cgroup))
+            rec = self._put(Record(svc, cgroup, pids))
             kept = carried is not None or (svc.alive and svc.pid in stored)
             if carried is not None:
                 proc = carried.get(svc.name)

@@ -8,7 +8,8 @@ re-exec (a memfd handed to the new program, with the fds it carries). Its shape:
     {"version": 1, "instance": N, "started_at": <epoch>, "boot_id": "<uuid>",
      "cgroups": <the tree's path or null>, "log_id": <its log's, on disk>,
      ...,                                  (re-exec: the fds carried; see daemon.reexec)
-     "services": [{<every field of machine.Service>, "start_ticks": <int or null>,
+     "services": [{<every field of machine.Service>, "pids": [<every pid it has had>],
+                   "start_ticks": <int or null>,
                    "cgroup": <its directory in the tree, or null>}]}
 
 ``start_ticks`` is the process's start time (clock ticks since boot, from
@@ -33,6 +34,7 @@ import os
 import re
 import signal
 import stat
+from typing import NamedTuple
 
 from supervisor.machine import MAX_RESTARTS, Service, State, name_problem
 from supervisor.schedule import RESTART_MODES, Schedule, StartLimit
@@ -47,12 +49,25 @@ class StateError(ValueError):
     """The document is not one this daemon wrote: the message says what is wrong."""
 
 
+class Stored(NamedTuple):
+    """One service as a document holds it."""
+
+    svc: Service
+    ticks: int | None  # its process's start time
+    cgroup: str | None  # the cgroup it was born in
+    pids: tuple[int, ...]  # every pid it has had, oldest first (each once)
+
+
 # ---- encoding --------------------------------------------------------------------------------
 
 
-def encode_service(svc: Service, ticks: int | None, cgroup: str | None) -> str:
+def encode_service(svc: Service, ticks: int | None, cgroup: str | None,
+                   pids: list[int], kept: int | None = None) -> str:
     """One service's entry, as JSON text (callers cache it while the service is unchanged:
-    services are immutable values)."""
+    services are immutable values). ``pids``: its history; ``kept`` (a line of the log):
+    the first ``kept`` of them are those of its entry already on disk, and only the rest
+    are written (a service restarted 10,000 times has a history of ~70 KB, which one
+    restart must not write again)."""
     out = {name: getattr(svc, name) for name in _FIELDS}
     out["schedule"] = svc.schedule.to_dict() if svc.schedule else None
     out["start_limit"] = ([svc.start_limit.burst, svc.start_limit.interval]
@@ -61,7 +76,10 @@ def encode_service(svc: Service, ticks: int | None, cgroup: str | None) -> str:
     out["env"] = [list(pair) for pair in svc.env]
     out["state"] = svc.state.value
     out["command"] = list(svc.command)
-    out["pids"] = list(svc.pids)
+    if kept is None:
+        out["pids"] = pids
+    else:
+        out["pids_kept"], out["pids"] = kept, pids[kept:]
     out.pop("due", None)  # a CLOCK_BOOTTIME deadline means nothing to another boot; next_start
     out["start_ticks"] = ticks
     out["cgroup"] = cgroup
@@ -98,8 +116,8 @@ def parse(data: bytes) -> dict:
 
 
 def decode(data: bytes, instance: int | None = None, bad: list[str] | None = None
-           ) -> tuple[dict, list[tuple[Service, int | None, str | None]]]:
-    """(head, [(service, start ticks, cgroup)]) from a document; :class:`StateError` when
+           ) -> tuple[dict, list[Stored]]:
+    """(head, [:class:`Stored`]) from a document; :class:`StateError` when
     it is not valid JSON, not of this version, of another instance than ``instance``, or
     any field has the wrong type or value. ``bad`` (a list): a service's entry that is
     wrong is left out instead, and what is wrong with it appended there (one bad entry
@@ -108,7 +126,7 @@ def decode(data: bytes, instance: int | None = None, bad: list[str] | None = Non
 
 
 def decode_doc(doc: dict, instance: int | None = None, bad: list[str] | None = None
-               ) -> tuple[dict, list[tuple[Service, int | None, str | None]]]:
+               ) -> tuple[dict, list[Stored]]:
     """:func:`decode` of a document :func:`parse` read (and :func:`replay` brought up to
     date)."""
     if type(doc.get("version")) is not int or doc["version"] != VERSION:
@@ -124,7 +142,8 @@ def decode_doc(doc: dict, instance: int | None = None, bad: list[str] | None = N
     services, names, cgroups = [], set(), set()
     for i, entry in enumerate(entries):
         try:
-            svc, ticks, cgroup = _service(entry)
+            stored = _service(entry)
+            svc, cgroup = stored.svc, stored.cgroup
             if svc.name in names:
                 raise StateError(f"name {svc.name!r} given twice")
             if cgroup is not None and cgroup in cgroups:  # one cgroup is one service's
@@ -137,7 +156,7 @@ def decode_doc(doc: dict, instance: int | None = None, bad: list[str] | None = N
         names.add(svc.name)
         if cgroup is not None:
             cgroups.add(cgroup)
-        services.append((svc, ticks, cgroup))
+        services.append(stored)
     return doc, services
 
 
@@ -195,7 +214,7 @@ def _strings(v) -> bool:
     return all(isinstance(a, str) and "\0" not in a for a in v)
 
 
-def _service(entry) -> tuple[Service, int | None, str | None]:
+def _service(entry) -> Stored:
     if not isinstance(entry, dict):
         raise StateError("not a JSON object")
     kw: dict = {}
@@ -205,8 +224,8 @@ def _service(entry) -> tuple[Service, int | None, str | None]:
     state = _check(entry, "state", str, lambda v: v in State.__members__ and v != "NEW")
     kw["state"] = State(state)
     kw["pid"] = _check(entry, "pid", int, _pid, optional=True)
-    kw["pids"] = tuple(_check(entry, "pids", list, lambda v: all(
-        isinstance(p, int) and not isinstance(p, bool) and _pid(p) for p in v)))
+    pids = tuple(dict.fromkeys(_check(entry, "pids", list, lambda v: all(
+        isinstance(p, int) and not isinstance(p, bool) and _pid(p) for p in v))))
     kw["alive"] = _check(entry, "alive", bool)
     kw["restarts"] = _check(entry, "restarts", int, _counter)
     kw["restart_limit"] = _check(entry, "restart_limit", int,
@@ -264,11 +283,12 @@ def _service(entry) -> tuple[Service, int | None, str | None]:
     when = kw["schedule"] and (kw["schedule"].at, kw["schedule"].anchor)
     if when and not all(t is None or _time(t) for t in when):
         raise StateError(f"schedule time out of range: {sched!r:.80}")
-    if kw["pid"] is not None and kw["pid"] not in kw["pids"]:
+    if kw["pid"] is not None and (not pids or kw["pid"] != pids[-1]) \
+            and kw["pid"] not in pids:
         raise StateError(f"pid {kw['pid']} is not among its pids")
     if kw["alive"] and kw["pid"] is None:
         raise StateError("alive without a pid")
-    return Service(**kw), ticks, cgroup
+    return Stored(Service(**kw), ticks, cgroup, pids)
 
 
 # ---- the file ----------------------------------------------------------------------------
@@ -410,8 +430,11 @@ def remove(path: str, dir_fd: int | None = None) -> None:
 # document as of its last rewrite, which names a random ``log_id``, and ``<file>.log``
 # beside it: one line per save since, each the entries that changed and the names gone:
 #
-#     {"log_id": "<the document's>", "set": [<entries, as in the document>], "drop": [<names>]}
+#     {"log_id": "<the document's>", "set": [<entries>], "drop": [<names>]}
 #
+# An entry of the log is one of the document's, but for its pid history: ``"pids_kept": k``
+# says the first k of the pids of the entry it replaces are kept, and ``"pids"`` holds only
+# those that follow (``k`` is 0 for a service made anew under an old name).
 # The document is rewritten (and the log begun anew) once the log is twice its size. A log whose
 # ``log_id`` is not its document's is older than it (the daemon died between the two):
 # none of it applies.
@@ -467,10 +490,31 @@ def _apply(raw: bytes, log_id: str, by_name: dict) -> str | None:
             isinstance(e, dict) and isinstance(e.get("name"), str) for e in sets) \
             or not all(isinstance(n, str) for n in drops):
         return "'set' or 'drop' is not a list of entries or names"
-    for name in drops:
-        by_name.pop(name, None)
+    named = {e["name"] for e in sets}
+    if len(named) != len(sets):
+        return "a service set twice in one line"
+    dropped = set(drops)
+    for entry in sets:  # checked whole before any of it applies
+        kept = entry.get("pids_kept")
+        if kept is None or (type(kept) is int and kept == 0):  # all its history is here
+            continue
+        before = None if entry["name"] in dropped else by_name.get(entry["name"])
+        before = before.get("pids") if isinstance(before, dict) else None
+        if type(kept) is not int or not isinstance(before, list) \
+                or not 0 < kept <= len(before) or not isinstance(entry.get("pids"), list):
+            return f"service {entry['name']!r}: 'pids_kept' is {kept!r:.60}, of " \
+                   f"{len(before) if isinstance(before, list) else 'no'} pids"
     for entry in sets:
-        by_name[entry["name"]] = entry
+        name, kept = entry["name"], entry.pop("pids_kept", None)
+        if kept:  # its history: the first ``kept`` pids of the entry it replaces, then these
+            before = by_name[name]["pids"]  # that entry is gone: its list is this one's now
+            del before[kept:]
+            before += entry["pids"]
+            entry["pids"] = before
+        by_name[name] = entry
+    for name in drops:
+        if name not in named:  # (a line drops a name, then sets it anew)
+            by_name.pop(name, None)
     return None
 
 

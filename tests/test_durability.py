@@ -28,7 +28,7 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounts a tmpfs: needs
 
 def on_disk(rundir: str) -> set[str]:
     _head, services = state.decode_doc(read_state(rundir))
-    return {svc.name for svc, _ticks, _cgroup in services}
+    return {stored.svc.name for stored in services}
 
 
 @pytest.fixture

@@ -218,7 +218,6 @@ def test_create_immediate_spawns_at_once(create_stopped):
     assert svc.state is State.NEW  # until the spawn's outcome is known
     assert svc.status == "PENDING"
     assert svc.pid is None
-    assert svc.pids == ()
     assert svc.restarts == 0
     assert svc.restart_limit == 2
     assert svc.next_start == NOW
@@ -258,7 +257,6 @@ def test_spawned_makes_it_running():
     svc, effects = step(created(), Event(Ev.SPAWNED, pid=4242), NOW + 1, MONO + 1)
     assert svc.state is State.RUNNING
     assert svc.pid == 4242
-    assert svc.pids == (4242,)
     assert svc.alive
     assert svc.started_at == NOW + 1
     assert svc.next_start is None
@@ -336,7 +334,6 @@ def test_pids_history_across_restarts():
         svc, effects = step(svc, Event(Ev.SPAWNED, pid=pid), NOW, MONO)
         all_logs += logs(effects)
         assert svc.pid == pid
-    assert svc.pids == (100, 101, 102, 103)
     assert svc.restarts == 3
     assert all_logs == ["restarted"] * 3
 
@@ -353,7 +350,7 @@ def test_suspend_and_resume_signal_the_process():
     assert svc.state is State.RUNNING
     assert signals(effects) == [signal.SIGCONT]
     assert logs(effects) == ["continued"]
-    assert svc.pid == 100 and svc.pids == (100,)
+    assert svc.pid == 100
 
 
 @pytest.mark.parametrize("make", [running, opened], ids=["created", "opened"])
@@ -478,7 +475,7 @@ def test_restart_limit_is_exact():
     svc, effects = step(svc, exit_ev(code=1), NOW, MONO)
     assert svc.state is State.CRASHED
     assert svc.restarts == 3
-    assert svc.pids == (100, 101, 102, 103)
+    assert svc.pid == 103
 
 
 def test_stopped_service_that_crashes_is_restarted():
@@ -530,7 +527,7 @@ def test_open_adopts_a_running_process(stopped):
     assert svc.state is (State.STOPPED if stopped else State.RUNNING)
     assert svc.opened
     assert svc.alive
-    assert svc.pid == 321 and svc.pids == (321,)
+    assert svc.pid == 321
     assert svc.started_at == NOW - 100
     assert svc.restarts == 0
     assert not any(isinstance(e, Spawn | Signal) for e in effects)
@@ -1007,6 +1004,8 @@ class MachineSequences(RuleBasedStateMachine):
             return
         self.svc = new
         self._check_effects(effects, kind)
+        # its pid is the last process the shell reported, and never one it made up
+        assert new.pid == before.pid or (kind is Ev.SPAWNED and new.pid == ev.pid)
         if kind in COMMANDS:
             assert allowed(kind, before)
         if any(isinstance(e, Forget) for e in effects):
@@ -1029,18 +1028,14 @@ class MachineSequences(RuleBasedStateMachine):
     def pid_is_none_only_before_first_start(self) -> None:
         svc = self.svc
         if svc.pid is None:
-            assert svc.pids == ()
             # PENDING (or NEW) before its first start, even one that could not spawn and
             # waits to retry -- or CRASHED when such retries hit the start limit.
             assert svc.status == "PENDING" or (
                 svc.state is State.CRASHED and svc.error is not None), svc
-        else:
-            assert svc.pids and svc.pids[-1] == svc.pid
-            assert len(set(svc.pids)) == len(svc.pids)
 
     @invariant()
     def not_started_means_not_alive(self) -> None:
-        if not self.svc.pids:
+        if self.svc.pid is None:
             assert not self.svc.alive
 
 

@@ -895,3 +895,21 @@ def test_a_wrong_line_in_the_log_costs_only_what_follows_it(sup):
     again = {s["name"]: (s["pid"], s["opened"]) for s in sup.json("list-supervisor")["services"]}
     assert again == {"first": (first["pid"], False), "second": (second["pid"], True)}
     sup.ok("stop-service", "second")  # opened: a close would leave it running
+
+
+def test_every_pid_a_service_had_names_it_after_a_crash(sup):
+    """Its pid history comes back from the state file's log, where each restart wrote only
+    its new pid (``pids_kept``: the rest are those on disk already)."""
+    pids = [sup.create("/bin/sleep", ["600"], name="web", output="null")["pid"]]
+    for _ in range(3):
+        pids.append(sup.json("restart-service", "web")["pid"])
+    with open(os.path.join(sup.rundir, "0.state.json.log"), "rb") as f:
+        last = json.loads(f.read().splitlines()[-1])
+    [entry] = [e for e in last["set"] if e["name"] == "web"]
+    assert (entry["pids_kept"], entry["pids"]) == (3, pids[-1:])
+    _kill_daemon(sup)
+    sup.ok("init", "-i", "0")
+    for pid in pids:
+        assert sup.json("service-status", str(pid))["name"] == "web"
+    assert sup.status("web")["pid"] == pids[-1]  # re-adopted
+    sup.ok("stop-service", "web")

@@ -17,10 +17,11 @@ from supervisor.machine import Service, State
 HEAD = {"instance": 0, "started_at": 1.0e9, "boot_id": "b", "cgroups": None}
 
 
-def entry(name: str, restarts: int = 0) -> str:
+def entry(name: str, restarts: int = 0, pids: list[int] = (), kept: int | None = None) -> str:
+    """Its whole entry, or (``kept``) a line of the log's: its pids after the first kept."""
     svc = Service(name=name, command=("/bin/sleep", "1"), state=State.EXITED,
-                  restarts=restarts, cwd="/", output="null")
-    return state.encode_service(svc, None, None)
+                  restarts=restarts, cwd="/", output="null", pid=pids[-1] if pids else None)
+    return state.encode_service(svc, None, None, list(pids), kept)
 
 
 @pytest.fixture
@@ -37,14 +38,15 @@ def sfile(dir_fd):
     f.close()
 
 
-def read_back(dir_fd: int) -> tuple[dict[str, int], str | None]:
-    """{name: restarts} as the next daemon reads the directory, and what is wrong with
-    the log."""
+def read_back(dir_fd: int, *, pids: bool = False) -> tuple[dict, str | None]:
+    """{name: restarts} (``pids``: {name: (restarts, pids)}) as the next daemon reads the
+    directory, and what is wrong with the log."""
     doc = state.parse(state.load("0.state.json", dir_fd))
     log = state.load("0.state.json.log", dir_fd) or b""
     _applied, trouble = state.replay(doc, log)
     _head, services = state.decode_doc(doc, 0)
-    return {svc.name: svc.restarts for svc, _, _ in services}, trouble
+    return {s.svc.name: (s.svc.restarts, s.pids) if pids else s.svc.restarts
+            for s in services}, trouble
 
 
 def test_appends_are_read_back_over_the_document(sfile, dir_fd):
@@ -154,36 +156,88 @@ def test_removed_on_purpose_both_go(sfile, dir_fd):
     assert os.listdir(f"/proc/self/fd/{dir_fd}") == []
 
 
+def test_a_line_writes_only_the_pids_a_service_had_since(sfile, dir_fd):
+    """A service restarted 10,000 times has a history of ~70 KB: a restart's line holds
+    the new pid, and says how many of those before it keeps."""
+    history = list(range(100, 10_100))
+    sfile.rewrite(HEAD, {"a": entry("a", 0, history)}, dir_fd, durable=False)
+    history.append(20_000)
+    sfile.append({"a": entry("a", 1, history, kept=10_000)}, dir_fd, durable=False)
+    assert sfile.log_size < 1000
+    history.append(20_001)
+    sfile.append({"a": entry("a", 2, history, kept=10_001)}, dir_fd, durable=False)
+    assert read_back(dir_fd, pids=True) == ({"a": (2, tuple(history))}, None)
+
+
+def test_a_service_made_anew_under_an_old_name_keeps_none_of_its_pids(sfile, dir_fd):
+    sfile.rewrite(HEAD, {"a": entry("a", 3, [10, 11, 12])}, dir_fd, durable=False)
+    sfile.append({"a": entry("a", 0, [20], kept=0)}, dir_fd, durable=False)
+    sfile.append({"b": entry("b", 0, [30], kept=0)}, dir_fd, durable=False)
+    assert read_back(dir_fd, pids=True) == ({"a": (0, (20,)), "b": (0, (30,))}, None)
+
+
+@pytest.mark.parametrize("kept", [5, -1, True, "2", 1.0])
+def test_a_line_that_keeps_pids_its_entry_never_had_is_wrong(sfile, dir_fd, kept):
+    sfile.rewrite(HEAD, {"a": entry("a", 0, [10, 11, 12]), "b": entry("b")}, dir_fd,
+                  durable=False)
+    sfile.append({"b": entry("b", 1), "a": entry("a", 1, [10, 11, 12, 13], kept=3)},
+                 dir_fd, durable=False)
+    line = json.loads(entry("a", 2, [10, 11, 12, 13, 14], kept=4))
+    line["pids_kept"] = kept
+    os.write(sfile.log_fd, json.dumps({"log_id": sfile.log_id, "set": [
+        json.loads(entry("b", 2)), line], "drop": []}).encode() + b"\n")
+    services, trouble = read_back(dir_fd, pids=True)
+    # the line before it applies; none of this one does, not even b's part of it
+    assert services == {"a": (1, (10, 11, 12, 13)), "b": (1, ())}
+    assert "'pids_kept'" in trouble
+
+
 NAMES = st.sampled_from(["a", "b", "c", "d"])
 SAVES = st.lists(st.one_of(
     st.tuples(st.just("rewrite")),
+    # name -> gone (None), or (restarts, new pids, made anew under that name)
     st.tuples(st.just("change"), st.dictionaries(NAMES, st.one_of(
-        st.none(), st.integers(0, 3)), max_size=4))), max_size=30)
+        st.none(), st.tuples(st.integers(0, 3), st.integers(0, 3), st.booleans())),
+        max_size=4))), max_size=30)
 
 
 @settings(max_examples=150, deadline=None)
 @given(SAVES)
 def test_whatever_was_saved_is_what_is_read_back(tmp_path_factory, saves):
-    """The services a daemon had at its last save, whatever came before (rewrites,
-    appends of changes, of nothing, of services gone and come again)."""
+    """The services a daemon had at its last save, with every pid each had, whatever came
+    before (rewrites, appends of changes, of nothing, of services gone and come again),
+    written as the daemon's shell writes them: a line holds the pids since the save
+    before."""
     fd = os.open(tmp_path_factory.mktemp("sf"), os.O_RDONLY | os.O_DIRECTORY)
     sfile = state.StateFile("0.state.json")
+    pid = iter(range(100, 1 << 20))
     try:
-        now: dict[str, int] = {}
+        now: dict[str, tuple[int, list[int]]] = {}
+        saved: dict[str, int] = {}  # how many of its pids are on disk
         sfile.rewrite(HEAD, {}, fd, durable=False)
         for save in saves:
             if save[0] == "rewrite":
-                sfile.rewrite(HEAD, {n: entry(n, r) for n, r in now.items()}, fd,
+                sfile.rewrite(HEAD, {n: entry(n, r, p) for n, (r, p) in now.items()}, fd,
                               durable=False)
+                saved = {n: len(p) for n, (_, p) in now.items()}
                 continue
-            for name, restarts in save[1].items():
-                if restarts is None:
+            changes = {}
+            for name, change in save[1].items():
+                if change is None:
                     now.pop(name, None)
-                else:
-                    now[name] = restarts
-            sfile.append({n: None if r is None else entry(n, r) for n, r in save[1].items()},
-                         fd, durable=False)
-        assert read_back(fd) == (now, None)
+                    saved.pop(name, None)
+                    changes[name] = None
+                    continue
+                restarts, new, anew = change
+                if anew or name not in now:
+                    now[name], saved[name] = (restarts, []), 0
+                pids = now[name][1] + [next(pid) for _ in range(new)]
+                now[name] = (restarts, pids)
+                changes[name] = entry(name, restarts, pids, kept=saved[name])
+                saved[name] = len(pids)
+            sfile.append(changes, fd, durable=False)
+        assert read_back(fd, pids=True) == (
+            {n: (r, tuple(p)) for n, (r, p) in now.items()}, None)
     finally:
         sfile.close()
         os.close(fd)
