@@ -30,7 +30,7 @@ import sys
 import time
 import traceback
 
-from supervisor import declare, paths, process, protocol, recovery, state
+from supervisor import declare, paths, process, protocol, reexec, state
 from supervisor.cgroups import Cgroups
 from supervisor.commands import DAEMON_COMMANDS, READ_ONLY, CommandError, Commands, Waiting
 from supervisor.control import Connection, Reply, Server, SocketKeeper
@@ -39,7 +39,7 @@ from supervisor.lock import InstanceLock
 from supervisor.machine import Ev, State, stop_wait
 from supervisor.native import CLOCK_BOOTTIME, CLOCK_REALTIME, SignalFd
 from supervisor.output import Outputs
-from supervisor.process import Proc, child_env, stop_continue_reports
+from supervisor.process import child_env, stop_continue_reports
 from supervisor.rundir import RuntimeDir
 from supervisor.sdnotify import Notifier
 from supervisor.shell import Shell
@@ -168,13 +168,7 @@ class Daemon:
         self.journal.flush()
         if self.reexec_requested and not self.waiting:  # not while a stop is answered
             self.reexec_requested = False
-            if self.held_reloads:  # their answers go out now, just before the exec
-                for reply, conn in self.held_reloads:
-                    reply.data = reply.held
-                    self.server.pending.add(conn)
-                self.held_reloads.clear()
-                self.server.flush_pending()
-            self.reexec()
+            reexec.hand_over(self)
 
     def _answer_waiting(self) -> None:
         """Answers whose services are done stopping: they go out with this turn's save."""
@@ -213,7 +207,8 @@ class Daemon:
 
     # ---- state on disk --------------------------------------------------------------------
 
-    def _head(self) -> dict:
+    def state_head(self) -> dict:
+        """The head of the state document (its services aside): this daemon's."""
         cgroups = self.shell.cgroups
         return {"instance": self.instance, "started_at": self.started_at,
                 "boot_id": self.boot_id, "cgroups": cgroups.base if cgroups else None}
@@ -226,7 +221,7 @@ class Daemon:
         machine the next boot drops the document anyway (its boot id). False when it could
         not be written (journaled once while it keeps failing; tried again at the end of
         every turn, whole)."""
-        head, durable, file = self._head(), bool(self.unsaved), self.state_file
+        head, durable, file = self.state_head(), bool(self.unsaved), self.state_file
         try:
             if file.whole(head, self.dir_fd):
                 file.rewrite(head, self.shell.entries(), self.dir_fd, durable=durable)
@@ -273,74 +268,6 @@ class Daemon:
             self.waiting.append((None, None, None, applying))
 
     # ---- live re-exec -----------------------------------------------------------------------
-
-    def reexec(self) -> None:
-        """Execute the daemon's program afresh in this very process: same pid, so created
-        services stay our children. Carried across exec (their CLOEXEC flag cleared): the
-        lock, the listening socket, every pidfd, every client connection with what it had
-        buffered, the log relay's socket; the rest (services, timers) goes in a memfd, in
-        the state document's format."""
-        head = self._head()
-        procs = self.shell.carried_procs()
-        for c in self.server.connections:
-            c.move_ready()
-        head.update(
-            generation=self.generation + 1, lock_fd=self.lock.file_fd,
-            name_lock_fd=self.lock.name_sock.fileno() if self.lock.name_sock else None,
-            listener_fd=self.server.listener.fileno(), socket_path=self.socket_path,
-            owns_socket=self.owns_socket, child_nofile=process.CHILD_NOFILE,
-            procs=[{"fd": p.pidfd, "pid": p.pid, "child": p.child, "cgroup": p.cgroup,
-                    "service": name} for p, name in procs],
-            connections=[{"fd": c.sock.fileno(), "rbuf": bytes(c.rbuf).hex(),
-                          "wbuf": bytes(c.wbuf).hex(), "closing": c.closing}
-                         for c in self.server.connections if c.discard < 0],
-            relay=self.shell.outputs.carry())
-        fds = [*self.lock.fds(), head["listener_fd"], *(p["fd"] for p in head["procs"]),
-               *(c["fd"] for c in head["connections"]),
-               *self.shell.outputs.carried_fds(head["relay"])]
-        memfd = os.memfd_create("supervisor-state", 0)
-        os.write(memfd, self.shell.encode(head))
-        os.lseek(memfd, 0, os.SEEK_SET)
-        for fd in (*fds, memfd):
-            os.set_inheritable(fd, True)
-        self.journal.send(f"re-executing (generation {head['generation']}, "
-                          f"{len(self.shell)} services)", 5, SUPERVISOR_EVENT="reexec")
-        self.journal.flush()
-        argv = [sys.executable, "-m", "supervisor.daemon", "--instance", str(self.instance),
-                "--grace", repr(self.grace), "--reexec-fd", str(memfd)]
-        try:
-            os.execv(sys.executable, argv)
-        except OSError as exc:  # still the old program: carry on as if nothing happened
-            for fd in fds:
-                os.set_inheritable(fd, False)
-            os.close(memfd)
-            self.journal.send(f"re-exec failed: {exc.strerror}; still serving", 3,
-                              SUPERVISOR_EVENT="reexec")
-
-    def restore(self, head: dict, services: list) -> None:
-        """The other half of :meth:`reexec`, in the new program."""
-        self.generation = head["generation"]
-        self.started_at = head["started_at"]
-        recovery.adopt_tree(self, head)
-        carried, orphans = {}, []
-        for entry in head["procs"]:
-            os.set_inheritable(entry["fd"], False)
-            proc = Proc(entry["pid"], entry["fd"], entry["child"])
-            cgroup = entry["cgroup"]  # an older version carried the service's name
-            proc.cgroup = cgroup if cgroup is None or cgroup.startswith("svc-") \
-                else f"svc-{cgroup}"
-            if entry["service"] is None:
-                orphans.append(proc)
-            else:
-                carried[entry["service"]] = proc
-        self.shell.take_back(services, carried, orphans)
-        for c in head["connections"]:
-            os.set_inheritable(c["fd"], False)
-            self.server.adopt(socket.socket(fileno=c["fd"]), bytes.fromhex(c["rbuf"]),
-                              bytes.fromhex(c["wbuf"]), c["closing"])
-        self.shell.outputs.restore(head["relay"])
-        self.journal.send(f"re-executed (generation {self.generation}): {len(self.shell)} "
-                          "services carried over", 5, SUPERVISOR_EVENT="reexec")
 
     def close(self) -> None:
         self.keeper.close()  # first: the socket is removed on purpose next

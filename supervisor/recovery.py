@@ -6,7 +6,7 @@ close (it crashed, or was killed) taken back from the state file and its log
 Nothing read back is trusted: a file that cannot be is set aside with a journal entry,
 never used; one of another boot is dropped. Called once, by ``supervisor/startup.py``,
 with the :class:`~supervisor.daemon.Daemon` made and its loop not yet running; a live
-re-exec takes its services over instead (``Daemon.restore``), and shares
+re-exec takes its services over instead (``supervisor/reexec.py``), and shares
 :func:`adopt_tree` with this. Each function is given the daemon, ``d``.
 """
 

@@ -10,7 +10,7 @@ import resource
 import socket
 import sys
 
-from supervisor import paths, process, recovery, state
+from supervisor import paths, process, recovery, reexec, state
 from supervisor.control import bind_listener
 from supervisor.daemon import HANDLED_SIGNALS, Daemon
 from supervisor.lock import Held, InstanceLock
@@ -48,8 +48,7 @@ def serve(instance: int, grace: float = 5.0, reexec_fd: int | None = None) -> in
     carried = None
     if reexec_fd is not None:  # we are a live re-exec: take over from our former self
         try:
-            with os.fdopen(reexec_fd, "rb") as f:
-                carried = state.decode(f.read())
+            carried = reexec.read(reexec_fd)
         except (OSError, state.StateError) as exc:  # the state file on disk still holds them
             print(f"supervisor-daemon: cannot take over after re-exec: {exc}", file=sys.stderr)
             return 1
@@ -95,7 +94,7 @@ def serve(instance: int, grace: float = 5.0, reexec_fd: int | None = None) -> in
     daemon.lock, daemon.owns_socket = lock, owned
     try:
         if carried is not None:
-            daemon.restore(*carried)
+            reexec.take_over(daemon, *carried)
         else:
             recovery.recover(daemon, stored)
             daemon.apply_config()

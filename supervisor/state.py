@@ -7,7 +7,7 @@ re-exec (a memfd handed to the new program, with the fds it carries). Its shape:
 
     {"version": 1, "instance": N, "started_at": <epoch>, "boot_id": "<uuid>",
      "cgroups": <the tree's path or null>, "log_id": <its log's, on disk>,
-     ...,                                  (re-exec: the fds carried; see daemon.reexec)
+     ...,                                  (re-exec: the fds carried; see reexec.py)
      "services": [{<every field of machine.Service>, "pids": [<every pid it has had>],
                    "start_ticks": <int or null>,
                    "cgroup": <its directory in the tree, or null>}]}
