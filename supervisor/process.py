@@ -319,6 +319,30 @@ def _fork_spawn(argv, env, cwd, stdout, stderr, stopped, ids) -> int:
         os._exit(127)
 
 
+_pidfs: bool | None = None  # pidfds live on pidfs (learnt on first use)
+
+
+def identity(proc: Proc) -> int | None:
+    """The process's pidfs inode number: on Linux >= 6.9 each process's is its own for the
+    whole boot, never given again (a 64-bit counter), so a process that merely got the same
+    pid since can never pass for it, whatever it runs. None on an older kernel (every pidfd
+    is then the one anonymous inode) or when the pidfd is closed."""
+    global _pidfs
+    if proc.pidfd < 0:
+        return None
+    try:
+        st = os.fstat(proc.pidfd)
+    except OSError:
+        return None
+    if _pidfs is None:
+        other = os.eventfd(0, os.EFD_CLOEXEC)  # an anonymous inode's device
+        try:
+            _pidfs = os.fstat(other).st_dev != st.st_dev
+        finally:
+            os.close(other)
+    return st.st_ino if _pidfs else None
+
+
 def open_pid(pid: int) -> Proc:
     """Adopt a process we did not start. Raises ``ProcessLookupError`` if it does not exist."""
     return Proc(pid, os.pidfd_open(pid), child=False)

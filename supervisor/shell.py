@@ -33,8 +33,8 @@ _RUNS = (State.RUNNING, State.STOPPED, State.STOPPING)  # a process of its own e
 class Record:
     """Everything the shell keeps for one service."""
 
-    __slots__ = ("cached", "cgroup", "cpu_base", "pids", "proc", "saved", "svc", "ticks",
-                 "timers")
+    __slots__ = ("cached", "cgroup", "cpu_base", "ino", "pids", "proc", "saved", "svc",
+                 "ticks", "timers")
 
     def __init__(self, svc: Service, cgroup: str | None = None, pids=()) -> None:
         self.svc = svc
@@ -42,9 +42,10 @@ class Record:
         self.saved = 0  # how many of them the state file has (its log writes the rest)
         self.proc: Proc | None = None  # its watched process, until reaped or released
         self.ticks: int | None = None  # that process's start time (read when saving)
+        self.ino: int | None = None  # and its pidfs inode (process.identity), likewise
         self.timers: dict = {}  # slot ("start", "stop") -> (Timers, Handle)
         self.cgroup = cgroup  # its directory in the instance's cgroup tree, once made
-        self.cached: tuple | None = None  # (svc, ticks, cgroup, pids, its document entry)
+        self.cached: tuple | None = None  # (svc, ident, cgroup, pids, its document entry)
         # (cgroup, CPU seconds) of the runs before, in a cgroup kept for a restart into it:
         # its cpu.stat counts them all
         self.cpu_base: tuple[str, float] | None = None
@@ -171,7 +172,7 @@ class Shell:
                 stored: bool = False) -> None:
         """``proc`` is now the service's process: watched until it ends, its pidfd kept by
         the manager's fd store where there is one (``stored``: it has it already)."""
-        rec.proc, rec.ticks = proc, ticks
+        rec.proc, rec.ticks, rec.ino = proc, ticks, None
         self.touched.add(rec.svc.name)
         if self.by_pid.get(proc.pid) != rec.svc.name:  # (else in its history already)
             rec.pids.append(proc.pid)
@@ -429,25 +430,32 @@ class Shell:
             if rec is None:
                 out[name] = None
                 continue
-            ticks = self._ticks(rec)
-            out[name] = state.encode_service(rec.svc, ticks, rec.cgroup, rec.pids, rec.saved)
+            ticks, ino = self._ident(rec)
+            out[name] = state.encode_service(rec.svc, ticks, rec.cgroup, rec.pids, rec.saved,
+                                             ino)
             rec.saved = len(rec.pids)
         return out
 
     @staticmethod
-    def _ticks(rec: Record) -> int | None:
-        if rec.proc is not None and rec.ticks is None:
-            rec.ticks = state.start_ticks(rec.proc.pid)  # after the spawn, off its path
-        return rec.ticks if rec.proc is not None else None
+    def _ident(rec: Record) -> tuple[int | None, int | None]:
+        """(start ticks, pidfs inode) of its process, read once it is saved (off the spawn's
+        path); Nones without one."""
+        if rec.proc is None:
+            return None, None
+        if rec.ticks is None:
+            rec.ticks = state.start_ticks(rec.proc.pid)
+        if rec.ino is None:
+            rec.ino = process.identity(rec.proc)
+        return rec.ticks, rec.ino
 
     def _entry(self, rec: Record) -> str:
         """Its whole entry (every pid it had), cached until it changes."""
-        ticks, pids = self._ticks(rec), len(rec.pids)
+        ident, pids = self._ident(rec), len(rec.pids)
         cached = rec.cached
-        if cached is None or cached[0] is not rec.svc or cached[1] != ticks \
+        if cached is None or cached[0] is not rec.svc or cached[1] != ident \
                 or cached[2] != rec.cgroup or cached[3] != pids:
-            cached = rec.cached = (rec.svc, ticks, rec.cgroup, pids,
-                                   state.encode_service(rec.svc, ticks, rec.cgroup, rec.pids))
+            cached = rec.cached = (rec.svc, ident, rec.cgroup, pids, state.encode_service(
+                rec.svc, ident[0], rec.cgroup, rec.pids, None, ident[1]))
         return cached[4]
 
     def carried_procs(self) -> list[tuple[Proc, str | None]]:
@@ -474,7 +482,7 @@ class Shell:
         # a pid more than one entry claims: only a created service's cgroup can prove whose
         claims = collections.Counter(s.svc.pid for s in services if s.svc.alive)
         claimed: set[int] = set()  # the pids re-adopted so far
-        for svc, ticks, cgroup, pids in services:
+        for svc, ticks, cgroup, pids, ino in services:
             if cgroup is None and not svc.opened and self.cgroups \
                     and os.path.isdir(self.cgroups.path(f"svc-{svc.name}")):
                 cgroup = f"svc-{svc.name}"  # a document from before cgroups were recorded
@@ -496,7 +504,7 @@ class Shell:
                                                  "through the fd store", 5)
                 adopted += 1
             elif svc.alive:
-                proc = self._readopt(svc, ticks, cgroup, claimed, claims)
+                proc = self._readopt(svc, ticks, ino, cgroup, claimed, claims)
                 adopted += proc is not None
             else:
                 proc = None
@@ -529,12 +537,14 @@ class Shell:
             self.apply(name, Event(Ev.EXITED))
         return adopted, len(ended)
 
-    def _readopt(self, svc: Service, ticks: int | None, cgroup: str | None,
+    def _readopt(self, svc: Service, ticks: int | None, ino: int | None, cgroup: str | None,
                  claimed: set[int], claims: collections.Counter) -> Proc | None:
         """The recorded process of ``svc``, through a new pidfd, if it is provably that
-        process: the same start time (10 ms ticks, which a reused pid can match), and, for
-        a created service, in the service's own cgroup (only its processes are); for an
-        opened one, with the same command line. Else None."""
+        process. Where the state recorded its pidfs inode (``ino``, Linux >= 6.9), the
+        pidfd must have it: exact, whatever the process runs now (an opened one may have
+        exec'd). Else the same start time (10 ms ticks, which a reused pid can match) and,
+        for a created service, in the service's own cgroup (only its processes are); for
+        an opened one, with the same command line. Else None."""
         pid = svc.pid
         if ticks is None or state.start_ticks(pid) != ticks:
             return None
@@ -548,22 +558,26 @@ class Shell:
             self.log_event(svc, "recovered", f"{svc.name} (pid {pid}) not re-adopted: {why}",
                            4)
             return None
-        if svc.opened:
-            if (tuple(process.cmdline(pid)) or (process.comm(pid),)) != svc.command:
-                return None
-        elif self.cgroups:  # a created service's process is in its cgroup, or is not it
-            if cgroup is None or not self.cgroups.holds(cgroup, pid):
-                return None
-        elif process.session_of(pid) != pid:  # no cgroups: it leads its own session
-            return None
         try:
             proc = process.open_pid(pid)
         except OSError:
             return None
-        if state.start_ticks(pid) != ticks:  # it ended and the pid was reused meanwhile
+        now = process.identity(proc) if ino is not None else None
+        if now is not None:
+            ours = now == ino
+        elif svc.opened:
+            ours = (tuple(process.cmdline(pid)) or (process.comm(pid),)) == svc.command
+        elif self.cgroups:  # a created service's process is in its cgroup, or is not it
+            ours = cgroup is not None and self.cgroups.holds(cgroup, pid)
+        else:  # no cgroups: it leads its own session
+            ours = process.session_of(pid) == pid
+        # (and the pidfd is of the process checked: not one that ended and left its pid
+        # to another meanwhile)
+        if not ours or state.start_ticks(pid) != ticks:
             proc.close()
             return None
-        if cgroup is not None and self.cgroups:
+        if cgroup is not None and self.cgroups and (now is None
+                                                    or self.cgroups.holds(cgroup, pid)):
             proc.cgroup = cgroup
         claimed.add(pid)
         self.log_event(svc, "recovered", f"{svc.name} (pid {svc.pid}) re-adopted after a "

@@ -9,12 +9,14 @@ re-exec (a memfd handed to the new program, with the fds it carries). Its shape:
      "cgroups": <the tree's path or null>, "log_id": <its log's, on disk>,
      ...,                                  (re-exec: the fds carried; see reexec.py)
      "services": [{<every field of machine.Service>, "pids": [<every pid it has had>],
-                   "start_ticks": <int or null>,
+                   "start_ticks": <int or null>, "pidfd_ino": <int or null>,
                    "cgroup": <its directory in the tree, or null>}]}
 
 ``start_ticks`` is the process's start time (clock ticks since boot, from
-``/proc/<pid>/stat``) and ``cgroup`` the cgroup it was born in: after a crash of the
-daemon, a process is taken for the service's only when both still hold. A document of
+``/proc/<pid>/stat``), ``pidfd_ino`` its pidfs inode (``process.identity``: its own for
+the boot, where the kernel has pidfs) and ``cgroup`` the cgroup it was born in: after a
+crash of the daemon, a process is taken for the service's only when they still hold
+(``Shell._readopt``). A document of
 another boot (``boot_id``), or one that names none, is never used: its pids mean nothing
 now.
 
@@ -56,13 +58,14 @@ class Stored(NamedTuple):
     ticks: int | None  # its process's start time
     cgroup: str | None  # the cgroup it was born in
     pids: tuple[int, ...]  # every pid it has had, oldest first (each once)
+    ino: int | None = None  # its process's pidfs inode
 
 
 # ---- encoding --------------------------------------------------------------------------------
 
 
 def encode_service(svc: Service, ticks: int | None, cgroup: str | None,
-                   pids: list[int], kept: int | None = None) -> str:
+                   pids: list[int], kept: int | None = None, ino: int | None = None) -> str:
     """One service's entry, as JSON text (callers cache it while the service is unchanged:
     services are immutable values). ``pids``: its history; ``kept`` (a line of the log):
     the first ``kept`` of them are those of its entry already on disk, and only the rest
@@ -82,6 +85,7 @@ def encode_service(svc: Service, ticks: int | None, cgroup: str | None,
         out["pids_kept"], out["pids"] = kept, pids[kept:]
     out.pop("due", None)  # a CLOCK_BOOTTIME deadline means nothing to another boot; next_start
     out["start_ticks"] = ticks
+    out["pidfd_ino"] = ino
     out["cgroup"] = cgroup
     return json.dumps(out, separators=(",", ":"))
 
@@ -273,6 +277,7 @@ def _service(entry) -> Stored:
         v in ("journal", "null", "inherit") or os.path.isabs(v)))
     kw["error"] = _check(entry, "error", str, optional=True)
     ticks = _check(entry, "start_ticks", int, lambda v: v >= 0, optional=True)
+    ino = _check(entry, "pidfd_ino", int, lambda v: 0 < v < 1 << 64, optional=True)
     cgroup = _check(entry, "cgroup", str, lambda v: v.startswith("svc-") and "/" not in v
                     and v not in (".", ".."), optional=True)
     try:
@@ -288,7 +293,7 @@ def _service(entry) -> Stored:
         raise StateError(f"pid {kw['pid']} is not among its pids")
     if kw["alive"] and kw["pid"] is None:
         raise StateError("alive without a pid")
-    return Stored(Service(**kw), ticks, cgroup, pids)
+    return Stored(Service(**kw), ticks, cgroup, pids, ino)
 
 
 # ---- the file ----------------------------------------------------------------------------

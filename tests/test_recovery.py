@@ -31,6 +31,7 @@ from journald import journal_mark, wait_for_entry
 from timeouts import TIMEOUT
 
 from supervisor.client import Client, NotRunning
+from supervisor.process import comm
 from supervisor.process import proc_stat as process_stat
 from supervisor.state import start_ticks
 
@@ -556,12 +557,14 @@ def test_the_service_a_cgroup_is_of():
     assert name_of("svc-..", set()) is None
 
 
+@pytest.mark.parametrize("ino", ["recorded", "unknown"])
 @pytest.mark.parametrize("kind", ["created", "opened"])
-def test_a_stranger_with_the_same_pid_and_start_time_is_not_adopted(sup, kind):
+def test_a_stranger_with_the_same_pid_and_start_time_is_not_adopted(sup, kind, ino):
     """What a pid namespace allows: after a crash of the daemon, an unrelated process has
-    the service's pid *and* the same start time in 10 ms ticks. A created service's
-    process must also be in the service's cgroup, an opened one must have the same command
-    line: the stranger is neither adopted nor signalled."""
+    the service's pid *and* the same start time in 10 ms ticks. Its pidfs inode is not the
+    one recorded; where none was (a kernel before 6.9, a document of an older version), a
+    created service's process must also be in the service's cgroup, an opened one must
+    have the same command line: the stranger is neither adopted nor signalled."""
     if kind == "created":
         svc = sup.create("/bin/sleep", ["600"], name="victim", restart_times=1,
                          output="null")
@@ -577,6 +580,9 @@ def test_a_stranger_with_the_same_pid_and_start_time_is_not_adopted(sup, kind):
         [entry] = doc["services"]
         entry["pid"] = entry["pids"][-1] = stranger.pid
         entry["start_ticks"] = start_ticks(stranger.pid)  # the very same tick
+        assert isinstance(entry["pidfd_ino"], int)
+        if ino == "unknown":
+            del entry["pidfd_ino"]
         with open(state_file, "w") as f:
             json.dump(doc, f)
         sup.ok("init", "-i", "0")
@@ -913,3 +919,27 @@ def test_every_pid_a_service_had_names_it_after_a_crash(sup):
         assert sup.json("service-status", str(pid))["name"] == "web"
     assert sup.status("web")["pid"] == pids[-1]  # re-adopted
     sup.ok("stop-service", "web")
+
+
+def test_an_opened_process_that_execd_is_taken_back_by_its_pidfs_inode(sup, tmp_path):
+    """Its command line is not the one recorded any more (it exec'd after open-service),
+    but its pidfd's inode, its own for the whole boot, says it is the very process."""
+    go = tmp_path / "go"
+    os.mkfifo(go)
+    mine = subprocess.Popen(["/bin/sh", "-c", f"read x < {go}; exec sleep 600"],
+                            start_new_session=True)
+    try:
+        sup.json("open-service", str(mine.pid), "-n", "shell")
+        _kill_daemon(sup)
+        with open(go, "w") as f:
+            f.write("go\n")
+        wait_until(lambda: comm(mine.pid) == "sleep", what="the exec")
+        sup.ok("init", "-i", "0")
+        now = sup.status("shell")
+        assert (now["status"], now["pid"]) == ("RUNNING", mine.pid)
+        sup.ok("stop-service", "shell")
+        assert mine.wait(TIMEOUT) == -signal.SIGTERM
+    finally:
+        if mine.poll() is None:
+            mine.kill()
+            mine.wait()
