@@ -60,6 +60,7 @@ def prepare_spawns() -> None:
     clone3 reserve the three low fds its children's fds wait in (native/spawn.c)."""
     if clone3_used():
         native.spawn_setup()
+    pidfs()
 
 
 def clone3_used() -> bool:
@@ -319,28 +320,39 @@ def _fork_spawn(argv, env, cwd, stdout, stderr, stopped, ids) -> int:
         os._exit(127)
 
 
-_pidfs: bool | None = None  # pidfds live on pidfs (learnt on first use)
+_pidfs: bool | None = None  # pidfds live on pidfs (learnt at start: pidfs())
+
+
+def pidfs() -> bool:
+    """Whether pidfds live on pidfs (Linux >= 6.9), where each process's inode is its own:
+    a pidfd's device is then not that of an anonymous inode (an eventfd's). Learnt once,
+    at the daemon's start (``prepare_spawns``: while fds are to spare); False until then
+    if that failed, and asked again."""
+    global _pidfs
+    if _pidfs is None:
+        with contextlib.ExitStack() as fds:
+            try:
+                pidfd = os.pidfd_open(os.getpid())
+                fds.callback(os.close, pidfd)
+                other = os.eventfd(0, os.EFD_CLOEXEC)
+                fds.callback(os.close, other)
+                _pidfs = os.fstat(pidfd).st_dev != os.fstat(other).st_dev
+            except OSError:
+                return False
+    return _pidfs
 
 
 def identity(proc: Proc) -> int | None:
     """The process's pidfs inode number: on Linux >= 6.9 each process's is its own for the
     whole boot, never given again (a 64-bit counter), so a process that merely got the same
     pid since can never pass for it, whatever it runs. None on an older kernel (every pidfd
-    is then the one anonymous inode) or when the pidfd is closed."""
-    global _pidfs
-    if proc.pidfd < 0:
+    is then the one anonymous inode), or when it cannot be read (never raises)."""
+    if proc.pidfd < 0 or not pidfs():
         return None
     try:
-        st = os.fstat(proc.pidfd)
+        return os.fstat(proc.pidfd).st_ino
     except OSError:
         return None
-    if _pidfs is None:
-        other = os.eventfd(0, os.EFD_CLOEXEC)  # an anonymous inode's device
-        try:
-            _pidfs = os.fstat(other).st_dev != st.st_dev
-        finally:
-            os.close(other)
-    return st.st_ino if _pidfs else None
 
 
 def open_pid(pid: int) -> Proc:

@@ -38,7 +38,9 @@ class Record:
 
     def __init__(self, svc: Service, cgroup: str | None = None, pids=()) -> None:
         self.svc = svc
-        self.pids: list[int] = list(pids)  # every pid it has had, oldest first (each once)
+        # every pid it has had, oldest first: each once, but for one the kernel gave it
+        # again after another service had it
+        self.pids: list[int] = list(pids)
         self.saved = 0  # how many of them the state file has (its log writes the rest)
         self.proc: Proc | None = None  # its watched process, until reaped or released
         self.ticks: int | None = None  # that process's start time (read when saving)

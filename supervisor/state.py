@@ -57,7 +57,7 @@ class Stored(NamedTuple):
     svc: Service
     ticks: int | None  # its process's start time
     cgroup: str | None  # the cgroup it was born in
-    pids: tuple[int, ...]  # every pid it has had, oldest first (each once)
+    pids: tuple[int, ...]  # every pid it has had, oldest first
     ino: int | None = None  # its process's pidfs inode
 
 
@@ -228,8 +228,8 @@ def _service(entry) -> Stored:
     state = _check(entry, "state", str, lambda v: v in State.__members__ and v != "NEW")
     kw["state"] = State(state)
     kw["pid"] = _check(entry, "pid", int, _pid, optional=True)
-    pids = tuple(dict.fromkeys(_check(entry, "pids", list, lambda v: all(
-        isinstance(p, int) and not isinstance(p, bool) and _pid(p) for p in v))))
+    pids = tuple(_check(entry, "pids", list, lambda v: all(
+        isinstance(p, int) and not isinstance(p, bool) and _pid(p) for p in v)))
     kw["alive"] = _check(entry, "alive", bool)
     kw["restarts"] = _check(entry, "restarts", int, _counter)
     kw["restart_limit"] = _check(entry, "restart_limit", int,

@@ -286,3 +286,22 @@ def _traced(sup) -> bool:
     """Whether the daemon has a tracer (TracerPid in its status)."""
     with open(f"/proc/{sup.pid}/status") as f:
         return any(line.startswith("TracerPid:") and line.split()[1] != "0" for line in f)
+
+
+def test_a_process_identity_is_its_own_for_the_boot():
+    """process.identity: the pidfs inode of a process's pidfd (this kernel has pidfs): the
+    same through any pidfd of it, another for any other process, None once its pidfd is
+    closed; never an error."""
+    assert process.pidfs()
+    a, again = process.open_pid(os.getpid()), process.open_pid(os.getpid())
+    other = subprocess.Popen(["sleep", "60"])
+    b = process.open_pid(other.pid)
+    try:
+        assert process.identity(a) == process.identity(again) is not None
+        assert process.identity(b) not in (None, process.identity(a))
+    finally:
+        for proc in (a, again, b):
+            proc.close()
+        other.kill()
+        other.wait()
+    assert process.identity(a) is None

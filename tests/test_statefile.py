@@ -248,3 +248,10 @@ def test_a_document_of_an_older_version_reads_with_its_log_left_alone():
     line = b'{"log_id":"x","set":[],"drop":["a"]}\n'
     assert state.replay(doc, line) == (0, None)  # no log_id: it kept no log
     assert [e["name"] for e in doc["services"]] == ["a"]
+
+
+def test_a_pid_the_service_had_twice_stays_where_it_came_last(sfile, dir_fd):
+    """The kernel gave a service a pid of its history again (after another service had
+    it): its current pid is still its history's last."""
+    sfile.rewrite(HEAD, {"a": entry("a", 2, [10, 11, 10])}, dir_fd, durable=False)
+    assert read_back(dir_fd, pids=True) == ({"a": (2, (10, 11, 10))}, None)
