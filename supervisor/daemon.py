@@ -228,6 +228,7 @@ class Daemon:
             else:
                 file.append(self.shell.changes(), self.dir_fd, durable=durable)
         except OSError as exc:
+            file.close()  # whatever failed, the next save is whole (changes() moved on)
             why = exc.strerror or str(exc)
             if why != self.save_error:
                 self.journal.send(f"cannot write {self.state_path}: {why}", 3,
