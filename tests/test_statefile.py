@@ -8,7 +8,7 @@ import json
 import os
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from supervisor import state
@@ -255,3 +255,41 @@ def test_a_pid_the_service_had_twice_stays_where_it_came_last(sfile, dir_fd):
     it): its current pid is still its history's last."""
     sfile.rewrite(HEAD, {"a": entry("a", 2, [10, 11, 10])}, dir_fd, durable=False)
     assert read_back(dir_fd, pids=True) == ({"a": (2, (10, 11, 10))}, None)
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-3, 1 << 70) | st.floats(allow_nan=False)
+    | st.text(max_size=5),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=5), inner,
+                                                                 max_size=4),
+    max_leaves=12)
+# what a line of the log may hold: near its own shape (entries of the two names, their
+# pids and pids_kept with any value), or anything at all
+ENTRY = st.fixed_dictionaries({"name": st.sampled_from(["a", "b", "c"])}, optional={
+    "pids_kept": JSON | st.integers(-1, 5), "pids": JSON | st.lists(st.integers(0, 9)),
+    "pid": JSON, "restarts": JSON})
+SHAPED = st.fixed_dictionaries({"log_id": st.just("L"), "set": st.lists(ENTRY, max_size=3),
+                                "drop": st.lists(st.sampled_from(["a", "b", "c"]), max_size=2)})
+LINE = SHAPED | SHAPED | st.fixed_dictionaries({"log_id": st.just("L") | JSON}, optional={
+    "set": st.lists(ENTRY | JSON, max_size=3) | JSON,
+    "drop": st.lists(st.sampled_from(["a", "b", "c"]) | JSON, max_size=3) | JSON}) | JSON
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(LINE, max_size=6), st.booleans())
+@example([{"log_id": "L", "set": [{"name": "a", "pids": "xy"}], "drop": []},  # not a list:
+          {"log_id": "L", "set": [{"name": "a", "pids_kept": 1, "pids": [3]}], "drop": []}],
+         False)  # ... which the next line keeps the first pid of
+def test_a_log_of_anything_is_read_back_without_an_error_of_its_own(lines, cut):
+    """Whatever a log holds, reading it back raises nothing but StateError: a line that is
+    wrong stops the replay and says why, and the entries are checked after."""
+    doc = {"version": state.VERSION, **HEAD, "log_id": "L", "services": [
+        json.loads(entry("a", 1, [10, 11])), json.loads(entry("b", 0, [12]))]}
+    log = b"".join(json.dumps(line).encode() + b"\n" for line in lines)
+    applied, trouble = state.replay(doc, log[:-1] if cut else log)
+    assert 0 <= applied <= len(lines) and (trouble is None or isinstance(trouble, str))
+    bad: list[str] = []
+    try:
+        state.decode_doc(doc, 0, bad)
+    except state.StateError:
+        pass
