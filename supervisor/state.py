@@ -146,7 +146,13 @@ def decode_doc(doc: dict, instance: int | None = None, bad: list[str] | None = N
     services, names, cgroups = [], set(), set()
     for i, entry in enumerate(entries):
         try:
-            stored = _service(entry)
+            try:
+                stored = _service(entry)
+            except StateError:
+                raise
+            except Exception as exc:  # a check that did not foresee a value: still not
+                raise StateError(f"cannot be read ({type(exc).__name__}: "  # trusted
+                                 f"{exc!s:.200})") from None
             svc, cgroup = stored.svc, stored.cgroup
             if svc.name in names:
                 raise StateError(f"name {svc.name!r} given twice")
@@ -195,7 +201,7 @@ def env_key(key: str) -> bool:
 def _json_object(v) -> bool:
     try:
         return isinstance(json.loads(v), dict)
-    except ValueError:
+    except (ValueError, RecursionError):  # [[[... deeper than the parser goes
         return False
 
 
@@ -283,8 +289,9 @@ def _service(entry) -> Stored:
     try:
         kw["start_limit"] = StartLimit(*limit) if limit else None
         kw["schedule"] = Schedule.from_dict(sched) if sched else None
-    except (TypeError, KeyError, ValueError, LookupError, OverflowError) as exc:
-        raise StateError(f"bad schedule or start limit: {exc}") from None
+    except (TypeError, KeyError, ValueError, LookupError, OverflowError, RecursionError,
+            OSError) as exc:  # (a time zone's name is a path to a file, of any depth)
+        raise StateError(f"bad schedule or start limit: {exc!s:.200}") from None
     when = kw["schedule"] and (kw["schedule"].at, kw["schedule"].anchor)
     if when and not all(t is None or _time(t) for t in when):
         raise StateError(f"schedule time out of range: {sched!r:.80}")
@@ -293,6 +300,8 @@ def _service(entry) -> Stored:
         raise StateError(f"pid {kw['pid']} is not among its pids")
     if kw["alive"] and kw["pid"] is None:
         raise StateError("alive without a pid")
+    if not kw["alive"] and kw["state"] in (State.RUNNING, State.STOPPED, State.STOPPING):
+        raise StateError(f"{state} with no process (alive false)")
     return Stored(Service(**kw), ticks, cgroup, pids, ino)
 
 

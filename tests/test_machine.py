@@ -1013,6 +1013,11 @@ class MachineSequences(RuleBasedStateMachine):
             self._new(data)  # the shell dropped it; go on with a new one
 
     @invariant()
+    def a_process_state_is_alive(self) -> None:
+        if self.svc.state in (State.RUNNING, State.STOPPED, State.STOPPING):
+            assert self.svc.alive, self.svc
+
+    @invariant()
     def status_is_a_spec_status(self) -> None:
         assert self.svc.status in STATUSES
 

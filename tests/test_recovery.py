@@ -418,12 +418,17 @@ def test_a_damaged_state_file_is_set_aside_and_the_daemon_starts(sup, damage):
     assert sup.status("kept")["status"] == "EXITED"
 
 
-@pytest.mark.parametrize("damage", ["ill-typed", "claims-anothers-cgroup"])
+@pytest.mark.parametrize("damage", ["ill-typed", "claims-anothers-cgroup", "deep-definition",
+                                    "deep-zone", "running-not-alive"])
 def test_one_bad_service_entry_costs_only_that_service(sup, damage):
     """One entry of the state file that cannot be trusted is left out (its process, found
     in its cgroup, is taken back opened); the others are taken back as they were, the file
     is set aside for a look, and what was taken back is on disk again at once. An entry
-    that claims another's cgroup must not get that other killed."""
+    that claims another's cgroup must not get that other killed; one whose checks go
+    deeper than Python's stack (a definition of [[[...]]], a time zone x/x/x/...) is as
+    bad as any (before, the daemon could not start while it was there); one RUNNING with
+    no process is a contradiction (before, taken back so: its process swept as unclaimed,
+    and a stop-service of it never answered)."""
     good = sup.create("/bin/sleep", ["600"], name="good", output="null")
     bad = sup.create("/bin/sleep", ["601"], name="bad", output="null")
     _kill_daemon(sup)
@@ -433,6 +438,13 @@ def test_one_bad_service_entry_costs_only_that_service(sup, damage):
     [entry] = [e for e in doc["services"] if e["name"] == "bad"]
     if damage == "ill-typed":
         entry["pid"], why = "not a pid", "'pid' is 'not a pid'"
+    elif damage == "deep-definition":
+        entry["definition"], why = "[" * 100_000 + "]" * 100_000, "'definition' is"
+    elif damage == "deep-zone":
+        entry["schedule"] = {"kind": "cron", "cron": "*/5 * * * *", "tz": "x/" * 2000 + "y"}
+        why = "bad schedule"
+    elif damage == "running-not-alive":
+        entry["alive"], why = False, "RUNNING with no process"
     else:
         [theirs] = [e["cgroup"] for e in doc["services"] if e["name"] == "good"]
         assert theirs is not None  # the daemon made cgroups: the case to test
