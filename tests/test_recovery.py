@@ -133,7 +133,8 @@ def test_clean_close_leaves_nothing_to_recover(rundir):
 def _hand_pid_over(sup, old: str, new: str) -> int:
     """Start ``old`` and stop it, then start ``new`` until the kernel hands it the pid
     ``old``'s process had (the last pid given out set just below it): that pid. Another
-    process may take the pid first and keep it (CI saw 50 tries in a row miss it, once, in
+    process may take the pid first and keep it (seen: a kernel worker thread,
+    ``[kworker/0:0]``, made right then; 50 tries in a row missed it, once in ~50 runs of
     the fallback suite): then all again with ``old``'s next pid."""
     with sup.client() as c:
         for _ in range(20):
