@@ -127,7 +127,7 @@ def _take_back_found(d, stored: dict[int, int] | None) -> bool:
     entries = found.entries(d.shell.cgroups, set(d.shell.records), declared,
                             time.time(), d.shell.claimed_cgroups()) \
         if d.shell.cgroups else []
-    for svc, _, cgroup, *_ in entries:
+    for svc, cgroup in ((e.svc, e.cgroup) for e in entries):
         how = "as the config file declares it" if svc.declared else \
             "opened: watched, never started again (how to start it was in the state)"
         d.shell.log_event(svc, "recovered", f"{svc.name} (pid {svc.pid}) found running "

@@ -146,22 +146,18 @@ def decode_doc(doc: dict, instance: int | None = None, bad: list[str] | None = N
     services, names, cgroups = [], set(), set()
     for i, entry in enumerate(entries):
         try:
-            try:
-                stored = _service(entry)
-            except StateError:
-                raise
-            except Exception as exc:  # a check that did not foresee a value: still not
-                raise StateError(f"cannot be read ({type(exc).__name__}: "  # trusted
-                                 f"{exc!s:.200})") from None
+            stored = _service(entry)
             svc, cgroup = stored.svc, stored.cgroup
             if svc.name in names:
                 raise StateError(f"name {svc.name!r} given twice")
             if cgroup is not None and cgroup in cgroups:  # one cgroup is one service's
                 raise StateError(f"cgroup {cgroup!r} claimed by another service too")
-        except StateError as exc:
+        except Exception as exc:  # a StateError, or a check that did not foresee a value:
+            why = exc if isinstance(exc, StateError) else \
+                f"cannot be read ({type(exc).__name__}: {exc!s:.200})"  # never trusted
             if bad is None:
-                raise StateError(f"service #{i + 1}: {exc}") from None
-            bad.append(f"service #{i + 1}: {exc}")
+                raise StateError(f"service #{i + 1}: {why}") from None
+            bad.append(f"service #{i + 1}: {why}")
             continue
         names.add(svc.name)
         if cgroup is not None:
