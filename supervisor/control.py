@@ -373,7 +373,10 @@ class SocketKeeper:
     ``restore()`` makes again what is gone (the directory first, checked as at start)
     and returns the directory's fd, which the socket is made in (not whatever directory
     is at the path by then), or None where the directory cannot be had safely: then
-    nothing is made there. While the socket cannot be made, it is tried again every
+    nothing is made there. The directory is watched before it is looked at the last time
+    (an ``rm -rf`` may still be going on: what it removes after that look is told by the
+    watch), and the watch is on the very directory held, not whatever is at its path.
+    While the socket cannot be made, it is tried again every
     ``RETRY`` seconds (``call_later(seconds, fn)``), besides the watches.
     ``log(message, priority)``."""
 
@@ -408,11 +411,10 @@ class SocketKeeper:
         self.close()
         dir_fd = None
         if self.restore is not None:
-            dir_fd = self.restore(set(names))
+            dir_fd = self._restore(names)
             if dir_fd is None:
                 self._again_later()
                 return
-        self._watch_dir()
         for _ in range(self.TRIES):  # it may be removed again while we make it
             watch = st = None
             try:
@@ -452,17 +454,35 @@ class SocketKeeper:
         self.retry = None
         self.keep()
 
-    def _watch_dir(self) -> None:
-        if self.restore is None:
-            return
+    def _restore(self, names: frozenset[str]) -> int | None:
+        """``restore()``, with the directory it returns watched before it is looked at
+        the last time: a file removed in between (an ``rm -rf`` still going on) is made
+        again by that look, or told by the watch. Watched first and looked at after,
+        never the other way round."""
+        dir_fd = self.restore(set(names))
+        for _ in range(self.TRIES):  # the directory may be replaced while it is watched
+            if dir_fd is None:
+                return None
+            held = os.fstat(dir_fd)
+            watched = self._watch_dir(dir_fd)
+            dir_fd = self.restore(set())
+            if dir_fd is None or not watched or _same(os.fstat(dir_fd), held):
+                return dir_fd
+            self.close()  # the watch is on a directory removed since: on the new one
+        self._again_later()  # replaced again and again: looked at once more in a while
+        return dir_fd
+
+    def _watch_dir(self, dir_fd: int) -> bool:
+        """Watch the very directory held as ``dir_fd`` (not whatever is at its path)."""
         try:
-            self.dir_watch = Inotify(self.dir, "unlinked")
+            self.dir_watch = Inotify(f"/proc/self/fd/{dir_fd}", "unlinked")
         except OSError as exc:
             self.log(f"cannot watch {self.dir} ({exc.strerror or exc}): files of the daemon "
                      "removed from it are not made again", 4)
-            return
+            return False
         self.server.sel.register(self.dir_watch, selectors.EVENT_READ,
                                  functools.partial(self._on_unlinked, self.dir_watch))
+        return True
 
     def _listen_again(self, dir_fd: int | None) -> bool:
         """A new listener at the path (whatever is there removed, as at start)."""
@@ -509,3 +529,7 @@ class SocketKeeper:
         if "" in names or any(name.startswith(self.prefix) for name in names) \
                 or not os.path.lexists(self.dir):
             self.keep(frozenset(names))  # other instances' files: nothing to do
+
+
+def _same(a: os.stat_result, b: os.stat_result) -> bool:
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)

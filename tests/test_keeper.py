@@ -1,0 +1,99 @@
+"""The runtime directory kept while the daemon runs (supervisor/control.py's
+SocketKeeper, supervisor/rundir.py's RuntimeDir), with their real parts in this process:
+a selector, a listening socket, inotify, the instance lock. The interleavings that a
+concurrent ``rm -rf`` makes only now and then are made here every time."""
+
+import os
+import selectors
+import time
+
+import pytest
+from conftest import TIMEOUT
+
+from supervisor.control import Server, SocketKeeper, bind_listener
+from supervisor.lock import InstanceLock
+from supervisor.rundir import RuntimeDir
+
+
+@pytest.fixture
+def kept(rundir, monkeypatch):
+    """A kept directory as the daemon keeps it, files named as an instance 0's:
+    ``(keeper, run_until, files)``; ``keeper.restore`` may be wrapped."""
+    monkeypatch.setenv("SUPERVISOR_RUNTIME_DIR", rundir)
+    sel = selectors.DefaultSelector()
+    sock = os.path.join(rundir, "0.sock")
+    state = [os.path.join(rundir, name) for name in ("0.state.json", "0.state.json.log")]
+    lock = InstanceLock.take(rundir, 0, os.path.join(rundir, "0.lock"))
+    said = []
+
+    def save() -> bool:  # the state written anew: both its files
+        for path in state:
+            with open(path, "w") as f:
+                f.write("{}\n")
+        return True
+    save()
+    server = Server(sel, bind_listener(sock), lambda line, conn: b"", lambda n, code: b"")
+    rdir = RuntimeDir(rundir, tuple(os.path.basename(p) for p in state),
+                      log=lambda message, priority: said.append(message), lock=lambda: lock,
+                      save=save, moved=lambda fd: None, move_log=lambda fd: False)
+    later = []
+    keeper = SocketKeeper(server, sock, lambda m, p: said.append(m), rdir.keep,
+                          lambda seconds, fn: later.append(fn))
+    keeper.keep()
+
+    def run_until(predicate, what):
+        deadline = time.monotonic() + TIMEOUT
+        while not predicate():
+            assert time.monotonic() < deadline, f"timed out waiting for {what}: {said}"
+            for key, mask in sel.select(0.05):
+                key.data(mask)
+    yield keeper, run_until, [sock, lock.path, *state]
+    keeper.close()
+    rdir.close()
+    server.close()
+    lock.close()
+    sel.close()
+
+
+def test_a_file_removed_while_the_directory_is_being_kept_is_made_again(kept):
+    """An ``rm -rf`` goes on while the daemon makes its files again: a file it removes
+    just after the daemon looked for it, before the directory was watched again, is made
+    again all the same. Before, the directory was watched only after it was looked at:
+    that file stayed gone (CI saw the state file never made again, twice)."""
+    keeper, run_until, files = kept
+    restore, calls = keeper.restore, []
+
+    def restore_then_removed(names):
+        fd = restore(names)
+        calls.append(names)
+        if len(calls) == 1:  # removed right after that look, by the rm still going on
+            os.unlink(files[2])
+        return fd
+    keeper.restore = restore_then_removed
+    os.unlink(files[1])  # the rm's first: the lock
+    run_until(lambda: calls, "the directory to be looked at")
+    run_until(lambda: all(os.path.exists(f) for f in files), f"{files} made again")
+
+
+def test_a_directory_replaced_while_it_is_being_kept_is_the_one_watched(kept, rundir):
+    """The directory itself is removed and made again by someone else between the
+    daemon's look and its watch: the watch goes on the directory the daemon's files are
+    in by then, so what is removed there later is made again too."""
+    keeper, run_until, files = kept
+    restore, calls = keeper.restore, []
+
+    def restore_then_replaced(names):
+        fd = restore(names)
+        calls.append(names)
+        if len(calls) == 1:
+            for name in os.listdir(rundir):
+                os.unlink(os.path.join(rundir, name))
+            os.rmdir(rundir)
+            os.mkdir(rundir, 0o700)
+        return fd
+    keeper.restore = restore_then_replaced
+    os.unlink(files[2])
+    run_until(lambda: len(calls) >= 3 and all(os.path.exists(f) for f in files),
+              f"{files} made again in the new directory")
+    os.unlink(files[3])  # told by the watch on the new directory
+    run_until(lambda: os.path.exists(files[3]), "the state's log made again")
