@@ -375,7 +375,9 @@ class SocketKeeper:
     is at the path by then), or None where the directory cannot be had safely: then
     nothing is made there. The directory is watched before it is looked at the last time
     (an ``rm -rf`` may still be going on: what it removes after that look is told by the
-    watch), and the watch is on the very directory held, not whatever is at its path.
+    watch; the watch until then is kept till the new one is in place, and what it told
+    meanwhile is looked at too), and the watch is on the very directory held, not
+    whatever is at its path.
     While the socket cannot be made, it is tried again every
     ``RETRY`` seconds (``call_later(seconds, fn)``), besides the watches.
     ``log(message, priority)``."""
@@ -408,13 +410,16 @@ class SocketKeeper:
             raise
 
     def _keep(self, names: frozenset[str]) -> None:
+        before, self.dir_watch = self.dir_watch, None  # told of removals till the next
         self.close()
         dir_fd = None
         if self.restore is not None:
-            dir_fd = self._restore(names)
+            dir_fd = self._restore(names, before)
             if dir_fd is None:
                 self._again_later()
                 return
+        elif before is not None:
+            self._unwatch(before)
         for _ in range(self.TRIES):  # it may be removed again while we make it
             watch = st = None
             try:
@@ -442,8 +447,7 @@ class SocketKeeper:
     def close(self) -> None:
         for watch in (self.watch, self.dir_watch):
             if watch is not None:
-                self.server.sel.unregister(watch)
-                watch.close()
+                self._unwatch(watch)
         self.watch = self.dir_watch = None
 
     def _again_later(self) -> None:
@@ -454,35 +458,55 @@ class SocketKeeper:
         self.retry = None
         self.keep()
 
-    def _restore(self, names: frozenset[str]) -> int | None:
+    def _restore(self, names: frozenset[str], before: Inotify | None) -> int | None:
         """``restore()``, with the directory it returns watched before it is looked at
         the last time: a file removed in between (an ``rm -rf`` still going on) is made
-        again by that look, or told by the watch. Watched first and looked at after,
-        never the other way round."""
-        dir_fd = self.restore(set(names))
-        for _ in range(self.TRIES):  # the directory may be replaced while it is watched
-            if dir_fd is None:
-                return None
-            held = os.fstat(dir_fd)
-            watched = self._watch_dir(dir_fd)
-            dir_fd = self.restore(set())
-            if dir_fd is None or not watched or _same(os.fstat(dir_fd), held):
-                return dir_fd
-            self.close()  # the watch is on a directory removed since: on the new one
-        self._again_later()  # replaced again and again: looked at once more in a while
-        return dir_fd
-
-    def _watch_dir(self, dir_fd: int) -> bool:
-        """Watch the very directory held as ``dir_fd`` (not whatever is at its path)."""
+        again by that look, or told by the watch. ``before``: the watch until now, kept
+        till the new one is in place; what it told meanwhile is looked at too."""
         try:
-            self.dir_watch = Inotify(f"/proc/self/fd/{dir_fd}", "unlinked")
+            dir_fd = self.restore(set(names))
+            for _ in range(self.TRIES):  # the directory may be replaced while watched
+                if dir_fd is None:
+                    return None
+                held = os.fstat(dir_fd)
+                watch = self._dir_watch(dir_fd)
+                late = set()
+                if before is not None:
+                    late = before.drain()
+                    self._unwatch(before)
+                before = watch
+                dir_fd = self.restore(late)
+                if dir_fd is None or watch is None or _same(os.fstat(dir_fd), held):
+                    break
+            else:  # replaced again and again: looked at once more in a while
+                self._again_later()
+            if before is not None:
+                self.server.sel.register(before, selectors.EVENT_READ,
+                                         functools.partial(self._on_unlinked, before))
+                self.dir_watch, before = before, None
+            return dir_fd
+        finally:
+            if before is not None:
+                self._unwatch(before)
+
+    def _dir_watch(self, dir_fd: int) -> Inotify | None:
+        """A watch on the very directory held as ``dir_fd`` (not whatever is at its
+        path); None where it cannot be had (tried again in a while)."""
+        try:
+            return Inotify(f"/proc/self/fd/{dir_fd}", "unlinked")
         except OSError as exc:
             self.log(f"cannot watch {self.dir} ({exc.strerror or exc}): files of the daemon "
-                     "removed from it are not made again", 4)
-            return False
-        self.server.sel.register(self.dir_watch, selectors.EVENT_READ,
-                                 functools.partial(self._on_unlinked, self.dir_watch))
-        return True
+                     "removed from it are not made again until it can", 4)
+            self._again_later()
+            return None
+
+    def _unwatch(self, watch: Inotify) -> None:
+        """Closed, and out of the selector where it was in it."""
+        try:
+            self.server.sel.unregister(watch)
+        except KeyError:
+            pass
+        watch.close()
 
     def _listen_again(self, dir_fd: int | None) -> bool:
         """A new listener at the path (whatever is there removed, as at start)."""

@@ -18,7 +18,8 @@ from supervisor.rundir import RuntimeDir
 @pytest.fixture
 def kept(rundir, monkeypatch):
     """A kept directory as the daemon keeps it, files named as an instance 0's:
-    ``(keeper, run_until, files)``; ``keeper.restore`` may be wrapped."""
+    ``(keeper, run_until, files, moved)``; ``keeper.restore`` may be wrapped; ``moved``
+    lists the times the log relay was handed the directory again (its ``.out`` files)."""
     monkeypatch.setenv("SUPERVISOR_RUNTIME_DIR", rundir)
     sel = selectors.DefaultSelector()
     sock = os.path.join(rundir, "0.sock")
@@ -33,10 +34,11 @@ def kept(rundir, monkeypatch):
         return True
     save()
     server = Server(sel, bind_listener(sock), lambda line, conn: b"", lambda n, code: b"")
+    later, moved = [], []
     rdir = RuntimeDir(rundir, tuple(os.path.basename(p) for p in state),
                       log=lambda message, priority: said.append(message), lock=lambda: lock,
-                      save=save, moved=lambda fd: None, move_log=lambda fd: False)
-    later = []
+                      save=save, moved=lambda fd: moved.append(time.monotonic()),
+                      move_log=lambda fd: False)
     keeper = SocketKeeper(server, sock, lambda m, p: said.append(m), rdir.keep,
                           lambda seconds, fn: later.append(fn))
     keeper.keep()
@@ -47,7 +49,7 @@ def kept(rundir, monkeypatch):
             assert time.monotonic() < deadline, f"timed out waiting for {what}: {said}"
             for key, mask in sel.select(0.05):
                 key.data(mask)
-    yield keeper, run_until, [sock, lock.path, *state]
+    yield keeper, run_until, [sock, lock.path, *state], moved
     keeper.close()
     rdir.close()
     server.close()
@@ -58,28 +60,54 @@ def kept(rundir, monkeypatch):
 def test_a_file_removed_while_the_directory_is_being_kept_is_made_again(kept):
     """An ``rm -rf`` goes on while the daemon makes its files again: a file it removes
     just after the daemon looked for it, before the directory was watched again, is made
-    again all the same. Before, the directory was watched only after it was looked at:
-    that file stayed gone (CI saw the state file never made again, twice)."""
-    keeper, run_until, files = kept
+    again all the same, and so is one removed after the last look. Before, the directory
+    was watched only after it was looked at: that file stayed gone (CI saw the state file
+    never made again, twice)."""
+    keeper, run_until, files, _ = kept
     restore, calls = keeper.restore, []
 
     def restore_then_removed(names):
         fd = restore(names)
         calls.append(names)
-        if len(calls) == 1:  # removed right after that look, by the rm still going on
+        if len(calls) <= 2:  # removed right after each look, by the rm still going on
             os.unlink(files[2])
         return fd
     keeper.restore = restore_then_removed
     os.unlink(files[1])  # the rm's first: the lock
-    run_until(lambda: calls, "the directory to be looked at")
-    run_until(lambda: all(os.path.exists(f) for f in files), f"{files} made again")
+    run_until(lambda: len(calls) >= 3 and all(os.path.exists(f) for f in files),
+              f"{files} made again")
 
 
-def test_a_directory_replaced_while_it_is_being_kept_is_the_one_watched(kept, rundir):
+def test_an_output_file_removed_while_the_directory_is_being_kept_is_made_again(kept,
+                                                                                 rundir):
+    """A service's output file (``<N>.<name>.out``) removed by the ``rm -rf`` after the
+    daemon was told of the first removal and before it watched again: the log relay is
+    handed the directory all the same, and makes it again."""
+    keeper, run_until, files, moved = kept
+    out = os.path.join(rundir, "0.web.out")
+    open(out, "w").close()
+    restore, calls = keeper.restore, []
+
+    def restore_then_removed(names):
+        fd = restore(names)
+        calls.append(names)
+        if len(calls) == 1:
+            os.unlink(out)
+            removed.append(time.monotonic())
+        return fd
+    removed = []
+    keeper.restore = restore_then_removed
+    os.unlink(files[1])
+    run_until(lambda: removed and any(t > removed[0] for t in moved),
+              "the log relay to be handed the directory again")
+
+
+def test_a_directory_replaced_while_it_is_being_kept_has_the_files_and_the_watch(kept,
+                                                                                  rundir):
     """The directory itself is removed and made again by someone else between the
-    daemon's look and its watch: the watch goes on the directory the daemon's files are
-    in by then, so what is removed there later is made again too."""
-    keeper, run_until, files = kept
+    daemon's look and its watch: the daemon's files are made in the new one, and it is
+    the new one that is watched, so what is removed there later is made again too."""
+    keeper, run_until, files, _ = kept
     restore, calls = keeper.restore, []
 
     def restore_then_replaced(names):
