@@ -113,7 +113,8 @@ Options:
                            crit, err, warning, notice, info, debug, or 0-7.
   --dry-run                apply: print what it would do, change nothing.
   --prune                  apply: also stop and remove services made by create-service.
-  --json                   Print one JSON document on stdout (logs: one a line).
+  --json                   Print one JSON document on stdout (logs -f: one entry a
+                           line, as they come).
   -h, --help               Show this text.
   --version                Show the version.
 
@@ -295,11 +296,11 @@ def _bytes(n: int | None) -> str:
 
 
 def _cpu(svc: dict, now: float) -> str:
-    """The share of one CPU the service used since it started."""
+    """The share of one CPU the service used since it started, as ``12.5%``."""
     cpu, since = svc.get("cpu_seconds"), svc.get("started_at")
     if cpu is None or not since or now <= since:
         return ""
-    return f"{100 * cpu / (now - since):.1f}"
+    return f"{100 * cpu / (now - since):.1f}%"
 
 
 def _table(rows: list[list[str]]) -> str:
@@ -316,7 +317,7 @@ def _service_rows(services: list[dict]) -> str:
     import time
 
     now = time.time()
-    rows = [["NAME", "PID", "STATUS", "RESTARTS", "CPU%", "MEM", "UPTIME", "COMMAND"]]
+    rows = [["NAME", "PID", "STATUS", "RESTARTS", "CPU", "MEM", "UPTIME", "COMMAND"]]
     for s in services:
         rows.append([s["name"], str(s["pid"]) if s["pid"] is not None else "",
                      _status_text(s), str(s["restarts"]), _cpu(s, now),
@@ -622,6 +623,20 @@ def _logs(instance: int, opts: dict, as_json: bool) -> int:
 
         gc.enable()
     follow = opts["--follow"]
+    # --json: one document, {"instance", "service", "entries"}; followed, one entry a line
+    # as they come (a stream cannot wait for its end)
+    entries: list | None = [] if as_json and not follow else None
+
+    def show(item) -> None:
+        if entries is not None:
+            entries.append(item)
+        else:
+            print(json.dumps(item) if as_json else item, flush=True)
+
+    def done() -> int:
+        if entries is not None:
+            print(json.dumps({"instance": instance, "service": name, "entries": entries}))
+        return EXIT_OK
     rundir = paths.runtime_dir()
     files = outfiles.services(rundir, instance)
     if name is not None:
@@ -640,19 +655,18 @@ def _logs(instance: int, opts: dict, as_json: bool) -> int:
                 found and found[-1][0] >= outfiles.newest(rundir, instance, files)))):
             shown = 0
             for _when, item in found:  # as they come, where the daemon logs to the journal
-                print(json.dumps(item) if as_json else item, flush=True)
+                show(item)
                 shown += 1
             if follow:
                 for item in journal.service_log(instance, name, lines=0, follow=True,
                                                 as_json=as_json, priority=priority):
-                    print(json.dumps(item) if as_json else item, flush=True)
+                    show(item)
             elif not shown and lines != 0 and name is not None and since is None \
                     and priority is None:
                 raise client.RemoteError(
                     "no-such-service",
                     f"no journal entries for service {ref!r} of instance {instance}")
-            return EXIT_OK
-        render = json.dumps if as_json else _plain
+            return done()
         at: dict = {}
         of = [name] if name else None
         if lines is None:  # every one since a time: printed as the files are read
@@ -665,7 +679,7 @@ def _logs(instance: int, opts: dict, as_json: bool) -> int:
                                   priority=priority, at=at, events=events)
         count = 0
         for entry in shown:
-            print(render(entry), flush=True)
+            show(entry if as_json else _plain(entry))
             count += 1
         if not count and not follow and lines != 0 and name is not None and since is None \
                 and priority is None:
@@ -675,10 +689,10 @@ def _logs(instance: int, opts: dict, as_json: bool) -> int:
         if follow:
             for entry in outfiles.follow(rundir, instance, [name] if name else None, at,
                                          priority=priority):
-                print(render(entry), flush=True)
+                show(entry if as_json else _plain(entry))
     except KeyboardInterrupt:
         return EXIT_OK
-    return EXIT_OK
+    return done()
 
 
 def _plain(entry: dict) -> str:

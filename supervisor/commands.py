@@ -94,12 +94,13 @@ def service_object(svc: Service, usage: tuple = _NO_USAGE) -> dict:
 
 
 def restart_shown(svc: Service) -> str:
-    """The restart mode as users know it: never, on-failure, always, or on-crash (the
-    seed's ``-r K`` alone)."""
+    """The restart mode as the service object names it: never, on-failure or always
+    (docs/reference.md). The seed's ``-r K`` alone is on-failure there: it restarts the
+    failures that are crashes, all but a SIGKILL from outside (the seed's KILLED)."""
     if svc.opened or svc.restart_limit == 0 or (svc.schedule is not None
                                                   and svc.schedule.repeats):
         return "never"  # a repeating job's starts are its schedule's
-    return svc.restart_mode
+    return "on-failure" if svc.restart_mode == "on-crash" else svc.restart_mode
 
 
 def schedule_object(sch) -> dict | None:

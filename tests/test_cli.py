@@ -278,7 +278,7 @@ def test_list_supervisor(sup):
         ("a", "RUNNING"), ("b", "PENDING")]
     assert all(set(s) == SERVICE_KEYS for s in listing["services"])
     lines = sup.ok("list-supervisor").out.splitlines()
-    assert lines[0].split() == ["NAME", "PID", "STATUS", "RESTARTS", "CPU%", "MEM", "UPTIME",
+    assert lines[0].split() == ["NAME", "PID", "STATUS", "RESTARTS", "CPU", "MEM", "UPTIME",
                                 "COMMAND"]
     assert lines[1].split()[:3] == ["a", str(listing["services"][0]["pid"]), "RUNNING"]
     # the pid column is empty for a service that does not run: no pid to kill by mistake

@@ -361,7 +361,9 @@ def test_without_journald_the_relay_writes_files_that_logs_reads(rundir):
         assert len(shown) == 2 and all(f" talk[{svc['pid']}]: n " in x for x in shown)
         errors = s.ok("logs", "talk", "-p", "err").out.splitlines()
         assert len(errors) == 1 and errors[0].endswith(f"talk[{svc['pid']}]: oops")
-        entry = json.loads(s.ok("logs", "talk", "-n", "1", "--json").out)
+        doc = json.loads(s.ok("logs", "talk", "-n", "1", "--json").out)  # one document
+        assert (doc["instance"], doc["service"]) == (s.instance, "talk")
+        [entry] = doc["entries"]
         assert entry["service"] == "talk" and entry["stream"] == "stdout"
         assert entry["pid"] == svc["pid"] and abs(entry["time"] - time.time()) < TIMEOUT
         assert s.ok("logs", "-n", "1").out.startswith("20")  # every service's: the same
@@ -395,8 +397,7 @@ def test_without_journald_the_relay_writes_files_that_logs_reads(rundir):
              r"printf '10%%\r100%%\n' >&2; exec sleep 600")
         wait_until(lambda: (Path(rundir) / "0.bar.out").exists()
                    and (Path(rundir) / "0.bar.out").read_text(), what="the bar")
-        [bar] = [json.loads(x) for x in s.ok("logs", "bar", "--json", "-p", "err").out.split(
-            "\n") if x]
+        [bar] = json.loads(s.ok("logs", "bar", "--json", "-p", "err").out)["entries"]
         assert bar["message"] == "10%\r100%" and bar["stream"] == "stderr"
         # a service whose output goes elsewhere still has its lifecycle entries; a follow
         # of a service still to come shows it when it comes
@@ -432,8 +433,8 @@ def test_without_journald_the_relay_writes_files_that_logs_reads(rundir):
         after = s.ok("logs", "talk", "-n", "1000").out.splitlines()  # it outlives the service
         assert "supervisor: talk removed" in after[-1]
         assert any(f"talk[{svc['pid']}]: n " in line for line in after)
-        events = [json.loads(x) for x in s.ok("logs", "talk", "-n", "1000", "--json",
-                                              "-p", "info").out.splitlines()]
+        events = json.loads(s.ok("logs", "talk", "-n", "1000", "--json", "-p",
+                                 "info").out)["entries"]
         assert next(e["event"] for e in events if e["identifier"] == "supervisor") == "started"
     finally:
         close_instance(s)
@@ -453,8 +454,7 @@ def test_logs_shows_output_and_lifecycle(sup):
     assert any(line.endswith(f"{name}[{svc['pid']}]: ready {svc['pid']}") for line in lines)
     assert lines[-1].endswith(f"{name} suspended")
     assert not any("suspend-service" in line for line in lines)  # commands are left out
-    entries = [json.loads(line) for line in sup.ok("logs", str(svc["pid"]), "--json", "-n",
-                                                     "2").out.splitlines()]
+    entries = json.loads(sup.ok("logs", str(svc["pid"]), "--json", "-n", "2").out)["entries"]
     assert [e["message"] for e in entries] == [f"ready {svc['pid']}", f"{name} suspended"]
     assert entries[-1]["event"] == "stopped" and entries[0]["identifier"] == name
     unknown = sup.run("logs", "never-was-here")
@@ -480,6 +480,33 @@ def test_logs_follow(sup):
         follower.terminate()
         follower.wait(timeout=TIMEOUT)
         follower.stdout.close()
+
+
+def test_logs_follow_json_is_one_entry_a_line_as_they_come(sup):
+    """``logs --json`` is one document; followed, a stream cannot wait for its end: one
+    entry a line (each a JSON document), as they come."""
+    name = f"talker-{uuid.uuid4().hex[:8]}"
+    sup.create("/bin/sh", ["-c", "i=0; while :; do i=$((i+1)); echo line $i; sleep 0.05; done"],
+               name=name)
+    follower = subprocess.Popen([sys.executable, "-m", "supervisor", "logs", name, "-f", "-n",
+                                 "1", "--json"], env=sup.env, stdout=subprocess.PIPE,
+                                text=True, cwd=ROOT)
+    try:
+        seen = []
+        with selectors.DefaultSelector() as sel:
+            sel.register(follower.stdout, selectors.EVENT_READ)
+            wait_until(lambda: (sel.select(0.1) and seen.append(follower.stdout.readline()))
+                       or len(seen) >= 5, what="five followed lines")
+        entries = [json.loads(line) for line in seen]
+        numbers = [int(e["message"].split()[-1]) for e in entries if e["service"] == name
+                   and e["message"].startswith("line ")]
+        assert len(numbers) >= 4 and numbers == sorted(set(numbers))
+    finally:
+        follower.terminate()
+        follower.wait(timeout=TIMEOUT)
+        follower.stdout.close()
+    doc = json.loads(sup.ok("logs", name, "-n", "3", "--json").out)
+    assert (doc["instance"], doc["service"], len(doc["entries"])) == (sup.instance, name, 3)
 
 
 @pytest.mark.slow
@@ -658,8 +685,8 @@ def test_logs_shows_control_characters_escaped_never_raw(sup, rundir):
     wait_until(lambda: "cleared" in sup.run("logs", "esc").out, what="the line, logged")
     shown = [x for x in sup.ok("logs", "esc").out.splitlines() if "cleared" in x]
     assert shown[0].endswith(r": \x1b[2Jcleared\x0dover") and "\x1b" not in shown[0]
-    entry = next(json.loads(x) for x in sup.ok("logs", "esc", "--json").out.splitlines()
-                 if "cleared" in x)
+    entry = next(e for e in json.loads(sup.ok("logs", "esc", "--json").out)["entries"]
+                 if "cleared" in e["message"])
     assert entry["message"] == "\x1b[2Jcleared\rover"
     s = Supervisor(rundir, 1)  # the same without journald: from its output file
     _no_journald(s)
