@@ -418,8 +418,6 @@ class SocketKeeper:
             if dir_fd is None:
                 self._again_later()
                 return
-        elif before is not None:
-            self._unwatch(before)
         for _ in range(self.TRIES):  # it may be removed again while we make it
             watch = st = None
             try:
@@ -476,7 +474,8 @@ class SocketKeeper:
                     self._unwatch(before)
                 before = watch
                 dir_fd = self.restore(late)
-                if dir_fd is None or watch is None or _same(os.fstat(dir_fd), held):
+                if dir_fd is None or watch is None \
+                        or os.path.samestat(os.fstat(dir_fd), held):
                     break
             else:  # replaced again and again: looked at once more in a while
                 self._again_later()
@@ -553,7 +552,3 @@ class SocketKeeper:
         if "" in names or any(name.startswith(self.prefix) for name in names) \
                 or not os.path.lexists(self.dir):
             self.keep(frozenset(names))  # other instances' files: nothing to do
-
-
-def _same(a: os.stat_result, b: os.stat_result) -> bool:
-    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
