@@ -44,6 +44,18 @@ def wait_until(predicate: Callable[[], object], timeout: float = TIMEOUT,
         time.sleep(every)
 
 
+def make_a_directory_at(path: str, what: str) -> None:
+    """Put a directory where a running daemon keeps ``what`` (its socket, its state file):
+    it makes the file again as soon as it is removed, so removed and made until it sticks."""
+    def made() -> bool:
+        with contextlib.suppress(FileNotFoundError, IsADirectoryError):
+            os.unlink(path)
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(path)
+        return os.path.isdir(path)
+    wait_until(made, what=f"a directory at the path of {what}")
+
+
 class Result:
     def __init__(self, proc: subprocess.CompletedProcess) -> None:
         self.rc = proc.returncode

@@ -19,6 +19,7 @@ from conftest import (
     alive,
     assert_one_line_error,
     close_instance,
+    make_a_directory_at,
     state,
     wait_until,
 )
@@ -571,9 +572,7 @@ def test_a_removed_or_replaced_socket_is_made_again(sup):
     wait_until(a_socket_there, what="a socket after 200 removals")
     assert sup.status("kept")["status"] == "RUNNING"
     # its name taken by a directory: it cannot listen there until the name is free again
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)
-    os.mkdir(path)
+    make_a_directory_at(path, "its socket")
     wait_until(lambda: read_entries(count=1, since=mark, SUPERVISOR_EVENT="socket",
                                     PRIORITY="3"), what="the daemon to say it cannot listen")
     os.rmdir(path)

@@ -17,7 +17,7 @@ import subprocess
 import tempfile
 
 import pytest
-from conftest import Supervisor, alive, marked, read_state, wait_until
+from conftest import Supervisor, alive, make_a_directory_at, marked, read_state, wait_until
 from timeouts import TIMEOUT
 
 from supervisor import state
@@ -85,8 +85,7 @@ def test_on_a_full_disk_what_was_acknowledged_is_what_is_on_disk(tiny_rundir):
 def test_a_state_path_made_a_directory_fails_commands_but_not_reads(sup):
     sup.create("/bin/sleep", ["600"], name="first", output="null")
     path = os.path.join(sup.rundir, "0.state.json")
-    os.unlink(path)
-    os.mkdir(path)
+    make_a_directory_at(path, "its state file")
     try:
         bad = sup.run("create-service", "-n", "second", "-o", "null", "/bin/sleep", "600")
         assert bad.rc == 1 and bad.out == "" and len(bad.err.splitlines()) == 1, bad
