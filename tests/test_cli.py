@@ -647,9 +647,12 @@ def test_the_runtime_directory_made_again_by_someone_else_or_removed_in_a_loop(s
 
     sup.create("/bin/sleep", ["600"], name="kept")
     files = [os.path.join(sup.rundir, f"0.{x}") for x in ("sock", "lock", "state.json")]
+    def made_again_by_us() -> bool:  # (an rm -rf fails where the daemon made a file in
+        return subprocess.run(  # the directory meanwhile: tried again)
+            ["sh", "-c", 'rm -rf "$1" && mkdir -p -m 700 "$1"', "sh", sup.rundir],
+            timeout=TIMEOUT).returncode == 0
     for _ in range(3):  # made again by someone else before the daemon could
-        subprocess.run(["sh", "-c", 'rm -rf "$1" && mkdir -p -m 700 "$1"', "sh", sup.rundir],
-                       check=True, timeout=TIMEOUT)
+        wait_until(made_again_by_us, what="the directory removed whole and made by us")
         wait_until(lambda: all(os.path.exists(f) for f in files), what=f"{files} made again")
         assert _locked(files[1]) and _saved_names(sup) == ["kept"]
     end = time.monotonic() + 1

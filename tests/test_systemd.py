@@ -10,7 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
-import time
+import threading
 from pathlib import Path
 
 import pytest
@@ -138,30 +138,54 @@ def test_first_connection_starts_the_daemon_which_answers_it(rundir):
 
 
 class NotifyListener:
-    """A NOTIFY_SOCKET of our own, as a service manager has."""
+    """A NOTIFY_SOCKET of our own, read all the time (by a thread) as a service manager
+    reads its own: a daemon's sd_notify blocks once a few datagrams wait unread
+    (net.unix.max_dgram_qlen is 10 here), and WATCHDOG_USEC=100000 sends one every
+    50 ms, so a listener read only while a test waits would stall the daemon."""
 
     def __init__(self, path: str) -> None:
         self.path = path
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
         self.sock.bind(path)
         self.messages: list[str] = []
+        self._new = threading.Condition()
+        self._stop_r, self._stop_w = os.pipe()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
 
-    def wait_for(self, needle: str) -> str:
-        deadline = time.monotonic() + TIMEOUT
+    def _read(self) -> None:
         with selectors.DefaultSelector() as sel:
             sel.register(self.sock, selectors.EVENT_READ)
-            for msg in self.messages:
-                if needle in msg.split("\n"):
-                    return msg
-            while (left := deadline - time.monotonic()) > 0:
-                if sel.select(left):
+            sel.register(self._stop_r, selectors.EVENT_READ)
+            while True:
+                for key, _ in sel.select():
+                    if key.fileobj == self._stop_r:
+                        return
                     msg = self.sock.recv(4096).decode()
-                    self.messages.append(msg)
-                    if needle in msg.split("\n"):
-                        return msg
-        raise AssertionError(f"no {needle!r} on the notify socket; got {self.messages}")
+                    with self._new:
+                        self.messages.append(msg)
+                        self._new.notify_all()
+
+    def forget(self, message: str) -> None:
+        """Those seen so far that are ``message``, gone: only a later one is found."""
+        with self._new:
+            self.messages = [m for m in self.messages if m != message]
+
+    def wait_for(self, needle: str) -> str:
+        def found() -> str | None:
+            return next((m for m in self.messages if needle in m.split("\n")), None)
+        with self._new:
+            msg = self._new.wait_for(found, timeout=TIMEOUT)
+            if msg is None:
+                raise AssertionError(
+                    f"no {needle!r} on the notify socket; got {self.messages}")
+            return msg
 
     def close(self) -> None:
+        os.write(self._stop_w, b"x")
+        self._reader.join(TIMEOUT)
+        for fd in (self._stop_r, self._stop_w):
+            os.close(fd)
         self.sock.close()
 
 
@@ -190,7 +214,7 @@ def test_ready_status_watchdog_stopping(notified):
     listener.wait_for("STATUS=2 services: 1 PENDING, 1 RUNNING")
     s.ok("suspend-service", "a", "-i", "8")
     listener.wait_for("STATUS=2 services: 1 PENDING, 1 STOPPED")
-    listener.messages = [m for m in listener.messages if m != "WATCHDOG=1"]
+    listener.forget("WATCHDOG=1")
     listener.wait_for("WATCHDOG=1")  # WATCHDOG_USEC=100000: a ping every 50 ms, still
     s.ok("close", "-i", "8")
     listener.wait_for("STOPPING=1")
