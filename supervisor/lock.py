@@ -67,10 +67,12 @@ class InstanceLock:
             sock = None  # the file still holds it, as it did before
         return cls(path, file_fd, sock)
 
-    def take_file(self) -> None:
+    def take_file(self, dir_fd: int | None = None) -> None:
         """A new lock file at the path (the directory was made again): taken, and the old
-        one let go. :class:`Held` or ``OSError`` when it cannot be (the old one is kept)."""
-        fd = _take_file(self.path)
+        one let go. :class:`Held` or ``OSError`` when it cannot be (the old one is kept).
+        ``dir_fd``: the directory held, made in whatever is at its path now."""
+        fd = _take_file(self.path if dir_fd is None else os.path.basename(self.path),
+                        dir_fd)
         os.close(self.file_fd)
         self.file_fd = fd
 
@@ -98,8 +100,9 @@ def _take_name(base: str, instance: int) -> socket.socket:
     return sock
 
 
-def _take_file(path: str) -> int:
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+def _take_file(path: str, dir_fd: int | None = None) -> int:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600,
+                 dir_fd=dir_fd)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

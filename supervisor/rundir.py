@@ -66,20 +66,20 @@ class RuntimeDir:
         else:
             os.close(fd)
         lock = self.lock()
-        try:
-            there = _ident(os.stat(lock.path, follow_symlinks=False))
+        name = os.path.basename(lock.path)  # in the directory held (checked safe), not
+        try:  # whatever is at its path now
+            there = _ident(os.stat(name, dir_fd=self.fd, follow_symlinks=False))
         except OSError:
             there = None
         if there != _ident(os.fstat(lock.file_fd)):
             try:
-                lock.take_file()
+                lock.take_file(self.fd)
                 made.append("the lock")
             except (Held, OSError) as exc:  # Held: a daemon in another network namespace
                 why = "another daemon holds it" if isinstance(exc, Held) else \
                     (exc.strerror or str(exc))
                 self.log(f"cannot lock {lock.path} again: {why}", 3)
-        if not all(os.path.lexists(os.path.join(base, n)) for n in self.state_names) \
-                and self.save():
+        if not all(_there(n, self.fd) for n in self.state_names) and self.save():
             made.append("the state")
         if self.move_log(self.fd):
             made.append("the log")
@@ -92,6 +92,14 @@ class RuntimeDir:
 
     def close(self) -> None:
         os.close(self.fd)
+
+
+def _there(name: str, dir_fd: int) -> bool:
+    try:
+        os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    return True
 
 
 def _ident(st: os.stat_result) -> tuple[int, int]:

@@ -5,6 +5,8 @@ concurrent ``rm -rf`` makes only now and then are made here every time."""
 
 import os
 import selectors
+import shutil
+import tempfile
 import time
 
 import pytest
@@ -125,3 +127,31 @@ def test_a_directory_replaced_while_it_is_being_kept_has_the_files_and_the_watch
               f"{files} made again in the new directory")
     os.unlink(files[3])  # told by the watch on the new directory
     run_until(lambda: os.path.exists(files[3]), "the state's log made again")
+
+
+def test_the_lock_is_made_again_in_the_directory_held_not_whatever_is_at_its_path(kept):
+    """The directory is swapped for another (someone else's) between the daemon's check
+    that the one it holds is safe and the lock made again: the lock goes into the one held
+    and checked, like the state and the socket; nothing of ours goes into the other.
+    Before, the lock was made by its path, in the other directory."""
+    keeper, _, files, _ = kept
+    rdir = keeper.restore.__self__
+    rundir = os.path.dirname(files[0])
+    theirs, held = tempfile.mkdtemp(dir=os.path.dirname(rundir)), rundir + ".held"
+    lock = rdir.lock
+
+    def lock_after_a_swap():  # asked for right after the held directory was checked
+        os.rename(rundir, held)
+        os.rename(theirs, rundir)
+        return lock()
+    rdir.lock = lock_after_a_swap
+    try:
+        os.unlink(files[1])
+        assert rdir.keep({os.path.basename(files[1])}) == rdir.fd
+        assert os.listdir(rundir) == []
+        assert sorted(os.listdir(held)) == sorted(os.path.basename(f) for f in files)
+        assert os.path.samestat(os.stat(os.path.join(held, "0.lock")),
+                                os.fstat(lock().file_fd))
+    finally:
+        shutil.rmtree(held, ignore_errors=True)
+        shutil.rmtree(theirs, ignore_errors=True)
