@@ -177,6 +177,14 @@ def alive(pid: int) -> bool:
     return fields is not None and fields[0] != "Z"
 
 
+def kill_daemon(pid: int) -> int:
+    """A crash of the daemon ``pid``: SIGKILL, and its end awaited (its lock and socket
+    gone), so that the next ``init`` starts a new one instead of finding it."""
+    os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: not alive(pid), what=f"the daemon {pid} to die")
+    return pid
+
+
 def read_state(rundir: str, instance: int = 0) -> dict:
     """The state a daemon left in ``rundir``: its state file's document brought up to date
     with the file's log, as the next daemon reads it (``supervisor/state.py``)."""

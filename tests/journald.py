@@ -278,14 +278,18 @@ def read_entries(
     when the deadline passed: the caller asserts. With ``count=0`` it returns at once.
     """
     deadline = time.monotonic() + deadline_s
-    entries: list[Entry] = []
-    with _reader(match, since) as reader:
-        while True:
-            entries.extend(_drain(reader, since))
-            remaining = deadline - time.monotonic()
-            if len(entries) >= count or remaining <= 0:
-                return entries
-            _wait(reader, remaining)
+    while True:  # in slices, each with a fresh reader from `since` (see wait_for_entry)
+        slice_end = min(deadline, time.monotonic() + READER_SLICE_S)
+        entries: list[Entry] = []
+        with _reader(match, since) as reader:
+            while True:
+                entries.extend(_drain(reader, since))
+                if len(entries) >= count or time.monotonic() >= deadline:
+                    return entries
+                remaining = slice_end - time.monotonic()
+                if remaining <= 0:
+                    break
+                _wait(reader, remaining)
 
 
 def wait_for_entry(

@@ -17,6 +17,7 @@ from conftest import (
     alive,
     assert_one_line_error,
     close_instance,
+    kill_daemon,
     marked,
     wait_until,
 )
@@ -322,7 +323,7 @@ def test_after_a_crash_recovered_services_keep_their_pids_and_new_ones_start(ins
     inst.ok("init")
     wait_until(lambda: set(running(inst)) == {"web", "db"}, what="web and db to run")
     before = running(inst)
-    os.kill(inst.pid, signal.SIGKILL)
+    kill_daemon(inst.pid)
     (conf / "0.toml").write_text(WEB + '\n[services.new]\ncommand = ["/bin/sleep", "1016"]\n')
     inst.ok("init")
     wait_until(lambda: set(running(inst)) == {"web", "db", "new"}, what="new to start")
@@ -381,7 +382,7 @@ def test_autostart_false_waits_for_start_service(inst, conf):
     assert services(inst)["idle"]["pid"] is None
     inst.ok("reload")  # taken back from the state file: still waiting, not started
     assert services(inst)["idle"]["status"] == "PENDING"
-    os.kill(inst.pid, signal.SIGKILL)  # and after a crash of the daemon
+    kill_daemon(inst.pid)  # and after a crash of the daemon
     inst.ok("init")
     assert services(inst)["idle"]["status"] == "PENDING"
     inst.ok("start-service", "idle")
@@ -480,8 +481,11 @@ def test_one_apply_at_a_time_and_close_during_one_starts_nothing(inst, conf, tmp
     inst.ok("init")
     wait_until(lambda: "x" in running(inst), what="x to run")
     (conf / "0.toml").write_text(table.replace(token, token + "1"))
+    mark = journal_mark()
     first = subprocess.Popen([sys.executable, "-m", "supervisor", "apply"], env=inst.env,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # the first one's restart under way (else the second could come first, and do it)
+    wait_for_entry(None, TIMEOUT, since=mark, SERVICE_NAME="x", SUPERVISOR_EVENT="stopping")
     wait_until(lambda: services(inst)["x"]["status"] == "RUNNING" and any(
         e for e in [inst.run("apply").err] if "under way" in e), what="a second apply refused")
     inst.ok("close")

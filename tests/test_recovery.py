@@ -21,6 +21,7 @@ from conftest import (
     alive,
     children_of,
     fd_targets,
+    kill_daemon,
     marked,
     read_state,
     state,
@@ -37,10 +38,7 @@ from supervisor.state import start_ticks
 
 
 def _kill_daemon(s: Supervisor) -> int:
-    pid = s.pid
-    os.kill(pid, signal.SIGKILL)
-    wait_until(lambda: not alive(pid), what="the daemon to die")
-    return pid
+    return kill_daemon(s.pid)
 
 
 def test_services_come_back_after_kill_9(sup, tmp_path):
@@ -52,7 +50,7 @@ def test_services_come_back_after_kill_9(sup, tmp_path):
     doomed = sup.create("/bin/sh", ["-c", f"read x < {go}; exit 3"], name="doomed",
                         restart_times=2)
     once = sup.create("/bin/sh", ["-c", f"read x < {go}; exit 0"], name="once")
-    later = sup.create("/bin/sleep", ["600"], name="later", delay=3)
+    later = sup.create("/bin/sleep", ["600"], name="later", delay=6)  # (after the listing)
     sup.create("/bin/sh", ["-c", "exit 4"], name="failed")
     sup.wait_status("failed", "CRASHED")
     sup.ok("suspend-service", "keep")
@@ -288,7 +286,7 @@ def test_kill_9_during_mutations_loses_nothing_and_leaves_no_orphan(sup):
         at = rng.randrange(1, 12)
         wait_until(lambda at=at, answers=answers, worker=worker:
                    _peek(answers) >= at or not worker.is_alive(), what="the client's answers")
-        os.kill(sup.pid, signal.SIGKILL)
+        kill_daemon(sup.pid)
         stop.set()
         worker.join(TIMEOUT)
         sup.ok("init", "-i", "0")

@@ -9,13 +9,14 @@ import json
 import math
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import time
 import uuid
 
 import pytest
-from conftest import ROOT, alive, fd_count, wait_until
+from conftest import ROOT, alive, fd_count, kill_daemon, wait_until
 from journald import journal_mark, wait_for_entry
 from timeouts import TIMEOUT
 
@@ -40,8 +41,10 @@ def test_every_fires_on_time_without_drift(sup, tmp_path):
     print(f"\n--every 250ms: lateness per firing vs the first (ms): "
           f"{[round(x * 1000, 1) for x in lateness]}")
     # anchored firings: none early, no drift (the late ones are the toy's own start-up, on
-    # a machine that runs other tests at the same time)
-    assert sum(lateness) / len(lateness) < 0.010 and max(lateness) < 0.030, lateness
+    # a machine that runs other tests at the same time: one stall is not a drift)
+    assert statistics.median(lateness) < 0.010 and max(lateness) < 0.100, lateness
+    half = firings // 2
+    assert statistics.median(lateness[half:]) - statistics.median(lateness[:half]) < 0.010
     between = sup.status("tick")
     assert between["status"] in ("PENDING", "EXITED", "RUNNING")
     assert between["next_start"] > time.time() - 0.05
@@ -62,10 +65,10 @@ def test_a_start_due_while_the_last_run_runs_is_skipped(sup, tmp_path):
     cancelled = sup.json("supervisor-cancel", name)  # ends the schedule
     assert cancelled["removed"] is (cancelled["status"] == "PENDING")
     if not cancelled["removed"]:  # it was running: that run ends, no other starts
+        svc = sup.wait_status(name, "EXITED")  # (its stamp may come after the cancel)
         count = len(_starts(log))
-        svc = sup.wait_status(name, "EXITED")
         assert svc["next_start"] is None
-        assert len(_starts(log)) == count
+        assert sup.status(name)["status"] == "EXITED" and len(_starts(log)) == count
 
 
 def test_at_fires_at_the_right_wall_clock_second(sup, tmp_path):
@@ -186,13 +189,19 @@ def test_10000_pending_schedules_cost_no_fds_and_no_wakeups(sup):
         assert all(a["status"] == "PENDING" for a in answers)
     # one timerfd per clock, made at start; the client's connection is gone once closed
     wait_until(lambda: fd_count(daemon) <= before - 1, what="no per-schedule fd")
-    with open(f"/proc/{daemon}/status") as f:
-        switches = lambda text: sum(int(line.split()[1]) for line in text.splitlines()  # noqa: E731
-                                    if "ctxt_switches" in line)
-        first = switches(f.read())
+
+    def switches() -> int:
+        with open(f"/proc/{daemon}/status") as f:
+            return sum(int(line.split()[1]) for line in f if "ctxt_switches" in line)
+
+    def asleep() -> bool:  # no switch over a 0.2 s look: its last turn (the close) is done
+        seen = switches()
+        time.sleep(0.2)
+        return switches() == seen
+    wait_until(asleep, what="the daemon to sleep")
+    first = switches()
     time.sleep(2.0)  # a measurement window: nothing is due, nobody talks to the daemon
-    with open(f"/proc/{daemon}/status") as f:
-        assert switches(f.read()) - first == 0
+    assert switches() - first == 0
 
 
 def test_schedules_survive_a_daemon_crash(sup, tmp_path):
@@ -200,7 +209,7 @@ def test_schedules_survive_a_daemon_crash(sup, tmp_path):
     sup.ok("create-service", "--every", "300ms", "-o", "null", "-n", "tick", "/bin/sh", "--",
            "-c", STAMP.format(file=log))
     wait_until(lambda: len(_starts(log)) >= 2, what="two firings")
-    os.kill(sup.pid, signal.SIGKILL)
+    kill_daemon(sup.pid)
     sup.ok("init", "-i", "0")
     count = len(_starts(log))
     wait_until(lambda: len(_starts(log)) >= count + 2, what="firings after recovery")
@@ -299,7 +308,7 @@ def test_a_restart_that_cannot_spawn_is_retried_until_it_can(sup, tmp_path):
     # the restart cannot spawn, yet the service is not CRASHED for good, whatever its
     # policy: it waits PENDING and retries with back-off until the program is back
     prog = tmp_path / "prog"
-    prog.write_text("#!/bin/sh\nsleep 0.2\nexit 3\n")
+    prog.write_text("#!/bin/sh\nsleep 2\nexit 3\n")  # (ends once it is renamed away)
     prog.chmod(0o755)
     hidden = tmp_path / "prog.away"
     first = sup.json("create-service", "-r", "1", "-o", "null", "-n", "flaky", str(prog))

@@ -564,9 +564,10 @@ def test_realtime_timer_fires_at_a_wall_clock_deadline(sel):
     try:
         assert timers.now() == pytest.approx(time.time(), abs=1)
         fired: list[float] = []
-        due = time.time() + 0.05
+        due = time.time() + 1
         timers.call_at(due, lambda: fired.append(time.time()))
-        assert timers._fd.armed_at() == pytest.approx(0.05, abs=0.04)
+        left = timers._fd.armed_at()  # what is left till the deadline, seen from now
+        assert due - time.time() - 0.01 <= left <= 1
         run_until(sel, lambda: fired)
         assert fired[0] >= due
         assert timers.clock_changes == 0
