@@ -418,11 +418,12 @@ class SocketKeeper:
             if dir_fd is None:
                 self._again_later()
                 return
+        at = self._in(dir_fd)
         for _ in range(self.TRIES):  # it may be removed again while we make it
             watch = st = None
             try:
-                watch = Inotify(self.path, "itself")  # the file at the path now
-                st = os.lstat(self.path)
+                watch = Inotify(at, "itself")  # the file at the path now
+                st = os.lstat(at)
             except OSError:
                 pass
             if st is not None and stat.S_ISSOCK(st.st_mode) and (
@@ -507,12 +508,22 @@ class SocketKeeper:
             pass
         watch.close()
 
+    def _in(self, dir_fd: int | None) -> str:
+        """The socket's path through the directory held (``dir_fd``), not whatever is at
+        the directory's path now; its path where none is held."""
+        if dir_fd is None:
+            return self.path
+        return f"/proc/self/fd/{dir_fd}/{os.path.basename(self.path)}"
+
     def _listen_again(self, dir_fd: int | None) -> bool:
         """A new listener at the path (whatever is there removed, as at start)."""
+        listener = None
         try:
             listener = bind_listener(self.path, dir_fd)
-            st = os.lstat(self.path)
+            st = os.lstat(self._in(dir_fd))
         except OSError as exc:
+            if listener is not None:
+                listener.close()
             self._trouble(f"{self.path} cannot be made again ({exc.strerror or exc})")
             return False
         self.ident = (st.st_dev, st.st_ino)

@@ -67,12 +67,12 @@ class InstanceLock:
             sock = None  # the file still holds it, as it did before
         return cls(path, file_fd, sock)
 
-    def take_file(self, dir_fd: int | None = None) -> None:
-        """A new lock file at the path (the directory was made again): taken, and the old
-        one let go. :class:`Held` or ``OSError`` when it cannot be (the old one is kept).
-        ``dir_fd``: the directory held, made in whatever is at its path now."""
-        fd = _take_file(self.path if dir_fd is None else os.path.basename(self.path),
-                        dir_fd)
+    def take_file(self, dir_fd: int) -> None:
+        """A new lock file (the directory was made again), made and taken in the directory
+        ``dir_fd`` (the one held and checked safe, not whatever is at the path now); the
+        old one let go. :class:`Held` or ``OSError`` when it cannot be (the old one is
+        kept)."""
+        fd = _take_file(os.path.basename(self.path), dir_fd)
         os.close(self.file_fd)
         self.file_fd = fd
 

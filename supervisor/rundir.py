@@ -66,12 +66,8 @@ class RuntimeDir:
         else:
             os.close(fd)
         lock = self.lock()
-        name = os.path.basename(lock.path)  # in the directory held (checked safe), not
-        try:  # whatever is at its path now
-            there = _ident(os.stat(name, dir_fd=self.fd, follow_symlinks=False))
-        except OSError:
-            there = None
-        if there != _ident(os.fstat(lock.file_fd)):
+        # in the directory held (checked safe), not whatever is at its path now
+        if _ident_at(os.path.basename(lock.path), self.fd) != _ident(os.fstat(lock.file_fd)):
             try:
                 lock.take_file(self.fd)
                 made.append("the lock")
@@ -79,7 +75,7 @@ class RuntimeDir:
                 why = "another daemon holds it" if isinstance(exc, Held) else \
                     (exc.strerror or str(exc))
                 self.log(f"cannot lock {lock.path} again: {why}", 3)
-        if not all(_there(n, self.fd) for n in self.state_names) and self.save():
+        if any(_ident_at(n, self.fd) is None for n in self.state_names) and self.save():
             made.append("the state")
         if self.move_log(self.fd):
             made.append("the log")
@@ -94,12 +90,12 @@ class RuntimeDir:
         os.close(self.fd)
 
 
-def _there(name: str, dir_fd: int) -> bool:
+def _ident_at(name: str, dir_fd: int) -> tuple[int, int] | None:
+    """The file ``name`` of the directory ``dir_fd`` (None where it cannot be seen)."""
     try:
-        os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-    except FileNotFoundError:
-        return False
-    return True
+        return _ident(os.stat(name, dir_fd=dir_fd, follow_symlinks=False))
+    except OSError:
+        return None
 
 
 def _ident(st: os.stat_result) -> tuple[int, int]:
