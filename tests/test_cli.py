@@ -194,8 +194,9 @@ def test_exit_codes_map_to_statuses(sup):
 
 def test_delay_is_pending_then_runs(sup):
     before = time.time()
-    svc = sup.json("create-service", "-d", "2", "/bin/sleep", "60")  # (a listing is
-    assert svc["status"] == "PENDING" and svc["pid"] is None  # in time on a slow machine)
+    # 2 s: a listing is in time on a slow machine
+    svc = sup.json("create-service", "-d", "2", "/bin/sleep", "60")
+    assert svc["status"] == "PENDING" and svc["pid"] is None
     assert before + 1.9 < svc["next_start"] < before + 4
     assert "PENDING" in sup.ok("list-supervisor").out
     running = sup.wait_status(svc["name"], "RUNNING")
@@ -648,10 +649,12 @@ def test_the_runtime_directory_made_again_by_someone_else_or_removed_in_a_loop(s
 
     sup.create("/bin/sleep", ["600"], name="kept")
     files = [os.path.join(sup.rundir, f"0.{x}") for x in ("sock", "lock", "state.json")]
-    def made_again_by_us() -> bool:  # (an rm -rf fails where the daemon made a file in
-        return subprocess.run(  # the directory meanwhile: tried again)
+    def made_again_by_us() -> bool:
+        # an rm -rf fails where the daemon made a file in the directory meanwhile: again
+        return subprocess.run(
             ["sh", "-c", 'rm -rf "$1" && mkdir -p -m 700 "$1"', "sh", sup.rundir],
             timeout=TIMEOUT).returncode == 0
+
     for _ in range(3):  # made again by someone else before the daemon could
         wait_until(made_again_by_us, what="the directory removed whole and made by us")
         wait_until(lambda: all(os.path.exists(f) for f in files), what=f"{files} made again")

@@ -343,9 +343,7 @@ def test_declared_services_found_running_with_no_state_are_taken_back_as_declare
     wait_until(lambda: set(running(inst)) == {"web", "db"}, what="web and db to run")
     extra = inst.create("/bin/sleep", ["1018"], name="extra", restart_times=5)
     before = running(inst)
-    daemon = inst.pid
-    os.kill(daemon, signal.SIGKILL)
-    wait_until(lambda: not alive(daemon), what="the daemon to die")
+    kill_daemon(inst.pid)
     path = os.path.join(inst.rundir, "0.state.json")
     if lost == "removed":
         os.unlink(path)

@@ -12,12 +12,18 @@ import contextlib
 import os
 import secrets
 import shutil
-import signal
 import subprocess
 import tempfile
 
 import pytest
-from conftest import Supervisor, alive, make_a_directory_at, marked, read_state, wait_until
+from conftest import (
+    Supervisor,
+    kill_daemon,
+    make_a_directory_at,
+    marked,
+    read_state,
+    wait_until,
+)
 from timeouts import TIMEOUT
 
 from supervisor import state
@@ -70,9 +76,7 @@ def test_on_a_full_disk_what_was_acknowledged_is_what_is_on_disk(tiny_rundir):
     wait_until(lambda: len(marked(token)) == len(acked),
                what=f"the undone ones to die (running: {marked(token)})")
     # a crash now: the next daemon takes back exactly what was acknowledged
-    old = s.pid
-    os.kill(old, signal.SIGKILL)
-    wait_until(lambda: not alive(old), what="the daemon to die")
+    kill_daemon(s.pid)
     s.ok("init", "-i", "0")
     back = s.json("list-supervisor")["services"]
     assert {svc["name"] for svc in back} == acked

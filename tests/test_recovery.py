@@ -37,10 +37,6 @@ from supervisor.process import proc_stat as process_stat
 from supervisor.state import start_ticks
 
 
-def _kill_daemon(s: Supervisor) -> int:
-    return kill_daemon(s.pid)
-
-
 def test_services_come_back_after_kill_9(sup, tmp_path):
     # doomed and once end while no daemon watches: a failure (restarted by its policy) and
     # a success (EXITED) -- the same whether the next daemon can learn how they ended or not
@@ -54,7 +50,7 @@ def test_services_come_back_after_kill_9(sup, tmp_path):
     sup.create("/bin/sh", ["-c", "exit 4"], name="failed")
     sup.wait_status("failed", "CRASHED")
     sup.ok("suspend-service", "keep")
-    old = _kill_daemon(sup)
+    old = kill_daemon(sup.pid)
     assert alive(keep["pid"])  # services outlive their supervisor
     with open(go, "w") as f:  # die while nobody watches
         f.write("go\ngo\n")
@@ -92,7 +88,7 @@ def test_a_reused_pid_is_never_taken_for_ours(sup):
     svc = sup.create("/bin/sleep", ["600"], name="victim", restart_times=1)
     stranger = subprocess.Popen(["sleep", "600"])
     try:
-        _kill_daemon(sup)
+        kill_daemon(sup.pid)
         state_file = _whole_state(sup)
         with open(state_file) as f:
             doc = json.load(f)
@@ -161,7 +157,7 @@ def test_a_pid_given_out_again_names_the_service_that_has_it_after_recovery(sup,
     if how == "reload":
         sup.ok("reload", "-i", "0")
     else:
-        _kill_daemon(sup)
+        kill_daemon(sup.pid)
         sup.ok("init", "-i", "0")
     assert sup.status(x)["name"] == "first"
     assert sup.status("first")["pid"] == x  # re-adopted, not restarted
@@ -367,7 +363,7 @@ def test_another_runtime_directorys_state_file_is_set_aside_not_taken(sup, tmp_p
     try:
         other.ok("init", "-i", "0")
         theirs = other.create("/bin/sleep", ["600"], name="theirs")
-        _kill_daemon(sup)
+        kill_daemon(sup.pid)
         shutil.copyfile(os.path.join(other_dir, "0.state.json"),
                         os.path.join(sup.rundir, "0.state.json"))
         mark = journal_mark()
@@ -391,7 +387,7 @@ def test_a_damaged_state_file_is_set_aside_and_the_daemon_starts(sup, damage):
     taken back opened (watched, never started again: how to start it was in the file).
     Before, they were killed."""
     kept = sup.create("/bin/sleep", ["600"], name="kept", output="null")
-    _kill_daemon(sup)
+    kill_daemon(sup.pid)
     path = _whole_state(sup)
     with open(path, "rb") as f:
         data = f.read()
@@ -437,7 +433,7 @@ def test_one_bad_service_entry_costs_only_that_service(sup, damage):
     and a stop-service of it never answered)."""
     good = sup.create("/bin/sleep", ["600"], name="good", output="null")
     bad = sup.create("/bin/sleep", ["601"], name="bad", output="null")
-    _kill_daemon(sup)
+    kill_daemon(sup.pid)
     path = _whole_state(sup)
     with open(path) as f:
         doc = json.load(f)
@@ -484,13 +480,13 @@ def test_a_service_found_with_no_state_is_one_service_with_its_children(sup, tmp
                output="null")
     wait_until(lambda: left.exists() and left.read_text().strip(), what="the child")
     child, shell = int(left.read_text()), sup.status("tree")["pid"]
-    _kill_daemon(sup)
+    kill_daemon(sup.pid)
     os.unlink(os.path.join(sup.rundir, "0.state.json"))
     sup.ok("init", "-i", "0")
     [back] = sup.json("list-supervisor")["services"]
     assert (back["name"], back["pid"], back["opened"]) == ("tree", shell, True)
     assert alive(child)
-    _kill_daemon(sup)
+    kill_daemon(sup.pid)
     sup.ok("init", "-i", "0")
     [back] = sup.json("list-supervisor")["services"]
     assert (back["name"], back["pid"], back["opened"]) == ("tree", shell, True)
@@ -511,7 +507,7 @@ def test_a_service_restarted_into_a_new_cgroup_is_not_found_again(sup):
     wait_until(lambda: sup.status("web")["pid"] not in (None, web["pid"]),
                what="web to restart")
     pid = sup.status("web")["pid"]
-    _kill_daemon(sup)
+    kill_daemon(sup.pid)
     _edit_state(sup, lambda doc: [e.update(restarts=-1) for e in doc["services"]
                                   if e["name"] == "db"])
     sup.ok("init", "-i", "0")
@@ -527,7 +523,7 @@ def test_a_service_named_like_a_later_cgroup_is_found_under_its_own_name(sup):
     also the name of web's second cgroup: found with no state, it comes back as web.2
     (web's later cgroups are ``svc-web~<k>`` now). Before, it came back as web."""
     svc = sup.create("/bin/sleep", ["600"], name="web.2", output="null")
-    _kill_daemon(sup)
+    kill_daemon(sup.pid)
     os.unlink(os.path.join(sup.rundir, "0.state.json"))
     sup.ok("init", "-i", "0")
     [back] = sup.json("list-supervisor")["services"]
@@ -545,7 +541,7 @@ def test_what_a_service_left_when_it_ended_with_no_daemon_is_not_found_as_it(sup
                      output="null")
     wait_until(lambda: left.exists() and left.read_text().strip(), what="the child's pid")
     child = int(left.read_text())
-    _kill_daemon(sup)
+    kill_daemon(sup.pid)
     os.kill(svc["pid"], signal.SIGKILL)
     wait_until(lambda: not alive(svc["pid"]), what="the service's process to end")
     assert alive(child)
@@ -591,7 +587,7 @@ def test_a_stranger_with_the_same_pid_and_start_time_is_not_adopted(sup, kind, i
         svc = sup.json("open-service", str(mine.pid), "-n", "victim")
     stranger = subprocess.Popen(["sleep", "602"])
     try:
-        _kill_daemon(sup)
+        kill_daemon(sup.pid)
         state_file = _whole_state(sup)
         with open(state_file) as f:
             doc = json.load(f)
@@ -639,7 +635,7 @@ def test_re_adopted_services_end_as_they_really_ended(sup, tmp_path):
         sup.create("/bin/sh", ["-c", f"read x < {fifos[name]}; exit {code[name]}"],
                    name=name, restart_times=2, output="null")
     killed = sup.create("/bin/sleep", ["600"], name="killed", restart_times=2, output="null")
-    _kill_daemon(sup)
+    kill_daemon(sup.pid)
     sup.ok("init", "-i", "0")
     os.kill(killed["pid"], signal.SIGKILL)
     for name in ("ok", "fails"):
@@ -664,7 +660,7 @@ def test_values_out_of_range_or_of_another_instance_are_set_aside(sup, damage):
     daemon starts (and, the test of the cgroups path below, kills nothing of another's);
     the service the file described, found in its cgroup, is taken back opened."""
     kept = sup.create("/bin/sleep", ["600"], name="kept", output="null", every=3600)
-    _kill_daemon(sup)
+    kill_daemon(sup.pid)
     path = _whole_state(sup)
     with open(path) as f:
         doc = json.load(f)
@@ -703,7 +699,7 @@ def test_a_state_file_cannot_point_the_daemon_at_processes_not_its_own(sup, tmp_
         (tmp_path / "cgroup.procs").write_text("")
         (fake / "svc-z" / "cgroup.procs").write_text(f"{stranger.pid}\n")
         before = sup.create("/bin/sleep", ["600"], name="before", output="null")
-        _kill_daemon(sup)
+        kill_daemon(sup.pid)
         path = _whole_state(sup)
         with open(path) as f:
             doc = json.load(f)
@@ -735,7 +731,7 @@ def test_what_a_service_left_behind_while_no_daemon_watched_is_killed(sup, tmp_p
                name="g", restart_times=2, output="null")
     wait_until(lambda: left.exists() and left.read_text().strip(), what="the child")
     child = int(left.read_text())
-    _kill_daemon(sup)
+    kill_daemon(sup.pid)
     with open(go, "w") as f:
         f.write("go\n")
     wait_until(lambda: state(child) is None or _parent_gone(sup, child), what="the exit")
@@ -767,7 +763,7 @@ def test_one_process_claimed_by_two_entries_is_re_adopted_once(sup):
     other = subprocess.Popen(["sleep", "603"], start_new_session=True)
     try:
         sup.json("open-service", str(other.pid), "-n", "o")
-        _kill_daemon(sup)
+        kill_daemon(sup.pid)
 
         def claim_x(doc):
             entries = {e["name"]: e for e in doc["services"]}
@@ -791,7 +787,7 @@ def test_a_state_file_cannot_make_the_daemon_adopt_init(sup):
     other = subprocess.Popen(["sleep", "604"], start_new_session=True)
     try:
         sup.json("open-service", str(other.pid), "-n", "o")
-        _kill_daemon(sup)
+        kill_daemon(sup.pid)
         with open("/proc/1/cmdline", "rb") as f:
             init_cmd = [p.decode() for p in f.read().split(b"\0") if p]
 
@@ -823,7 +819,7 @@ def test_a_stop_under_way_when_the_daemon_dies_goes_on_after_init(sup, tmp_path,
                                 stderr=subprocess.DEVNULL)
     try:
         wait_until(termed.exists, what="the stop signal")
-        _kill_daemon(sup)  # before the service ends, and before its stop timeout
+        kill_daemon(sup.pid)  # before the service ends, and before its stop timeout
     finally:
         stopping.wait(TIMEOUT)
     sup.ok("init", "-i", "0")
@@ -835,7 +831,7 @@ def test_setting_a_bad_state_file_aside_never_overwrites_an_earlier_one(sup):
     """Two bad state files within a second, or a name taken by anything else: each kept
     under a name of its own, and the daemon starts."""
     sup.create("/bin/sleep", ["600"], name="found", output="null")
-    _kill_daemon(sup)
+    kill_daemon(sup.pid)
     path = os.path.join(sup.rundir, "0.state.json")
     now = int(time.time())
     for t in range(now, now + 2 * int(TIMEOUT)):  # the names of this second and the next
@@ -881,7 +877,7 @@ def test_a_restart_is_one_line_of_the_log_not_the_whole_state_rewritten(sup):
     assert os.path.getsize(f"{doc_path}.log") > log_before
     entries = {e["name"]: e for e in read_state(sup.rundir)["services"]}
     assert entries["crashy"]["restarts"] == 3 and entries["crashy"]["state"] == "CRASHED"
-    _kill_daemon(sup)
+    kill_daemon(sup.pid)
     sup.ok("init", "-i", "0")
     back = sup.status("crashy")
     assert (back["status"], back["restarts"]) == ("CRASHED", 3)
@@ -893,7 +889,7 @@ def test_a_wrong_line_in_the_log_costs_only_what_follows_it(sup):
     entry; a service whose line was lost is found in its cgroup and taken back opened."""
     first = sup.create("/bin/sleep", ["600"], name="first", output="null")
     second = sup.create("/bin/sleep", ["601"], name="second", output="null")
-    _kill_daemon(sup)
+    kill_daemon(sup.pid)
     log = os.path.join(sup.rundir, "0.state.json.log")
     with open(log, "rb") as f:
         lines = f.read().splitlines(keepends=True)
@@ -914,7 +910,7 @@ def test_a_wrong_line_in_the_log_costs_only_what_follows_it(sup):
     assert (listing["first"]["pid"], listing["first"]["opened"]) == (first["pid"], False)
     assert (listing["second"]["pid"], listing["second"]["opened"]) == (second["pid"], True)
     # what was taken back is on disk at once: a second crash loses nothing
-    _kill_daemon(sup)
+    kill_daemon(sup.pid)
     sup.ok("init", "-i", "0")
     again = {s["name"]: (s["pid"], s["opened"]) for s in sup.json("list-supervisor")["services"]}
     assert again == {"first": (first["pid"], False), "second": (second["pid"], True)}
@@ -931,7 +927,7 @@ def test_every_pid_a_service_had_names_it_after_a_crash(sup):
         last = json.loads(f.read().splitlines()[-1])
     [entry] = [e for e in last["set"] if e["name"] == "web"]
     assert (entry["pids_kept"], entry["pids"]) == (3, pids[-1:])
-    _kill_daemon(sup)
+    kill_daemon(sup.pid)
     sup.ok("init", "-i", "0")
     for pid in pids:
         assert sup.json("service-status", str(pid))["name"] == "web"
@@ -948,7 +944,7 @@ def test_an_opened_process_that_execd_is_taken_back_by_its_pidfs_inode(sup, tmp_
                             start_new_session=True)
     try:
         sup.json("open-service", str(mine.pid), "-n", "shell")
-        _kill_daemon(sup)
+        kill_daemon(sup.pid)
         with open(go, "w") as f:
             f.write("go\n")
         wait_until(lambda: comm(mine.pid) == "sleep", what="the exec")

@@ -181,9 +181,16 @@ class NotifyListener:
                     f"no {needle!r} on the notify socket; got {self.messages}")
             return msg
 
+    def __enter__(self) -> NotifyListener:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
     def close(self) -> None:
         os.write(self._stop_w, b"x")
         self._reader.join(TIMEOUT)
+        assert not self._reader.is_alive(), "the notify reader did not stop"
         for fd in (self._stop_r, self._stop_w):
             os.close(fd)
         self.sock.close()
@@ -191,16 +198,17 @@ class NotifyListener:
 
 @pytest.fixture
 def notified(rundir):
-    listener = NotifyListener(os.path.join(rundir, "notify"))
-    env = {**os.environ, "SUPERVISOR_RUNTIME_DIR": rundir, "NOTIFY_SOCKET": listener.path,
-           "WATCHDOG_USEC": "100000"}
-    daemon = subprocess.Popen([str(BIN / "supervisor-daemon"), "-i", "8"], env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    yield listener, daemon, Supervisor(rundir, 8)
-    if daemon.poll() is None:
-        daemon.send_signal(signal.SIGKILL)
-    daemon.wait()
-    listener.close()
+    with NotifyListener(os.path.join(rundir, "notify")) as listener:
+        env = {**os.environ, "SUPERVISOR_RUNTIME_DIR": rundir,
+               "NOTIFY_SOCKET": listener.path, "WATCHDOG_USEC": "100000"}
+        daemon = subprocess.Popen([str(BIN / "supervisor-daemon"), "-i", "8"], env=env,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            yield listener, daemon, Supervisor(rundir, 8)
+        finally:
+            if daemon.poll() is None:
+                daemon.send_signal(signal.SIGKILL)
+            daemon.wait()
 
 
 def test_ready_status_watchdog_stopping(notified):
@@ -237,20 +245,19 @@ def test_a_close_extends_the_managers_stop_timeout_to_the_services_own(notified)
 
 
 def test_no_watchdog_pings_unless_asked(rundir):
-    listener = NotifyListener(os.path.join(rundir, "notify"))
-    env = {**os.environ, "SUPERVISOR_RUNTIME_DIR": rundir, "NOTIFY_SOCKET": listener.path}
-    env.pop("WATCHDOG_USEC", None)
-    daemon = subprocess.Popen([str(BIN / "supervisor-daemon"), "-i", "9"], env=env)
-    try:
-        listener.wait_for("READY=1")
-        Supervisor(rundir, 9).ok("close", "-i", "9")
-        listener.wait_for("STOPPING=1")
-        assert "WATCHDOG=1" not in listener.messages
-    finally:
-        if daemon.poll() is None:
-            daemon.kill()
-        daemon.wait()
-        listener.close()
+    with NotifyListener(os.path.join(rundir, "notify")) as listener:
+        env = {**os.environ, "SUPERVISOR_RUNTIME_DIR": rundir, "NOTIFY_SOCKET": listener.path}
+        env.pop("WATCHDOG_USEC", None)
+        daemon = subprocess.Popen([str(BIN / "supervisor-daemon"), "-i", "9"], env=env)
+        try:
+            listener.wait_for("READY=1")
+            Supervisor(rundir, 9).ok("close", "-i", "9")
+            listener.wait_for("STOPPING=1")
+            assert "WATCHDOG=1" not in listener.messages
+        finally:
+            if daemon.poll() is None:
+                daemon.kill()
+            daemon.wait()
 
 
 def test_init_uses_systemd_only_where_it_can(tmp_path):
