@@ -67,7 +67,7 @@ _JOURNALD_SOCKETS = ("socket", "stdout", "dev-log", "io.systemd.journal")
 _NOTIFY_MAX_FDS = 253
 # Longest single Reader.wait() before re-reading (see "Latency" above); None: no cap.
 RECHECK_S: float | None = 0.05
-READER_SLICE_S = 0.5  # a fresh Reader this often (see wait_for_entry)
+READER_SLICE_S = 0.5  # a fresh Reader this often (see _batches)
 
 Entry = dict[str, Any]
 
@@ -268,6 +268,28 @@ def _wait(reader: journal.Reader, remaining: float) -> None:
     reader.wait(remaining if RECHECK_S is None else min(remaining, RECHECK_S))
 
 
+def _batches(match: dict[str, Any], since: str | None,
+             deadline: float) -> Iterator[tuple[bool, list[Entry]]]:
+    """``(fresh, entries)``: what is new in the journal after `since`, as it comes, until
+    the deadline. A Reader with matches, opened while journald is still writing a burst,
+    sometimes never returns an entry that is in the file (libsystemd 252, about 1 in 20
+    tries); a fresh reader finds it. So the wait is in slices, each with a fresh reader
+    from `since`: ``fresh`` says a batch is a new reader's first (from `since` again)."""
+    while True:
+        slice_end = min(deadline, time.monotonic() + READER_SLICE_S)
+        fresh = True
+        with _reader(match, since) as reader:
+            while True:
+                yield fresh, list(_drain(reader, since))
+                fresh = False
+                if time.monotonic() >= deadline:
+                    return
+                remaining = slice_end - time.monotonic()
+                if remaining <= 0:
+                    break
+                _wait(reader, remaining)
+
+
 def read_entries(
     deadline_s: float = TIMEOUT, *, count: int = 1, since: str | None = None, **match: Any
 ) -> list[Entry]:
@@ -277,19 +299,12 @@ def read_entries(
     then returns all there are at that moment, which may be fewer than `count`
     when the deadline passed: the caller asserts. With ``count=0`` it returns at once.
     """
-    deadline = time.monotonic() + deadline_s
-    while True:  # in slices, each with a fresh reader from `since` (see wait_for_entry)
-        slice_end = min(deadline, time.monotonic() + READER_SLICE_S)
-        entries: list[Entry] = []
-        with _reader(match, since) as reader:
-            while True:
-                entries.extend(_drain(reader, since))
-                if len(entries) >= count or time.monotonic() >= deadline:
-                    return entries
-                remaining = slice_end - time.monotonic()
-                if remaining <= 0:
-                    break
-                _wait(reader, remaining)
+    entries: list[Entry] = []
+    for fresh, batch in _batches(match, since, time.monotonic() + deadline_s):
+        entries = batch if fresh else entries + batch
+        if len(entries) >= count:
+            break
+    return entries
 
 
 def wait_for_entry(
@@ -305,28 +320,16 @@ def wait_for_entry(
     Raises AssertionError naming the match, the predicate and the last entries that
     matched the fields when none shows within `timeout` seconds.
     """
-    deadline = time.monotonic() + timeout
     seen = 0
     last: list[Entry] = []
-    # A Reader with matches, opened while journald is still writing a burst, sometimes
-    # never returns an entry that is in the file (libsystemd 252, about 1 in 20 tries);
-    # a fresh reader finds it. So wait in slices, each with a fresh reader from `since`.
-    while True:
-        slice_end = min(deadline, time.monotonic() + READER_SLICE_S)
-        seen, last = 0, []
-        with _reader(match, since) as reader:
-            while True:
-                for entry in _drain(reader, since):
-                    if predicate is None or predicate(entry):
-                        return entry
-                    seen += 1
-                    last = [*last[-4:], entry]
-                remaining = slice_end - time.monotonic()
-                if remaining <= 0:
-                    break
-                _wait(reader, remaining)
-        if time.monotonic() >= deadline:
-            break
+    for fresh, batch in _batches(match, since, time.monotonic() + timeout):
+        if fresh:
+            seen, last = 0, []
+        for entry in batch:
+            if predicate is None or predicate(entry):
+                return entry
+            seen += 1
+            last = [*last[-4:], entry]
     what = getattr(predicate, "__name__", repr(predicate)) if predicate else "(any)"
     shown = "; ".join(f"{e.get('MESSAGE', '')!r} {_custom_fields(e)}" for e in last) or "none"
     running = "" if journald_running() else f" (no journald answers on {JOURNAL_SOCKET})"

@@ -59,6 +59,20 @@ def kept(rundir, monkeypatch):
     sel.close()
 
 
+def after_each_look(keeper, then) -> list:
+    """``then(k)`` run right after the daemon's k-th look at the directory (its
+    ``restore``), as an ``rm -rf`` still going on would act; returns the looks' names."""
+    restore, calls = keeper.restore, []
+
+    def look_then(names):
+        fd = restore(names)
+        calls.append(names)
+        then(len(calls))
+        return fd
+    keeper.restore = look_then
+    return calls
+
+
 def test_a_file_removed_while_the_directory_is_being_kept_is_made_again(kept):
     """An ``rm -rf`` goes on while the daemon makes its files again: a file it removes
     just after the daemon looked for it, before the directory was watched again, is made
@@ -66,15 +80,11 @@ def test_a_file_removed_while_the_directory_is_being_kept_is_made_again(kept):
     was watched only after it was looked at: that file stayed gone (CI saw the state file
     never made again, twice)."""
     keeper, run_until, files, _ = kept
-    restore, calls = keeper.restore, []
 
-    def restore_then_removed(names):
-        fd = restore(names)
-        calls.append(names)
-        if len(calls) <= 2:  # removed right after each look, by the rm still going on
+    def removed(k: int) -> None:  # right after each look, by the rm still going on
+        if k <= 2:
             os.unlink(files[2])
-        return fd
-    keeper.restore = restore_then_removed
+    calls = after_each_look(keeper, removed)
     os.unlink(files[1])  # the rm's first: the lock
     run_until(lambda: len(calls) >= 3 and all(os.path.exists(f) for f in files),
               f"{files} made again")
@@ -88,17 +98,13 @@ def test_an_output_file_removed_while_the_directory_is_being_kept_is_made_again(
     keeper, run_until, files, moved = kept
     out = os.path.join(rundir, "0.web.out")
     open(out, "w").close()
-    restore, calls = keeper.restore, []
+    removed = []
 
-    def restore_then_removed(names):
-        fd = restore(names)
-        calls.append(names)
-        if len(calls) == 1:
+    def remove(k: int) -> None:
+        if k == 1:
             os.unlink(out)
             removed.append(time.monotonic())
-        return fd
-    removed = []
-    keeper.restore = restore_then_removed
+    after_each_look(keeper, remove)
     os.unlink(files[1])
     run_until(lambda: removed and any(t > removed[0] for t in moved),
               "the log relay to be handed the directory again")
@@ -110,18 +116,14 @@ def test_a_directory_replaced_while_it_is_being_kept_has_the_files_and_the_watch
     daemon's look and its watch: the daemon's files are made in the new one, and it is
     the new one that is watched, so what is removed there later is made again too."""
     keeper, run_until, files, _ = kept
-    restore, calls = keeper.restore, []
 
-    def restore_then_replaced(names):
-        fd = restore(names)
-        calls.append(names)
-        if len(calls) == 1:
+    def replaced(k: int) -> None:
+        if k == 1:
             for name in os.listdir(rundir):
                 os.unlink(os.path.join(rundir, name))
             os.rmdir(rundir)
             os.mkdir(rundir, 0o700)
-        return fd
-    keeper.restore = restore_then_replaced
+    calls = after_each_look(keeper, replaced)
     os.unlink(files[2])
     run_until(lambda: len(calls) >= 3 and all(os.path.exists(f) for f in files),
               f"{files} made again in the new directory")
